@@ -1,0 +1,121 @@
+"""Raw items -> model-ready batches: images (path, array or PIL) and text (strings)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from PIL import Image
+
+from transferkit.errors import DataError
+
+_INTERP = {"bilinear": Image.Resampling.BILINEAR, "bicubic": Image.Resampling.BICUBIC,
+           "nearest": Image.Resampling.NEAREST}
+
+
+def to_pil(item: Any) -> Image.Image:
+    """Open/convert one image item to an RGB PIL image (grayscale, RGBA, 16-bit and floats handled)."""
+    if isinstance(item, (str, Path)):
+        try:
+            with Image.open(item) as im:
+                im.load()
+                img = im
+        except (OSError, ValueError) as e:
+            raise DataError(f"cannot read image {item}: {e}; remove or replace the file") from e
+    elif isinstance(item, Image.Image):
+        img = item
+    elif isinstance(item, np.ndarray):
+        arr = item
+        if arr.dtype != np.uint8:
+            arr = arr.astype(np.float64)
+            if not np.isfinite(arr).all():
+                raise DataError("an image array holds NaN or inf: clean the array before extraction")
+            hi = arr.max() if arr.size else 1.0
+            scale = 255.0 if hi <= 1.0 else (255.0 / 65535.0 if hi > 255 else 1.0)
+            arr = np.clip(arr * scale, 0, 255).astype(np.uint8)
+        if arr.ndim == 3 and arr.shape[0] in (1, 3) and arr.shape[-1] not in (1, 3, 4):
+            arr = np.moveaxis(arr, 0, -1)  # CHW -> HWC
+        if arr.ndim == 3 and arr.shape[-1] == 1:
+            arr = arr[..., 0]
+        if arr.ndim not in (2, 3):
+            raise DataError(f"an image array has shape {item.shape}: give H×W or H×W×C arrays")
+        img = Image.fromarray(arr)
+    else:
+        raise DataError(f"cannot use an item of type {type(item).__name__} as an image: give paths, arrays or PIL")
+    if img.mode in ("I;16", "I;16B", "I;16L", "I"):
+        arr = np.asarray(img, dtype=np.float64)
+        img = Image.fromarray(np.clip(arr / max(arr.max(), 1.0) * 255.0, 0, 255).astype(np.uint8))
+    if img.mode in ("RGBA", "LA", "P"):
+        img = img.convert("RGBA")
+        background = Image.new("RGBA", img.size, (255, 255, 255, 255))
+        img = Image.alpha_composite(background, img)
+    return img.convert("RGB")
+
+
+@dataclass(frozen=True)
+class ImageCollate:
+    """Resize the shorter side to `resize`, centre-crop `size`, scale to [0, 1], normalise by mean/std.
+
+    Picklable (DataLoader workers) and JSON-describable (feature-cache key).
+    """
+
+    size: int
+    resize: int
+    mean: tuple[float, float, float]
+    std: tuple[float, float, float]
+    interpolation: str = "bilinear"
+
+    def describe(self) -> dict:
+        """JSON-able parameters."""
+        return {"kind": "image", **asdict(self)}
+
+    def one(self, item: Any) -> np.ndarray:
+        """One item -> float32 CHW array, normalised."""
+        img = to_pil(item)
+        w, h = img.size
+        scale = self.resize / min(w, h)
+        nw, nh = max(self.size, round(w * scale)), max(self.size, round(h * scale))
+        if (nw, nh) != (w, h):
+            img = img.resize((nw, nh), _INTERP[self.interpolation])
+        left, top = (nw - self.size) // 2, (nh - self.size) // 2
+        img = img.crop((left, top, left + self.size, top + self.size))
+        arr = np.asarray(img, dtype=np.float32) / 255.0
+        arr = (arr - np.asarray(self.mean, np.float32)) / np.asarray(self.std, np.float32)
+        return np.ascontiguousarray(arr.transpose(2, 0, 1))
+
+    def __call__(self, items: Sequence[Any]) -> dict[str, torch.Tensor]:
+        return {"pixel_values": torch.from_numpy(np.stack([self.one(it) for it in items]))}
+
+
+def image_collate(size: int, mean: Sequence[float], std: Sequence[float], crop_pct: float = 1.0,
+                  interpolation: str = "bilinear") -> ImageCollate:
+    """An `ImageCollate` for a square input of `size`, resizing to size/crop_pct before the crop."""
+    return ImageCollate(size=int(size), resize=int(round(size / crop_pct)), mean=tuple(float(m) for m in mean),
+                        std=tuple(float(s) for s in std), interpolation=interpolation)
+
+
+@dataclass
+class TextCollate:
+    """Tokenise strings with a Hugging Face tokenizer, padding to the longest in the batch."""
+
+    tokenizer: Any
+    max_length: int
+    name: str
+
+    def describe(self) -> dict:
+        """JSON-able parameters."""
+        return {"kind": "text", "tokenizer": self.name, "max_length": self.max_length}
+
+    def __call__(self, items: Sequence[Any]) -> dict[str, torch.Tensor]:
+        texts = []
+        for it in items:
+            if not isinstance(it, str):
+                raise DataError(f"a text backbone got an item of type {type(it).__name__}: give strings")
+            texts.append(it)
+        enc = self.tokenizer(texts, padding=True, truncation=True, max_length=self.max_length,
+                             return_tensors="pt")
+        return dict(enc)

