@@ -1,0 +1,100 @@
+"""Save and load fitted heads as safetensors (arrays) + JSON (everything else); never pickle.
+
+A saved head is a folder with ``head.json`` and ``arrays.safetensors``. Loading rebuilds the predictor
+from its arrays through a fixed table of predictor kinds, so a file handed in by someone else can
+carry data but never code. A loaded head predicts exactly like the head that was saved.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from safetensors import SafetensorError
+from safetensors.numpy import load_file
+
+from transferkit.errors import HeadError
+from transferkit.heads.base import FittedHead
+from transferkit.heads.knn import KNNPredictor
+from transferkit.heads.linear import LinearPredictor
+from transferkit.heads.logreg import LogisticProbe
+from transferkit.heads.rbf import KernelSVMPredictor
+from transferkit.io import write_arrays, write_json
+
+FORMAT = "transferkit.head"
+VERSION = 1
+META_FILE = "head.json"
+ARRAYS_FILE = "arrays.safetensors"
+PREDICTORS: dict[str, Any] = {
+    cls.kind: cls for cls in (LogisticProbe, LinearPredictor, KernelSVMPredictor, KNNPredictor)
+}
+
+
+def save_head(head: FittedHead, path: str | os.PathLike[str]) -> Path:
+    """Write ``head`` to folder ``path`` (created if missing) as head.json + arrays.safetensors; returns the folder."""
+    folder = Path(path)
+    if folder.exists() and not folder.is_dir():
+        raise HeadError(f"cannot save head to {folder}: it is a file; pass a folder path")
+    kind = getattr(head.predictor, "kind", None)
+    if kind not in PREDICTORS:
+        raise HeadError(f"cannot save a head with predictor {type(head.predictor).__name__}; fit it with fit_head")
+    arrays, meta = head.predictor.state()
+    numeric, strings = {}, {}
+    for key, arr in arrays.items():
+        arr = np.asarray(arr)
+        if arr.dtype.kind in "biuf":
+            numeric[key] = np.ascontiguousarray(arr)
+        else:
+            strings[key] = [str(v) for v in arr.tolist()]
+    doc = {
+        "format": FORMAT,
+        "version": VERSION,
+        "predictor": kind,
+        "predictor_meta": meta,
+        "string_arrays": strings,
+        "head": head.summary(),
+    }
+    folder.mkdir(parents=True, exist_ok=True)
+    write_arrays(folder / ARRAYS_FILE, numeric)
+    write_json(folder / META_FILE, doc)
+    return folder
+
+
+def load_head(path: str | os.PathLike[str]) -> FittedHead:
+    """Read a folder written by :func:`save_head` and rebuild a working head (no pickle, no code from the file)."""
+    folder = Path(path)
+    meta_path, arrays_path = folder / META_FILE, folder / ARRAYS_FILE
+    if not meta_path.is_file() or not arrays_path.is_file():
+        raise HeadError(f"{folder} is not a saved head (needs {META_FILE} and {ARRAYS_FILE}); write one with save_head")
+    try:
+        doc = json.loads(meta_path.read_text(encoding="utf-8"))
+        arrays: dict[str, np.ndarray] = load_file(str(arrays_path))
+    except (OSError, ValueError, SafetensorError) as exc:
+        raise HeadError(f"cannot read saved head {folder}: {exc}; save it again with save_head") from None
+    if not isinstance(doc, dict) or doc.get("format") != FORMAT or doc.get("version") != VERSION:
+        raise HeadError(f"{meta_path} is not a {FORMAT} v{VERSION} file; save the head again with save_head")
+    kind = doc.get("predictor")
+    if kind not in PREDICTORS:
+        raise HeadError(f"{meta_path} names unknown predictor {kind!r}; expected one of: {', '.join(PREDICTORS)}")
+    for key, values in doc.get("string_arrays", {}).items():
+        arrays[key] = np.asarray(values)
+    try:
+        predictor = PREDICTORS[kind].from_state(arrays, doc["predictor_meta"])
+        info = doc["head"]
+        return FittedHead(
+            name=info["name"],
+            task=info["task"],
+            predictor=predictor,
+            params=info["params"],
+            val_score=float(info["val_score"]),
+            metric=info["metric"],
+            val_scores=info["val_scores"],
+            fit_time_s=float(info["fit_time_s"]),
+            requested=info["requested"],
+            candidates=info["candidates"],
+        )
+    except (KeyError, TypeError, ValueError) as exc:
+        raise HeadError(f"saved head {folder} is incomplete ({exc!r}); save it again with save_head") from None

@@ -1,0 +1,64 @@
+"""The probe workflow on real data: pretrained features beat the same head on raw inputs."""
+
+import numpy as np
+import pytest
+
+from transferkit import datasets
+from transferkit.backbones import load_backbone
+from transferkit.data import stratified_split
+from transferkit.errors import FeatureStoreError
+from transferkit.features import extract_features
+from transferkit.heads import load_head
+from transferkit.heads.probe import fit_and_score, probe_features
+
+
+@pytest.mark.slow
+def test_pretrained_features_beat_raw_pixels_on_mnist(tmp_path):
+    """MNIST (real, 5,000 digits): EfficientNet-Lite0 ImageNet features vs the same logreg probe on pixels."""
+    ds = datasets.load("mnist")
+    fs = extract_features(load_backbone("effnet:lite0", image_size=112), ds, out=tmp_path / "f", progress=False)
+    split = stratified_split(ds.labels, seed=0)
+    feat_rows, _ = fit_and_score("logreg", fs.features(), ds.labels, split, "classification")
+    pixels = ds.items.reshape(len(ds), -1).astype(np.float32) / 255
+    pix_rows, _ = fit_and_score("logreg", pixels, ds.labels, split, "classification")
+    # measured: features 0.88, pixels 0.83 (seed 0)
+    assert feat_rows[0]["accuracy"] > pix_rows[0]["accuracy"] + 0.02
+
+
+def test_minilm_features_beat_tfidf_on_tweets(minilm, tmp_path):
+    """VADER tweets (real, 1,200): MiniLM features + logreg vs TF-IDF + the same logreg probe."""
+    from sklearn.feature_extraction.text import TfidfVectorizer
+
+    ds = datasets.load("sentiment-tweets")
+    keep = np.sort(stratified_split(ds.labels, val=0.0, test=1 - 1200 / len(ds), seed=0).train)
+    ds = ds.subset(keep)
+    fs = extract_features(minilm, ds, out=tmp_path / "f", progress=False)
+    split = stratified_split(ds.labels, seed=0)
+    feat_rows, _ = fit_and_score("logreg", fs.features(), ds.labels, split, "classification")
+    tfidf = TfidfVectorizer(min_df=2).fit([ds.items[i] for i in split.train])
+    raw = tfidf.transform(ds.items).toarray().astype(np.float32)
+    raw_rows, _ = fit_and_score("logreg", raw, ds.labels, split, "classification")
+    # measured: features 0.87, TF-IDF 0.73 (seed 0)
+    assert feat_rows[0]["accuracy"] > raw_rows[0]["accuracy"] + 0.05
+
+
+def test_probe_features_reports_every_head_and_saves_the_best(lite0_small, digits_small, tmp_path):
+    fs = extract_features(lite0_small, digits_small, out=tmp_path / "f", progress=False)
+    report = probe_features(tmp_path / "f", head="auto", save=tmp_path / "head")
+    assert {r["head"] for r in report["heads"]} == {"logreg", "svm", "rbf-svm", "ridge", "knn"}
+    assert report["n_train"] + report["n_val"] + report["n_test"] == 300
+    best = max(report["heads"], key=lambda r: r["val_score"])
+    assert report["best"] == best["head"] or best["val_score"] == next(
+        r["val_score"] for r in report["heads"] if r["head"] == report["best"]
+    )
+    head = load_head(tmp_path / "head")
+    assert head.predict(fs.features()[:5]).shape == (5,)
+    assert (tmp_path / "head" / "probe.json").exists()
+
+
+def test_unlabelled_features_cannot_be_probed(minilm, tmp_path):
+    from transferkit.data import Dataset
+
+    extract_features(minilm, Dataset(["a", "b"], None, (), "text"), out=tmp_path / "u", progress=False)
+    with pytest.raises(FeatureStoreError, match="unlabelled"):
+        probe_features(tmp_path / "u")
