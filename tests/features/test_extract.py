@@ -113,3 +113,31 @@ def test_image_files_are_read_by_workers(lite0_small, tmp_path):
     ds = load_image_folder(tmp_path / "img")
     fs = extract_features(lite0_small, ds, out=tmp_path / "f", batch_size=4, num_workers=1, progress=False)
     np.testing.assert_allclose(fs.features(), lite0_small.embed(list(ds.items)), atol=1e-4)
+
+
+def test_jit_optimised_cnn_gives_the_eager_features(lite0_small, digits_small, tmp_path):
+    from transferkit.features.runtime import choose_optimization
+
+    assert choose_optimization("auto", lite0_small, 5000) == "jit"
+    assert choose_optimization("auto", lite0_small, 10) == "none"
+    sub = digits_small.subset(range(64))
+    eager = extract_features(lite0_small, sub, out=tmp_path / "e", optimize="none", progress=False).features()
+    jit = extract_features(lite0_small, sub, out=tmp_path / "j", optimize="jit", progress=False).features()
+    cos = (eager * jit).sum(1) / (np.linalg.norm(eager, axis=1) * np.linalg.norm(jit, axis=1))
+    assert cos.min() > 0.9999
+
+
+@pytest.mark.slow
+def test_compiled_cnn_pads_the_last_batch_and_matches_eager(tmp_path):
+    from torch import nn
+
+    from transferkit.backbones import load_backbone
+    from transferkit.features.runtime import InferenceRunner
+
+    torch_net = nn.Sequential(nn.Conv2d(3, 8, 3), nn.BatchNorm2d(8), nn.ReLU(), nn.Conv2d(8, 16, 3))
+    b = load_backbone(torch_net, image_size=32)
+    imgs = list(np.random.default_rng(0).integers(0, 255, (13, 32, 32, 3), dtype=np.uint8))
+    runner = InferenceRunner(b, "fp32", "compile")
+    full, short = runner(b.collate(imgs[:8])), runner(b.collate(imgs[8:]))
+    assert runner.optimize == "compile" and short.shape == (5, 16)
+    np.testing.assert_allclose(np.concatenate([full, short]), b.embed(imgs), atol=1e-4)

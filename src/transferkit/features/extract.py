@@ -21,7 +21,7 @@ from tqdm.auto import tqdm
 from transferkit.backbones.base import Backbone
 from transferkit.data.dataset import Dataset
 from transferkit.errors import DataError, FeatureStoreError
-from transferkit.features.runtime import InferenceRunner, resolve_precision
+from transferkit.features.runtime import InferenceRunner, choose_optimization, resolve_precision
 from transferkit.features.store import FeatureSet, FeatureStore, feature_key
 
 
@@ -63,6 +63,7 @@ def extract_features(
     shard_size: int = 1024,
     num_workers: int | None = None,
     precision: str = "auto",
+    optimize: str = "auto",
     progress: bool = True,
     overwrite: bool = False,
     on_shard: Callable[[int], None] | None = None,
@@ -71,6 +72,7 @@ def extract_features(
 
     out: the feature-set folder; when None, the set lives in `store` (default cache) under its key.
     precision: "fp32", "bf16" or "auto" (bf16 only where the hardware runs it natively).
+    optimize: "none", "jit" (frozen TorchScript graph), "compile" (Inductor) or "auto" (see `choose_optimization`).
     on_shard: called with each shard index after it is written (progress hooks, tests).
     """
     if batch_size < 1 or shard_size < 1:
@@ -102,14 +104,17 @@ def extract_features(
             return fs
         todo = [i for i in range(n_shards) if i not in set(fs.done_shards())]
         t0 = time.perf_counter()
-        _run(backbone, data, fs, todo, batch_size, num_workers, prec, progress, on_shard)
+        opt = choose_optimization(optimize, backbone, len(data))
+        _run(backbone, data, fs, todo, batch_size, num_workers, InferenceRunner(backbone, prec, opt), progress,
+             on_shard)
         fs.mark_complete(extract_seconds=round(time.perf_counter() - t0, 3), items_computed=sum(
             fs.shard_bounds(i)[1] - fs.shard_bounds(i)[0] for i in todo))
     return fs
 
 
 def _run(backbone: Backbone, data: Dataset, fs: FeatureSet, todo: list[int], batch_size: int,
-         num_workers: int | None, precision: str, progress: bool, on_shard: Callable[[int], None] | None) -> None:
+         num_workers: int | None, runner: InferenceRunner, progress: bool,
+         on_shard: Callable[[int], None] | None) -> None:
     """Compute and write the shards in `todo`."""
     plan: list[tuple[int, list[int]]] = []
     for s in todo:
@@ -119,7 +124,6 @@ def _run(backbone: Backbone, data: Dataset, fs: FeatureSet, todo: list[int], bat
     workers = default_workers(data) if num_workers is None else num_workers
     loader = DataLoader(_Items(data.items), batch_sampler=[b for _, b in plan], collate_fn=backbone.collate,
                         num_workers=workers, persistent_workers=False, prefetch_factor=4 if workers else None)
-    runner = InferenceRunner(backbone, precision)
     total = sum(len(b) for _, b in plan)
     bar = tqdm(total=total, desc=f"extract {backbone.spec}", unit="item", disable=not progress, leave=False)
     pending: dict[int, np.ndarray] = {}
