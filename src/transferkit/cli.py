@@ -1,0 +1,164 @@
+"""The `transferkit` command. Thin: it parses, calls the library, prints. Errors are one line, exit code 2."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from transferkit.errors import TransferkitError
+
+app = typer.Typer(
+    name="transferkit",
+    help="Transfer learning with pretrained models: extract features, probe them, compare routes.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+console = Console(width=None if sys.stdout.isatty() else 160)
+err_console = Console(stderr=True)
+
+ModelOpt = Annotated[str | None, typer.Option(
+    "--model", "-m", help="Backbone spec: effnet:lite0, timm:NAME, tv:NAME, hf:ID_OR_PATH, st:ID_OR_PATH. "
+    "Default: effnet:lite0 for images, st:all-MiniLM-L6-v2 for text.")]
+DataOpt = Annotated[str, typer.Option(
+    "--data", "-d", help="Image folder (one subfolder per class), table (.csv/.tsv/.parquet/.jsonl) or bundled:NAME.")]
+
+
+def _print_table(title: str, rows: list[dict], columns: list[str]) -> None:
+    table = Table(title=title, show_lines=False)
+    for c in columns:
+        table.add_column(c, justify="right" if rows and isinstance(rows[0].get(c), (int, float)) else "left")
+    for r in rows:
+        table.add_row(*[_fmt(r.get(c)) for c in columns])
+    console.print(table)
+
+
+def _fmt(v: object) -> str:
+    if isinstance(v, float):
+        return f"{v:.4f}" if abs(v) < 10 else f"{v:.1f}"
+    if isinstance(v, bool):
+        return "yes" if v else "no"
+    return "" if v is None else str(v)
+
+
+@app.command()
+def demo(
+    out: Annotated[Path | None, typer.Option(help="Folder for results.json (default: print only).")] = None,
+    quick: Annotated[bool, typer.Option(help="Smaller subsets: a 30-second smoke run.")] = False,
+) -> None:
+    """Run feature extraction + every head on bundled real data (text and images), next to raw-input baselines."""
+    from transferkit.demo import run_demo
+
+    rows = run_demo(quick=quick, progress=sys.stderr.isatty(), log=lambda m: err_console.print(f"[dim]{m}[/dim]"))
+    _print_table("transferkit demo: test-set results (honest: baselines included)", rows,
+                 ["task", "method", "head", "chosen", "accuracy", "macro_f1", "fit_s", "extract_s"])
+    from transferkit.demo import verdicts
+
+    for line in verdicts(rows):
+        console.print(line)
+    if out is not None:
+        from transferkit.io import write_json
+
+        write_json(Path(out) / "results.json", rows)
+        console.print(f"results written to {Path(out) / 'results.json'}")
+
+
+@app.command()
+def models() -> None:
+    """List backbone sources, the pretrained backbones usable offline here, and the bundled data sets."""
+    from transferkit.backbones import offline_backbones, sources
+    from transferkit.datasets import available
+
+    _print_table("backbone sources", sources(), ["prefix", "example", "installed", "description"])
+    _print_table("pretrained backbones available offline", offline_backbones(),
+                 ["spec", "modality", "dim", "available", "package"])
+    rows = [{"name": d.name, "modality": d.modality, "size": d.size, "classes": len(d.classes),
+             "available": d.available, "source": d.source} for d in available()]
+    _print_table("bundled data sets (use as --data bundled:NAME)", rows,
+                 ["name", "modality", "size", "classes", "available", "source"])
+
+
+@app.command()
+def extract(
+    data: DataOpt,
+    out: Annotated[Path, typer.Option("--out", "-o", help="Feature folder to write (resumable).")],
+    model: ModelOpt = None,
+    text_column: Annotated[str, typer.Option(help="Text column of a table.")] = "text",
+    label_column: Annotated[str | None, typer.Option(help="Label column of a table (omit: unlabelled).")] = None,
+    pooling: Annotated[str, typer.Option(help="default, mean, cls, pooler, or layer:NAME.")] = "default",
+    image_size: Annotated[int | None, typer.Option(help="Input resolution for image models.")] = None,
+    batch_size: Annotated[int, typer.Option(help="Items per forward pass.")] = 64,
+    shard_size: Annotated[int, typer.Option(help="Items per shard on disk (the unit of resumption).")] = 1024,
+    precision: Annotated[str, typer.Option(help="auto, fp32 or bf16 (auto: bf16 only on native hardware).")] = "auto",
+    optimize: Annotated[str, typer.Option(help="auto, none, jit or compile: graph capture for CNNs on CPU.")] = "auto",
+    workers: Annotated[int | None, typer.Option(help="DataLoader workers (default: by data type).")] = None,
+    device: Annotated[str, typer.Option(help="cpu, cuda, cuda:1, …")] = "cpu",
+    random_init: Annotated[bool, typer.Option(help="Architecture with random weights (speed tests).")] = False,
+    overwrite: Annotated[bool, typer.Option(help="Replace other features already in --out.")] = False,
+    trust_remote_code: Annotated[bool, typer.Option(help="Allow Hugging Face repo code to run.")] = False,
+) -> None:
+    """Extract features of a data set with a frozen backbone into a resumable feature folder."""
+    from transferkit.backbones import DEFAULT_IMAGE, DEFAULT_TEXT, load_backbone
+    from transferkit.data import load_data
+    from transferkit.features import extract_features
+
+    kw = {"text_column": text_column, "label_column": label_column} if _is_table(data) else {}
+    ds = load_data(data, **kw)
+    spec = model or (DEFAULT_TEXT if ds.modality == "text" else DEFAULT_IMAGE)
+    backbone = load_backbone(spec, pretrained=not random_init, pooling=pooling, image_size=image_size, device=device,
+                             trust_remote_code=trust_remote_code)
+    fs = extract_features(backbone, ds, out=out, batch_size=batch_size, shard_size=shard_size, precision=precision,
+                          optimize=optimize, num_workers=workers, progress=True, overwrite=overwrite)
+    took = fs.meta.get("extract_seconds")
+    console.print(f"{fs.n_items} items × {fs.feature_dim} features from {spec} → {out}"
+                  + (f" ({took:.1f} s)" if took is not None else ""))
+
+
+def _is_table(data: str) -> bool:
+    return Path(data).suffix.lower() in {".csv", ".tsv", ".parquet", ".jsonl", ".json"}
+
+
+@app.command()
+def probe(
+    features: Annotated[Path, typer.Argument(help="Feature folder written by `transferkit extract`.")],
+    head: Annotated[str, typer.Option(help="logreg, svm, rbf-svm, ridge, knn or auto.")] = "auto",
+    seed: Annotated[int, typer.Option(help="Seed of the train/val/test split and the heads.")] = 0,
+    val: Annotated[float, typer.Option(help="Validation fraction (hyperparameters are chosen on it).")] = 0.15,
+    test: Annotated[float, typer.Option(help="Test fraction (reported).")] = 0.15,
+    save: Annotated[Path | None, typer.Option(help="Folder to save the fitted head (safetensors + JSON).")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the result as JSON.")] = False,
+) -> None:
+    """Fit a head on cached features, choosing its hyperparameters on a validation split; report test metrics."""
+    from transferkit.heads.probe import probe_features
+
+    report = probe_features(features, head=head, seed=seed, val=val, test=test, save=save)
+    if as_json:
+        console.print_json(json.dumps(report))
+        return
+    _print_table(f"probe on {features} ({report['n_train']} train / {report['n_val']} val / {report['n_test']} test)",
+                 report["heads"], ["head", "chosen", "val_score", *report["metric_names"], "fit_s"])
+    console.print(f"best by validation: {report['best']}")
+
+
+def main() -> None:
+    """Console entry point: user errors print one line and exit 2, without a traceback."""
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    try:
+        app()
+    except TransferkitError as e:
+        err_console.print(f"[bold red]error:[/bold red] {e}", highlight=False, soft_wrap=True)
+        sys.exit(2)
+    except KeyboardInterrupt:
+        err_console.print("interrupted: finished shards are kept; rerun the same command to resume")
+        sys.exit(130)
+
+
+if __name__ == "__main__":
+    main()

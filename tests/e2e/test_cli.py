@@ -1,0 +1,104 @@
+"""The `transferkit` command end to end on real bundled data, as a user runs it."""
+
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from transferkit import datasets
+
+
+def run(*args, cwd=None):
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "COLUMNS": "200"}
+    return subprocess.run([sys.executable, "-m", "transferkit.cli", *args], capture_output=True, text=True,
+                          cwd=cwd, env=env, timeout=600)
+
+
+@pytest.fixture(scope="module")
+def reviews_csv(tmp_path_factory):
+    """A real review table: 300 Amazon review sentences (VADER) with positive/negative labels."""
+    ds = datasets.load("sentiment-amazon")
+    rng = np.random.default_rng(0)
+    idx = rng.choice(len(ds), 300, replace=False)
+    path = tmp_path_factory.mktemp("csv") / "reviews.csv"
+    pd.DataFrame({"text": [ds.items[i] for i in idx],
+                  "label": [ds.class_names[ds.labels[i]] for i in idx]}).to_csv(path, index=False)
+    return path
+
+
+def test_extract_then_probe_on_a_review_table(reviews_csv, tmp_path):
+    r = run("extract", "--model", "st:all-MiniLM-L6-v2", "--data", str(reviews_csv), "--text-column", "text",
+            "--label-column", "label", "--out", str(tmp_path / "feats"))
+    assert r.returncode == 0, r.stderr
+    assert "300 items × 384 features" in r.stdout
+    again = run("extract", "--model", "st:all-MiniLM-L6-v2", "--data", str(reviews_csv), "--label-column", "label",
+                "--out", str(tmp_path / "feats"))
+    assert again.returncode == 0 and "300 items" in again.stdout
+    p = run("probe", str(tmp_path / "feats"), "--head", "logreg", "--json")
+    assert p.returncode == 0, p.stderr
+    report = json.loads(p.stdout)
+    assert report["heads"][0]["head"] == "logreg" and report["heads"][0]["accuracy"] > 0.7  # chance ≈ 0.58
+    table = run("probe", str(tmp_path / "feats"), "--head", "auto", "--save", str(tmp_path / "head"))
+    assert table.returncode == 0 and "best by validation" in table.stdout
+    assert sorted(p.suffix for p in (tmp_path / "head").iterdir()) <= [".json", ".safetensors"] * 4
+
+
+def test_extract_an_image_folder_with_the_default_backbone(tmp_path):
+    from PIL import Image
+
+    ds = datasets.load("digits")
+    for i in range(40):
+        folder = tmp_path / "imgs" / ds.class_names[ds.labels[i]]
+        folder.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(ds.items[i]).save(folder / f"{i}.png")
+    r = run("extract", "--data", str(tmp_path / "imgs"), "--image-size", "64", "--out", str(tmp_path / "f"))
+    assert r.returncode == 0, r.stderr
+    meta = json.loads((tmp_path / "f" / "meta.json").read_text())
+    assert meta["backbone"]["spec"] == "effnet:lite0" and meta["n_items"] == 40
+
+
+@pytest.mark.parametrize("args,words", [
+    (["extract", "--data", "/no/such/folder", "--out", "x"], "/no/such/folder"),
+    (["extract", "--data", "bundled:digits", "--model", "timm:resnet18", "--out", "x"], "timm:resnet18"),
+    (["extract", "--data", "bundled:digits", "--model", "resnet18", "--out", "x"], "SOURCE:NAME"),
+    (["probe", "/no/such/feats"], "/no/such/feats"),
+])
+def test_user_errors_are_one_line_without_traceback(args, words, tmp_path):
+    r = run(*args, cwd=tmp_path)
+    assert r.returncode == 2
+    assert "Traceback" not in r.stderr and words in r.stderr
+    assert r.stderr.strip().startswith("error:")
+
+
+def test_bad_head_is_named(reviews_csv, tmp_path):
+    run("extract", "--data", str(reviews_csv), "--label-column", "label", "--out", str(tmp_path / "f"))
+    r = run("probe", str(tmp_path / "f"), "--head", "forest")
+    assert r.returncode == 2 and "forest" in r.stderr and "logreg" in r.stderr
+
+
+def test_models_lists_offline_backbones_and_bundled_data():
+    r = run("models")
+    assert r.returncode == 0, r.stderr
+    for word in ("effnet:lite0", "st:all-MiniLM-L6-v2", "timm:resnet50", "digits", "mnist", "sentiment-tweets"):
+        assert word in r.stdout
+
+
+def test_every_command_has_help():
+    for cmd in ("demo", "models", "extract", "probe"):
+        r = run(cmd, "--help")
+        assert r.returncode == 0 and "Usage" in r.stdout
+
+
+@pytest.mark.slow
+def test_demo_quick_runs_offline_and_prints_the_table(tmp_path):
+    r = run("demo", "--quick", "--out", str(tmp_path))
+    assert r.returncode == 0, r.stderr
+    rows = json.loads((tmp_path / "results.json").read_text())
+    tasks = {row["task"] for row in rows}
+    assert tasks == {"tweet sentiment", "MNIST digits"}
+    assert any("baseline" in row["method"] for row in rows)
+    assert "tweet sentiment:" in r.stdout and "MNIST digits:" in r.stdout

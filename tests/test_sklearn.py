@@ -1,0 +1,41 @@
+"""FeatureExtractor is a real scikit-learn transformer that goes through the feature store."""
+
+import numpy as np
+from sklearn.base import clone
+from sklearn.linear_model import LogisticRegression
+from sklearn.model_selection import GridSearchCV
+from sklearn.pipeline import make_pipeline
+
+from transferkit import FeatureExtractor
+
+
+def test_pipeline_fits_and_predicts_on_real_digits(digits_small):
+    X, y = list(digits_small.items), digits_small.labels
+    clf = make_pipeline(FeatureExtractor("effnet:lite0", image_size=64), LogisticRegression(max_iter=500))
+    clf.fit(X[:200], y[:200])
+    assert clf.score(X[200:], y[200:]) > 0.6  # chance is 0.1
+
+
+def test_params_clone_and_grid_search_reuse_the_cache(digits_small, monkeypatch):
+    fe = FeatureExtractor("effnet:lite0", image_size=64)
+    assert fe.get_params()["image_size"] == 64
+    assert clone(fe).set_params(pooling="mean").pooling == "mean"
+    X, y = list(digits_small.items[:90]), digits_small.labels[:90]
+    pipe = make_pipeline(fe, LogisticRegression(max_iter=300))
+    grid = GridSearchCV(pipe, {"logisticregression__C": [0.1, 1.0]}, cv=2).fit(X, y)
+    assert grid.best_params_["logisticregression__C"] in (0.1, 1.0)
+    # every fold's features are now cached: transforming again runs no model
+    fitted = FeatureExtractor("effnet:lite0", image_size=64).fit()
+    calls = []
+    inner = fitted.backbone_.encode
+    monkeypatch.setattr(fitted.backbone_, "encode", lambda m, b: calls.append(1) or inner(m, b))
+    fitted.transform(X)
+    fitted.transform(X)
+    assert len(calls) <= 2  # the full set once (folds were subsets), then nothing
+
+
+def test_text_transform_and_feature_names():
+    fe = FeatureExtractor("st:all-MiniLM-L6-v2", cache=False).fit()
+    out = fe.transform(["good", "bad"])
+    assert out.shape == (2, 384) and np.allclose(np.linalg.norm(out, axis=1), 1, atol=1e-5)
+    assert fe.get_feature_names_out()[0] == "f0"
