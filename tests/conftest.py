@@ -8,6 +8,11 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
+from hypothesis import settings  # noqa: E402
+
+# Same examples on every run (CI stays reproducible); no per-example deadline on a shared 2-core machine.
+settings.register_profile("transferkit", derandomize=True, deadline=None)
+settings.load_profile("transferkit")
 
 
 @pytest.fixture(autouse=True)

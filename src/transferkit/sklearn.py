@@ -59,10 +59,11 @@ class FeatureExtractor(TransformerMixin, BaseEstimator):
         return self
 
     def _dataset(self, X: Any) -> Dataset:
-        items = list(X) if not (isinstance(X, np.ndarray) and X.dtype != object) else list(X)
-        if not items:
-            raise DataError("FeatureExtractor.transform got no items")
-        if self.backbone_.modality == "image":
+        if len(X) == 0:
+            raise DataError("FeatureExtractor.transform got no items: pass a list of images or strings")
+        numeric = isinstance(X, np.ndarray) and X.dtype != object  # an (N, H, W[, C]) stack stays one array
+        items = X if numeric else list(X)
+        if self.backbone_.modality == "image" and not numeric:
             items = [Path(x) if isinstance(x, str) else x for x in items]
         return Dataset(items, None, (), self.backbone_.modality, name="sklearn-input")
 

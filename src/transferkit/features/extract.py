@@ -102,7 +102,8 @@ def extract_features(
             shard_size, n_shards = fs.meta["shard_size"], fs.meta["n_shards"]
         if fs.complete:
             return fs
-        todo = [i for i in range(n_shards) if i not in set(fs.done_shards())]
+        done = set(fs.done_shards())
+        todo = [i for i in range(n_shards) if i not in done]
         t0 = time.perf_counter()
         opt = choose_optimization(optimize, backbone, len(data))
         _run(backbone, data, fs, todo, batch_size, num_workers, InferenceRunner(backbone, prec, opt), progress,
