@@ -141,7 +141,9 @@ def fit_linear_svm(
     best_score, best_C = -np.inf, 0.0
     val_scores = []
     for C in sorted(Cs):
-        svm = LinearSVC(C=C, dual="auto", max_iter=5000, random_state=seed)
+        # liblinear's primal solver crawled (500+ s) on 1,400 × 1,280 standardised CNN features where the dual
+        # took 15 s for the whole grid: use the dual unless samples far outnumber features.
+        svm = LinearSVC(C=C, dual=Xs.shape[0] <= 5 * Xs.shape[1], max_iter=2000, random_state=seed)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", ConvergenceWarning)
             svm.fit(Xs, y_train)
