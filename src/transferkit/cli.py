@@ -151,6 +151,12 @@ def main() -> None:
     """Console entry point: user errors print one line and exit 2, without a traceback."""
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     try:
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.disable_progress_bar()  # per-tensor "Loading weights" bars; our own bars show progress
+    except ImportError:
+        pass
+    try:
         app()
     except TransferkitError as e:
         err_console.print(f"[bold red]error:[/bold red] {e}", highlight=False, soft_wrap=True)
