@@ -147,6 +147,42 @@ def probe(
     console.print(f"best by validation: {report['best']}")
 
 
+@app.command("rank")
+def rank_models(
+    models: Annotated[str, typer.Option("--models", help="Comma-separated backbone specs, e.g. "
+                                        "effnet:lite0,effnet:lite2,timm:resnet18.")],
+    data: DataOpt,
+    text_column: Annotated[str, typer.Option(help="Text column of a table.")] = "text",
+    label_column: Annotated[str, typer.Option(help="Label column of a table.")] = "label",
+    metric: Annotated[str, typer.Option(help="logme, leep, nce, hscore, or all (ranked by LogME).")] = "logme",
+    sample: Annotated[int | None, typer.Option(help="Score on a stratified subset of this many items.")] = None,
+    seed: Annotated[int, typer.Option(help="Seed of --sample.")] = 0,
+    image_size: Annotated[int | None, typer.Option(help="Input resolution for image models.")] = None,
+    device: Annotated[str, typer.Option(help="cpu, cuda, cuda:1, …")] = "cpu",
+    as_json: Annotated[bool, typer.Option("--json", help="Print the rows as JSON.")] = False,
+) -> None:
+    """Rank pretrained backbones for your labelled data by transferability scores, without training."""
+    from transferkit.data import load_data
+    from transferkit.select import METRICS, metrics_for, rank
+
+    metrics_for(metric)  # a bad metric fails before any data or model is loaded
+    kw = {"text_column": text_column, "label_column": label_column} if _is_table(data) else {}
+    specs = [m.strip() for m in models.split(",") if m.strip()]
+    rows = rank(specs, load_data(data, **kw), metric=metric, sample=sample, seed=seed, image_size=image_size,
+                device=device, progress=sys.stderr.isatty(), log=lambda m: err_console.print(f"[dim]{m}[/dim]"))
+    if as_json:
+        console.print_json(json.dumps(rows))
+        return
+    scores = [m for m in METRICS if m in rows[0]]
+    _print_table(f"transferability on {rows[0]['n_items']} items (higher is better; ranked by "
+                 f"{'logme' if metric == 'all' else metric})", rows,
+                 ["rank", "model", "pooling", *scores, "extract_s", "score_s", "note"])
+    best = next((r for r in rows if r["rank"] == 1), None)
+    if best is not None:
+        console.print(f"best: {best['model']} — its features are cached; probe them with "
+                      f"`transferkit probe {best['features']}`", soft_wrap=True)
+
+
 def main() -> None:
     """Console entry point: user errors print one line and exit 2, without a traceback."""
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")

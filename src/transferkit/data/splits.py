@@ -130,3 +130,29 @@ def _part_sizes(m: int, val: float, test: float) -> tuple[int, int]:
 def _cut(idx: np.ndarray, n_val: int, n_test: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(train, val, test) from a shuffled index array: test first, then val, the rest trains."""
     return idx[n_test + n_val :], idx[n_test : n_test + n_val], idx[:n_test]
+
+
+def stratified_sample(labels: np.ndarray, n: int, *, seed: int = 0, classes: bool = True) -> np.ndarray:
+    """Sorted indices of `n` items, each class in proportion (largest remainder, at least one each); seeded."""
+    labels = np.asarray(labels)
+    rng = np.random.default_rng(seed)
+    if n >= len(labels):
+        return np.arange(len(labels))
+    if not classes:
+        return np.sort(rng.choice(len(labels), n, replace=False))
+    values, inverse, counts = np.unique(labels, return_inverse=True, return_counts=True)
+    if n < len(values):
+        raise DataError(f"sample={n} is smaller than the {len(values)} classes: sample at least {len(values)} items")
+    quota = counts * (n / len(labels))
+    take = np.maximum(np.floor(quota).astype(int), 1)
+    order = np.argsort(-(quota - np.floor(quota)), kind="stable")
+    i = 0
+    while take.sum() < n:  # hand out the remaining items by largest remainder
+        k = order[i % len(order)]
+        if take[k] < counts[k]:
+            take[k] += 1
+        i += 1
+    while take.sum() > n:  # the at-least-one rule overshot: trim the largest classes
+        take[np.argmax(take)] -= 1
+    picked = [rng.choice(np.flatnonzero(inverse == k), take[k], replace=False) for k in range(len(values))]
+    return np.sort(np.concatenate(picked))
