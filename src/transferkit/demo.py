@@ -16,7 +16,7 @@ import numpy as np
 
 from transferkit import datasets
 from transferkit.backbones import load_backbone
-from transferkit.data import Dataset, stratified_split
+from transferkit.data import Dataset, stratified_sample, stratified_split
 from transferkit.features import extract_features
 from transferkit.heads.probe import fit_and_score
 
@@ -41,10 +41,7 @@ TASKS = [
 
 def _subset(ds: Dataset, n: int, seed: int) -> Dataset:
     """A class-stratified subset of `n` items (the whole set when n ≥ its size)."""
-    if n >= len(ds):
-        return ds
-    keep = stratified_split(ds.labels, val=0.0, test=1.0 - n / len(ds), seed=seed).train
-    return ds.subset(keep, name=f"{ds.name}[{len(keep)}]")
+    return ds if n >= len(ds) else ds.subset(stratified_sample(ds.labels, n, seed=seed), name=f"{ds.name}[{n}]")
 
 
 def _tfidf_baseline(texts: list[str], y: np.ndarray, split, seed: int) -> dict:
