@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import sys
+import time
 from pathlib import Path
 from typing import Annotated
 
@@ -114,11 +115,14 @@ def extract(
     spec = model or (DEFAULT_TEXT if ds.modality == "text" else DEFAULT_IMAGE)
     backbone = load_backbone(spec, pretrained=not random_init, pooling=pooling, image_size=image_size, device=device,
                              trust_remote_code=trust_remote_code)
+    written: list[int] = []
+    t0 = time.perf_counter()
     fs = extract_features(backbone, ds, out=out, batch_size=batch_size, shard_size=shard_size, precision=precision,
-                          optimize=optimize, num_workers=workers, progress=True, overwrite=overwrite)
-    took = fs.meta.get("extract_seconds")
-    console.print(f"{fs.n_items} items × {fs.feature_dim} features from {spec} → {out}"
-                  + (f" ({took:.1f} s)" if took is not None else ""))
+                          optimize=optimize, num_workers=workers, progress=True, overwrite=overwrite,
+                          on_shard=written.append)
+    how = (f"{len(written)}/{fs.meta['n_shards']} shards computed in {time.perf_counter() - t0:.1f} s" if written
+           else "already complete: no model work")
+    console.print(f"{fs.n_items} items × {fs.feature_dim} features from {spec} → {out} ({how})")
 
 
 def _is_table(data: str) -> bool:

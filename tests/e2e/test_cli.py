@@ -34,10 +34,10 @@ def test_extract_then_probe_on_a_review_table(reviews_csv, tmp_path):
     r = run("extract", "--model", "st:all-MiniLM-L6-v2", "--data", str(reviews_csv), "--text-column", "text",
             "--label-column", "label", "--out", str(tmp_path / "feats"))
     assert r.returncode == 0, r.stderr
-    assert "300 items × 384 features" in r.stdout
+    assert "300 items × 384 features" in r.stdout and "1/1 shards computed" in r.stdout
     again = run("extract", "--model", "st:all-MiniLM-L6-v2", "--data", str(reviews_csv), "--label-column", "label",
                 "--out", str(tmp_path / "feats"))
-    assert again.returncode == 0 and "300 items" in again.stdout
+    assert again.returncode == 0 and "already complete: no model work" in again.stdout
     p = run("probe", str(tmp_path / "feats"), "--head", "logreg", "--json")
     assert p.returncode == 0, p.stderr
     report = json.loads(p.stdout)
