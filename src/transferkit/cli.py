@@ -103,6 +103,8 @@ def extract(
     device: Annotated[str, typer.Option(help="cpu, cuda, cuda:1, …")] = "cpu",
     random_init: Annotated[bool, typer.Option(help="Architecture with random weights (speed tests).")] = False,
     overwrite: Annotated[bool, typer.Option(help="Replace other features already in --out.")] = False,
+    on_bad_input: Annotated[str, typer.Option(help="fail (default): stop at the first unreadable image or empty "
+                                              "row, naming it; skip: leave such items out and list them.")] = "fail",
     trust_remote_code: Annotated[bool, typer.Option(help="Allow Hugging Face repo code to run.")] = False,
 ) -> None:
     """Extract features of a data set with a frozen backbone into a resumable feature folder."""
@@ -111,7 +113,14 @@ def extract(
     from transferkit.features import extract_features
 
     kw = {"text_column": text_column, "label_column": label_column} if _is_table(data) else {}
+    if not data.startswith("bundled:"):
+        kw["on_bad_input"] = on_bad_input
     ds = load_data(data, **kw)
+    skipped = ds.meta.get("skipped") or []
+    if skipped:
+        shown = "; ".join(f"{s['item']} ({s['reason'].split(':')[0]})" for s in skipped[:3])
+        err_console.print(f"skipped {len(skipped)} bad item(s), listed in {out}/meta.json: {shown}"
+                          + (" …" if len(skipped) > 3 else ""), highlight=False)
     spec = model or (DEFAULT_TEXT if ds.modality == "text" else DEFAULT_IMAGE)
     backbone = load_backbone(spec, pretrained=not random_init, pooling=pooling, image_size=image_size, device=device,
                              trust_remote_code=trust_remote_code)

@@ -83,7 +83,7 @@ def test_image_folder_missing_or_a_file(tmp_path: Path) -> None:
     with pytest.raises(DataError, match="is a file"):
         load_image_folder(f)
     with pytest.raises(DataError, match="on_bad_input"):
-        load_image_folder(tmp_path, on_bad_input="skip")  # type: ignore[arg-type]
+        load_image_folder(tmp_path, on_bad_input="ignore")  # type: ignore[arg-type]
 
 
 def test_image_folder_extensions_option(tmp_path: Path) -> None:

@@ -102,3 +102,21 @@ def test_demo_quick_runs_offline_and_prints_the_table(tmp_path):
     assert tasks == {"tweet sentiment", "MNIST digits"}
     assert any("baseline" in row["method"] for row in rows)
     assert "tweet sentiment:" in r.stdout and "MNIST digits:" in r.stdout
+
+
+def test_extract_skips_bad_images_when_asked_and_lists_them(tmp_path):
+    from PIL import Image
+
+    for cls in ("a", "b"):
+        (tmp_path / "imgs" / cls).mkdir(parents=True)
+        for i in range(3):
+            Image.fromarray(np.full((12, 12), 40 * i, np.uint8)).save(tmp_path / "imgs" / cls / f"{i}.png")
+    (tmp_path / "imgs" / "a" / "broken.png").write_bytes(b"\x89PNG not really")
+    fail = run("extract", "--data", str(tmp_path / "imgs"), "--image-size", "32", "--out", str(tmp_path / "f"))
+    assert fail.returncode == 2 and "broken.png" in fail.stderr and "Traceback" not in fail.stderr
+    ok = run("extract", "--data", str(tmp_path / "imgs"), "--image-size", "32", "--out", str(tmp_path / "f"),
+             "--on-bad-input", "skip")
+    assert ok.returncode == 0, ok.stderr
+    assert "skipped 1 bad item" in ok.stderr and "broken.png" in ok.stderr
+    meta = json.loads((tmp_path / "f" / "meta.json").read_text())
+    assert meta["n_items"] == 6 and meta["data"]["skipped"][0]["item"].endswith("broken.png")

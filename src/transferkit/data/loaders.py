@@ -31,7 +31,7 @@ IMAGE_EXTENSIONS: tuple[str, ...] = (
     ".pgm",
 )
 TABLE_EXTENSIONS: tuple[str, ...] = (".csv", ".tsv", ".parquet", ".pq", ".jsonl", ".ndjson", ".json")
-OnBadInput = Literal["fail"]
+OnBadInput = Literal["fail", "skip"]
 Task = Literal["auto", "classification", "regression"]
 
 # Cells in a text table that mean "no value" in a label column.
@@ -45,41 +45,60 @@ def _is_hidden(path: Path, root: Path) -> bool:
     return any(part.startswith(".") for part in path.relative_to(root).parts)
 
 
-def _bad_input(path: Path, reason: str, on_bad_input: OnBadInput) -> None:
-    """The one place that decides what a bad file does (today: fail; Issue 7 adds skip)."""
-    raise DataError(f"{path}: {reason}")
+def _bad_input(where: Path | str, reason: str, on_bad_input: OnBadInput, skipped: list[dict] | None = None) -> None:
+    """The one place that decides what a bad item does: fail with its name, or record it in `skipped`."""
+    if on_bad_input == "skip" and skipped is not None:
+        skipped.append({"item": str(where), "reason": reason})
+        return
+    raise DataError(f"{where}: {reason}")
 
 
-def _check_image(path: Path, extensions: tuple[str, ...], on_bad_input: OnBadInput) -> bool:
-    """True when `path` is a readable image file; otherwise hands it to `_bad_input`."""
+def _check_mode(on_bad_input: str) -> None:
+    if on_bad_input not in ("fail", "skip"):
+        raise DataError(f"on_bad_input={on_bad_input!r} is not supported: use 'fail' or 'skip'")
+
+
+def _check_image(path: Path, extensions: tuple[str, ...], on_bad_input: OnBadInput, skipped: list[dict]) -> bool:
+    """True when `path` is a readable image file; otherwise hands it to `_bad_input`.
+
+    In fail mode only the header is read (fast; a file truncated later in its data fails at extraction,
+    naming the file). In skip mode every image is decoded once, so extraction never meets a bad one.
+    """
     if path.suffix.lower() not in extensions:
         _bad_input(
             path,
             f"not an image file (extension {path.suffix or '(none)'!r} is not one of {', '.join(extensions)}): "
             "remove it from the folder or pass extensions=",
             on_bad_input,
+            skipped,
         )
         return False
     from PIL import Image, UnidentifiedImageError
 
     try:
-        with Image.open(path) as img:  # reads the header only
-            img.size  # noqa: B018
+        with Image.open(path) as img:
+            if on_bad_input == "skip":
+                img.load()
+            else:
+                img.size  # noqa: B018
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
         _bad_input(
-            path, f"cannot be read as an image ({e.__class__.__name__}): replace or remove the file", on_bad_input
+            path, f"cannot be read as an image ({e.__class__.__name__}): replace or remove the file", on_bad_input,
+            skipped,
         )
         return False
     return True
 
 
-def _image_files(folder: Path, root: Path, extensions: tuple[str, ...], on_bad_input: OnBadInput) -> list[Path]:
+def _image_files(
+    folder: Path, root: Path, extensions: tuple[str, ...], on_bad_input: OnBadInput, skipped: list[dict]
+) -> list[Path]:
     """Every non-hidden file under `folder` (recursively), sorted by relative path, checked to be an image."""
     files = sorted(
         (p for p in folder.rglob("*") if p.is_file() and not _is_hidden(p, root)),
         key=lambda p: p.relative_to(folder).as_posix(),
     )
-    return [p for p in files if _check_image(p, extensions, on_bad_input)]
+    return [p for p in files if _check_image(p, extensions, on_bad_input, skipped)]
 
 
 def load_image_folder(
@@ -93,11 +112,12 @@ def load_image_folder(
 
     Items are the image file paths, sorted for determinism; hidden files and folders are ignored.
     With class folders, other (non-image) files directly in `path` such as a README are ignored.
+    on_bad_input="skip" leaves out unreadable or non-image files and lists them in `meta["skipped"]`.
     """
     root = Path(path).expanduser()
     exts = tuple(e.lower() if e.startswith(".") else "." + e.lower() for e in extensions)
-    if on_bad_input != "fail":
-        raise DataError(f"on_bad_input={on_bad_input!r} is not supported: use on_bad_input='fail'")
+    _check_mode(on_bad_input)
+    skipped: list[dict] = []
     if not root.exists():
         raise DataError(f"image folder {root} does not exist: check the path")
     if not root.is_dir():
@@ -106,12 +126,12 @@ def load_image_folder(
     class_dirs = [p for p in entries if p.is_dir()]
     top_files = [p for p in entries if p.is_file()]
     ds_name = name or root.resolve().name or "images"
-    meta: dict[str, Any] = {"source": "image_folder", "root": str(root)}
+    meta: dict[str, Any] = {"source": "image_folder", "root": str(root), "skipped": skipped}
 
     if not class_dirs:
         if not top_files:
             raise DataError(f"image folder {root} is empty: put images in it, one subfolder per class")
-        files = _image_files(root, root, exts, on_bad_input)
+        files = _image_files(root, root, exts, on_bad_input, skipped)
         if not files:
             raise DataError(f"image folder {root} holds no images: put images in it, one subfolder per class")
         return Dataset(files, None, (), "image", ds_name, meta=meta)
@@ -126,7 +146,7 @@ def load_image_folder(
     labels: list[int] = []
     class_names = tuple(d.name for d in class_dirs)
     for cid, d in enumerate(class_dirs):
-        files = _image_files(d, root, exts, on_bad_input)
+        files = _image_files(d, root, exts, on_bad_input, skipped)
         if not files:
             raise DataError(f"class folder {d} holds no images: add images to it or remove the folder")
         items.extend(files)
@@ -329,12 +349,15 @@ def load_table(
     label_column: str | None = None,
     task: Task = "auto",
     name: str | None = None,
+    on_bad_input: OnBadInput = "fail",
 ) -> Dataset:
     """Text items (and labels) from a .csv, .tsv, .parquet or .jsonl/.json file.
 
     Labels that are strings or ints become class ids with sorted class names; floats become regression
     targets (see `encode_labels`). Rows are numbered from 1, header not counted, in error messages.
+    on_bad_input="skip" leaves out rows with empty text or no label and lists them in `meta["skipped"]`.
     """
+    _check_mode(on_bad_input)
     p = Path(path).expanduser()
     fmt = _table_format(p)
     if not p.exists():
@@ -349,27 +372,34 @@ def load_table(
     raw_text = column(text_column)
     if not raw_text:
         raise DataError(f"{p} has no data rows: add rows below the header")
-    texts: list[str] = []
-    for i, v in enumerate(raw_text, 1):
-        if _is_null(v):
-            v = ""
-        s = v if isinstance(v, str) else str(v)
+    skipped: list[dict] = []
+    raw_labels = column(label_column) if label_column is not None else None
+    keep: list[int] = []
+    for i, v in enumerate(raw_text):
+        s = "" if _is_null(v) else (v if isinstance(v, str) else str(v))
         if not s.strip():
-            raise DataError(f"{p} row {i}: column {text_column!r} is empty: fill in the text or drop the row")
-        texts.append(s)
+            _bad_input(f"{p} row {i + 1}", f"column {text_column!r} is empty: fill in the text or drop the row",
+                       on_bad_input, skipped)
+        elif raw_labels is not None and fmt in ("csv", "tsv") and _is_missing(raw_labels[i]):
+            _bad_input(f"{p} row {i + 1}",
+                       f"column {label_column!r} has no label ({raw_labels[i]!r}): fill it in or drop the row",
+                       on_bad_input, skipped)
+        else:
+            keep.append(i)
+    if not keep:
+        raise DataError(f"{p}: every row was skipped as bad input (first: {skipped[0]['reason']}): fix the file")
+    texts = [raw_text[i] if isinstance(raw_text[i], str) else str(raw_text[i]) for i in keep]
     labels = None
     class_names: tuple[str, ...] = ()
-    if label_column is not None:
-        raw = column(label_column)
+    if raw_labels is not None:
+        raw = [raw_labels[i] for i in keep]
         if fmt in ("csv", "tsv"):
-            for i, v in enumerate(raw):
-                if _is_missing(v):
-                    raise DataError(
-                        f"{p} row {i + 1}: column {label_column!r} has no label ({v!r}): fill it in or drop the row"
-                    )
             raw = _numbers_from_strings(raw)
-        labels, class_names = encode_labels(raw, task=task, where=lambda i: f"{p} row {i + 1}: column {label_column!r}")
-    meta = {"source": "table", "path": str(p), "format": fmt, "text_column": text_column, "label_column": label_column}
+        labels, class_names = encode_labels(
+            raw, task=task, where=lambda i: f"{p} row {keep[i] + 1}: column {label_column!r}"
+        )
+    meta = {"source": "table", "path": str(p), "format": fmt, "text_column": text_column, "label_column": label_column,
+            "skipped": skipped}
     return Dataset(texts, labels, class_names, "text", name or p.name.split(".")[0] or "table", meta=meta)
 
 

@@ -89,7 +89,8 @@ def extract_features(
         "backbone": backbone.identity(),
         "precision": prec,
         "data": {"name": data.name, "fingerprint": data.fingerprint, "modality": data.modality,
-                 "task": data.task, "class_names": list(data.class_names), "meta": _jsonable(data.meta)},
+                 "task": data.task, "class_names": list(data.class_names), "meta": _jsonable(data.meta),
+                 "skipped": list(data.meta.get("skipped") or [])},
         "n_items": len(data),
         "feature_dim": backbone.feature_dim,
         "shard_size": shard_size,
@@ -152,6 +153,6 @@ def _run(backbone: Backbone, data: Dataset, fs: FeatureSet, todo: list[int], bat
 
 def _jsonable(meta: dict) -> dict:
     """The JSON-friendly part of a data set's meta (arrays are left out)."""
-    return {k: v for k, v in meta.items() if isinstance(v, (str, int, float, bool, list)) and not
+    return {k: v for k, v in meta.items() if k != "skipped" and isinstance(v, (str, int, float, bool, list)) and not
             (isinstance(v, list) and len(v) > 100)}
 
