@@ -52,7 +52,7 @@ def _fmt(v: object) -> str:
 @app.command()
 def demo(
     out: Annotated[Path | None, typer.Option(help="Folder for results.json (default: print only).")] = None,
-    quick: Annotated[bool, typer.Option(help="Smaller subsets: a 30-second smoke run.")] = False,
+    quick: Annotated[bool, typer.Option(help="Smaller subsets: a short smoke run on 600 items per task.")] = False,
 ) -> None:
     """Run feature extraction + every head on bundled real data (text and images), next to raw-input baselines."""
     from transferkit.demo import run_demo
