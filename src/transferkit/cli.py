@@ -135,7 +135,9 @@ def extract(
 
 
 def _is_table(data: str) -> bool:
-    return Path(data).suffix.lower() in {".csv", ".tsv", ".parquet", ".jsonl", ".json"}
+    from transferkit.data.loaders import TABLE_EXTENSIONS
+
+    return Path(data).suffix.lower() in TABLE_EXTENSIONS
 
 
 @app.command()
