@@ -132,10 +132,12 @@ class InferenceRunner:
         dev = self.backbone.device
         with torch.inference_mode(), torch.autocast(dev.type, dtype=torch.bfloat16,
                                                     enabled=self.precision == "bf16"):
-            if self.optimize in ("jit", "compile") and self._graph is None:
-                self._build(batch["pixel_values"].to(dev))
+            if self.optimize in ("jit", "compile"):
+                pixels = batch["pixel_values"].to(dev)
+                if self._graph is None:
+                    self._build(pixels)
             if self._graph is not None:
-                out = self._run_graph(batch["pixel_values"].to(dev))
+                out = self._run_graph(pixels)
             else:
                 out = self.backbone.forward(batch)
         return out.float().cpu().numpy()
