@@ -106,3 +106,15 @@ def test_listing_offline_backbones_and_sources():
     offline = {r["spec"]: r for r in offline_backbones()}
     assert offline["effnet:lite0"]["available"] and offline["st:all-MiniLM-L6-v2"]["available"]
     assert {s["prefix"] for s in sources()} == {"effnet", "timm", "tv", "hf", "st"}
+
+
+def test_parameter_counts_follow_requires_grad():
+    b = load_backbone("effnet:lite0", pretrained=False, image_size=32)
+    total = sum(p.numel() for p in b.model.parameters())
+    assert b.total_parameters() == b.trainable_parameters() == total
+    for p in b.model.parameters():
+        p.requires_grad_(False)
+    last = b.block_parameters(-1)
+    for p in last:
+        p.requires_grad_(True)
+    assert b.trainable_parameters() == sum(p.numel() for p in last) > 0

@@ -8,7 +8,6 @@ input to output (so fine-tuning can unfreeze "the last k"). Adapters per source 
 from __future__ import annotations
 
 import hashlib
-import json
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -105,10 +104,6 @@ class Backbone:
             "pooling": self.pooling,
             "feature_dim": self.feature_dim,
         }
-
-    def identity_json(self) -> str:
-        """`identity()` as canonical JSON (sorted keys)."""
-        return json.dumps(self.identity(), sort_keys=True)
 
     def block_parameters(self, block: Block | int) -> list[nn.Parameter]:
         """The parameters of one block (by `Block` or index; negative indices count from the output)."""
