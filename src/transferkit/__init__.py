@@ -7,13 +7,13 @@ from transferkit.backbones import Backbone, load_backbone
 from transferkit.errors import TransferkitError
 
 __version__ = "0.1.0"
-__all__ = ["Backbone", "FeatureExtractor", "TransferkitError", "__version__", "load_backbone"]
+__all__ = ["Backbone", "FeatureExtractor", "FineTunedClassifier", "TransferkitError", "__version__", "load_backbone"]
 
 
 def __getattr__(name: str):
     # scikit-learn is imported only when the estimator is asked for
-    if name == "FeatureExtractor":
-        from transferkit.sklearn import FeatureExtractor
+    if name in ("FeatureExtractor", "FineTunedClassifier"):
+        from transferkit import sklearn
 
-        return FeatureExtractor
+        return getattr(sklearn, name)
     raise AttributeError(f"module 'transferkit' has no attribute {name!r}")

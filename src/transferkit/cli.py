@@ -198,6 +198,155 @@ def rank_models(
                       f"`transferkit probe {best['features']}`", soft_wrap=True)
 
 
+def _load_labelled(data: str, text_column: str, label_column: str | None, on_bad_input: str = "fail") -> object:
+    """A data set from a folder, a table or bundled:NAME, with the table's text/label columns."""
+    from transferkit.data import load_data
+
+    kw: dict = {"text_column": text_column, "label_column": label_column} if _is_table(data) else {}
+    if not data.startswith("bundled:"):
+        kw["on_bad_input"] = on_bad_input
+    return load_data(data, **kw)
+
+
+def _log(message: str) -> None:
+    err_console.print(f"[dim]{message}[/dim]", highlight=False)
+
+
+def _finetune_command(data: str, out: Path, model: str | None, random_init: bool, resume: bool, opts: dict,
+                      backbone_opts: dict, table: tuple[str, str | None], as_json: bool) -> None:
+    from transferkit.backbones import DEFAULT_IMAGE, DEFAULT_TEXT, load_backbone
+    from transferkit.finetune import FinetuneConfig, finetune
+
+    config = FinetuneConfig(**opts)  # bad options fail before any data or model is loaded
+    ds = _load_labelled(data, *table)
+    spec = model or (DEFAULT_TEXT if ds.modality == "text" else DEFAULT_IMAGE)
+    rebuild = {k: v for k, v in backbone_opts.items() if v not in (None, "default")}
+    backbone = load_backbone(spec, pretrained=not random_init, **rebuild)
+    result = finetune(backbone, ds, out, config, resume=resume, progress=sys.stderr.isatty(), log=_log,
+                      backbone_options={"pretrained": not random_init, **rebuild})
+    if as_json:
+        console.print_json(json.dumps(result.info, default=str))
+        return
+    rows = [{"split": part, **scores} for part, scores in result.metrics.items()]
+    _print_table(f"{config.strategy} fine-tuning of {spec} → {out}", rows,
+                 ["split", *[k for k in (rows[0] if rows else {}) if k != "split"]])
+    console.print(f"trainable parameters {result.trainable_parameters:,} of {result.total_parameters:,} "
+                  f"({100 * result.trainable_parameters / max(result.total_parameters, 1):.2f}%), "
+                  f"{result.steps} steps, {result.wall_time_s:.1f} s, peak memory {result.peak_memory_mb:.0f} MB; "
+                  f"predict with `transferkit predict {out} --data …`", soft_wrap=True)
+
+
+StrategyOpt = Annotated[str, typer.Option(help="head, full, last-k, gradual or lora.")]
+TextColOpt = Annotated[str, typer.Option(help="Text column of a table.")]
+LabelColOpt = Annotated[str, typer.Option(help="Label column of a table.")]
+
+
+@app.command("finetune")
+def finetune_cmd(
+    data: DataOpt,
+    out: Annotated[Path, typer.Option("--out", "-o", help="Run folder (checkpoints, model, metrics history).")],
+    model: ModelOpt = None,
+    strategy: StrategyOpt = "full",
+    epochs: Annotated[int, typer.Option(help="Passes over the training split.")] = 3,
+    batch_size: Annotated[int, typer.Option(help="Global batch (split over processes and --grad-accum).")] = 32,
+    lr: Annotated[float, typer.Option(help="Backbone learning rate.")] = 1e-4,
+    head_lr: Annotated[float | None, typer.Option(help="Head learning rate (default 10 × lr).")] = None,
+    optimizer: Annotated[str, typer.Option(help="adamw or sgd (Nesterov momentum).")] = "adamw",
+    weight_decay: Annotated[float, typer.Option(help="Decoupled weight decay (not on biases/norms).")] = 0.01,
+    layer_decay: Annotated[float, typer.Option(help="Layer-wise rate decay per block from the top (1 = off).")] = 1.0,
+    schedule: Annotated[str, typer.Option(help="cosine (with warm-up), onecycle or constant.")] = "cosine",
+    warmup: Annotated[float, typer.Option(help="Warm-up fraction of all steps.")] = 0.1,
+    label_smoothing: Annotated[float, typer.Option(help="Label smoothing of the cross-entropy.")] = 0.0,
+    grad_accum: Annotated[int, typer.Option(help="Micro-batches per optimizer step.")] = 1,
+    clip: Annotated[float | None, typer.Option(help="Max gradient norm (0 = off).")] = 1.0,
+    precision: Annotated[str, typer.Option(help="auto, fp32 or bf16 (auto: bf16 only on native hardware).")] = "auto",
+    grad_checkpointing: Annotated[bool, typer.Option(help="Recompute activations in backward (less memory).")] = False,
+    bn_train: Annotated[bool, typer.Option(help="Update batch-norm statistics (default: keep pretrained ones).")
+                        ] = False,
+    patience: Annotated[int | None, typer.Option(help="Early stop after this many epochs without gain.")] = None,
+    last_k: Annotated[int, typer.Option(help="Blocks trained by --strategy last-k.")] = 2,
+    unfreeze_every: Annotated[int, typer.Option(help="Epochs between unfreezing steps (gradual).")] = 1,
+    lora_r: Annotated[int, typer.Option(help="LoRA rank.")] = 8,
+    lora_alpha: Annotated[float, typer.Option(help="LoRA alpha (scale = alpha / r).")] = 16.0,
+    lora_dropout: Annotated[float, typer.Option(help="LoRA dropout.")] = 0.0,
+    lora_targets: Annotated[str, typer.Option(help="auto, all-linear, or comma-separated module names.")] = "auto",
+    class_weights: Annotated[str | None, typer.Option(help="balanced: weight classes by inverse frequency.")] = None,
+    val: Annotated[float, typer.Option(help="Validation fraction (early stopping, best checkpoint).")] = 0.15,
+    test: Annotated[float, typer.Option(help="Test fraction (reported).")] = 0.15,
+    seed: Annotated[int, typer.Option(help="Seed of the split, data order, head and dropout.")] = 0,
+    workers: Annotated[int, typer.Option(help="DataLoader worker processes for decoding/tokenising.")] = 0,
+    checkpoint_every: Annotated[int, typer.Option(help="Optimizer steps between resume points.")] = 50,
+    max_steps: Annotated[int | None, typer.Option(help="Stop after this many optimizer steps.")] = None,
+    resume: Annotated[bool, typer.Option(help="Continue the unfinished run in --out.")] = False,
+    random_init: Annotated[bool, typer.Option(help="Start from random weights (train from scratch).")] = False,
+    pooling: Annotated[str, typer.Option(help="default, mean, cls, pooler, or layer:NAME.")] = "default",
+    image_size: Annotated[int | None, typer.Option(help="Input resolution for image models.")] = None,
+    max_length: Annotated[int | None, typer.Option(help="Max tokens per text.")] = None,
+    text_column: TextColOpt = "text",
+    label_column: LabelColOpt = "label",
+    on_bad_input: Annotated[str, typer.Option(help="fail or skip unreadable items.")] = "fail",
+    as_json: Annotated[bool, typer.Option("--json", help="Print run.json.")] = False,
+) -> None:
+    """Fine-tune a backbone (or only a new head) on labelled data; resumable, data-parallel under accelerate."""
+    opts = dict(strategy=strategy, epochs=epochs, batch_size=batch_size, lr=lr, head_lr=head_lr, optimizer=optimizer,
+                weight_decay=weight_decay, layer_decay=layer_decay, schedule=schedule, warmup=warmup,
+                label_smoothing=label_smoothing, grad_accum=grad_accum, clip=clip or None, precision=precision,
+                grad_checkpointing=grad_checkpointing, bn_train=bn_train, patience=patience, last_k=last_k,
+                unfreeze_every=unfreeze_every,
+                lora_r=lora_r, lora_alpha=lora_alpha, lora_dropout=lora_dropout, lora_targets=lora_targets,
+                class_weights=class_weights, val=val, test=test, seed=seed, num_workers=workers,
+                checkpoint_every=checkpoint_every, max_steps=max_steps)
+    _finetune_command(data, out, model, random_init, resume, opts,
+                      {"pooling": pooling, "image_size": image_size, "max_length": max_length},
+                      (text_column, label_column, on_bad_input), as_json)
+
+
+@app.command()
+def pretrain(
+    data: DataOpt,
+    out: Annotated[Path, typer.Option("--out", "-o", help="Run folder; use it later as --model run:OUT.")],
+    model: Annotated[str, typer.Option("--model", "-m", help="Architecture spec, trained from random weights.")],
+    epochs: Annotated[int, typer.Option(help="Passes over the training split.")] = 5,
+    batch_size: Annotated[int, typer.Option(help="Global batch.")] = 64,
+    lr: Annotated[float, typer.Option(help="Learning rate (AdamW, warm-up + cosine).")] = 1e-3,
+    image_size: Annotated[int | None, typer.Option(help="Input resolution for image models.")] = None,
+    max_length: Annotated[int | None, typer.Option(help="Max tokens per text.")] = None,
+    seed: Annotated[int, typer.Option(help="Seed of the split, data order and weights.")] = 0,
+    workers: Annotated[int, typer.Option(help="DataLoader worker processes.")] = 0,
+    resume: Annotated[bool, typer.Option(help="Continue the unfinished run in --out.")] = False,
+    text_column: TextColOpt = "text",
+    label_column: LabelColOpt = "label",
+) -> None:
+    """Train a backbone from scratch on a source task (e.g. bundled:mnist), to transfer later with run:OUT."""
+    import torch
+
+    torch.manual_seed(seed)  # the random initial weights
+    opts = dict(strategy="full", epochs=epochs, batch_size=batch_size, lr=lr, head_lr=lr, seed=seed,
+                num_workers=workers, val=0.1, test=0.1)
+    _finetune_command(data, out, model, True, resume, opts, {"image_size": image_size, "max_length": max_length},
+                      (text_column, label_column), False)
+
+
+@app.command()
+def predict(
+    run: Annotated[Path, typer.Argument(help="Run folder written by `transferkit finetune` or `pretrain`.")],
+    data: DataOpt,
+    out: Annotated[Path, typer.Option("--out", "-o", help="CSV to write: id, prediction, one probability per class.")],
+    text_column: TextColOpt = "text",
+    label_column: Annotated[str | None, typer.Option(help="Label column, to also score the predictions.")] = None,
+    batch_size: Annotated[int, typer.Option(help="Items per forward pass.")] = 64,
+    device: Annotated[str, typer.Option(help="cpu, cuda, cuda:1, …")] = "cpu",
+) -> None:
+    """Predict with a finished run, rebuilt from its folder alone (safetensors + JSON, no pickles)."""
+    from transferkit.finetune import load_run, write_predictions
+
+    fitted = load_run(run, device=device)
+    ds = _load_labelled(data, text_column, label_column)
+    summary = write_predictions(fitted, ds, out, batch_size=batch_size)
+    scores = ", ".join(f"{k} {v:.4f}" for k, v in summary.items() if isinstance(v, float))
+    console.print(f"{summary['n']} predictions → {out}" + (f" ({scores})" if scores else ""))
+
+
 def main() -> None:
     """Console entry point: user errors print one line and exit 2, without a traceback."""
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
@@ -207,8 +356,13 @@ def main() -> None:
         hf_logging.disable_progress_bar()  # per-tensor "Loading weights" bars; our own bars show progress
     except ImportError:
         pass
+    from transferkit.finetune.loop import Interrupted
+
     try:
         app()
+    except Interrupted as e:
+        err_console.print(f"interrupted: {e}", highlight=False, soft_wrap=True)
+        sys.exit(130)
     except TransferkitError as e:
         err_console.print(f"[bold red]error:[/bold red] {e}", highlight=False, soft_wrap=True)
         sys.exit(2)

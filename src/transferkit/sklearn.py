@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from sklearn.base import BaseEstimator, TransformerMixin
+from sklearn.base import BaseEstimator, ClassifierMixin, TransformerMixin
 from sklearn.utils.validation import check_is_fitted
 
 from transferkit.backbones import Backbone, load_backbone
@@ -89,3 +89,124 @@ class FeatureExtractor(TransformerMixin, BaseEstimator):
         tags.input_tags.string = True
         tags.requires_fit = True
         return tags
+
+
+class FineTunedClassifier(ClassifierMixin, BaseEstimator):
+    """Fine-tune a pretrained backbone as a scikit-learn classifier: `fit(X, y)`, `predict`, `predict_proba`.
+
+    X holds raw items (images or strings). `strategy` is head, full, last-k, gradual or lora; any other
+    `FinetuneConfig` setting goes in `options` (e.g. {"lora_r": 4, "layer_decay": 0.8}). `val` items
+    of the training data pick the best epoch. The run folder (`out`, or a temporary folder) holds the
+    model as safetensors + JSON; `save(path)` copies it and `FineTunedClassifier.load(path)` reads it back.
+    """
+
+    def __init__(self, backbone: Any = "effnet:lite0", *, strategy: str = "full", epochs: int = 3,
+                 batch_size: int = 32, lr: float = 1e-4, head_lr: float | None = None, val: float = 0.15,
+                 seed: int = 0, options: dict | None = None, pooling: str = "default", image_size: int | None = None,
+                 max_length: int | None = None, pretrained: bool = True, out: str | None = None, device: str = "cpu",
+                 progress: bool = False) -> None:
+        self.backbone = backbone
+        self.strategy = strategy
+        self.epochs = epochs
+        self.batch_size = batch_size
+        self.lr = lr
+        self.head_lr = head_lr
+        self.val = val
+        self.seed = seed
+        self.options = options
+        self.pooling = pooling
+        self.image_size = image_size
+        self.max_length = max_length
+        self.pretrained = pretrained
+        self.out = out
+        self.device = device
+        self.progress = progress
+
+    def _config(self) -> Any:
+        from transferkit.finetune import FinetuneConfig
+
+        return FinetuneConfig(**{"strategy": self.strategy, "epochs": self.epochs, "batch_size": self.batch_size,
+                                 "lr": self.lr, "head_lr": self.head_lr, "val": self.val, "test": 0.0,
+                                 "seed": self.seed, **(self.options or {})})
+
+    def fit(self, X: Any, y: Any) -> FineTunedClassifier:
+        """Fine-tune on items X with labels y (any hashable values; `classes_` keeps them sorted)."""
+        import tempfile
+
+        import torch
+
+        from transferkit.data.loaders import from_arrays
+        from transferkit.finetune import finetune, load_run
+
+        config = self._config()
+        y = np.asarray(y)
+        if len(y) != len(X):
+            raise DataError(f"X has {len(X)} items but y has {len(y)} labels: give one label per item")
+        classes, y_idx = np.unique(y, return_inverse=True)
+        data = from_arrays(X, y_idx, class_names=[str(c) for c in classes], name="sklearn-fit")
+        opts = {k: v for k, v in {"pooling": self.pooling, "image_size": self.image_size,
+                                  "max_length": self.max_length}.items() if v not in (None, "default")}
+        torch.manual_seed(self.seed)
+        bb = load_backbone(self.backbone, pretrained=self.pretrained, device=self.device, **opts)
+        out = Path(self.out) if self.out else Path(tempfile.mkdtemp(prefix="transferkit-run-"))
+        self.result_ = finetune(bb, data, out, config, progress=self.progress,
+                                backbone_options={"pretrained": self.pretrained, **opts})
+        self.run_ = load_run(out, device=self.device, backbone=None if isinstance(self.backbone, str) else bb)
+        self.classes_ = classes
+        self.run_dir_ = out
+        return self
+
+    def _items(self, X: Any) -> Any:
+        from transferkit.data.loaders import from_arrays
+
+        return from_arrays(X, name="sklearn-input")
+
+    def predict_proba(self, X: Any) -> np.ndarray:
+        """Class probabilities (N, n_classes), columns in the order of `classes_`."""
+        check_is_fitted(self, "run_")
+        return self.run_.predict_proba(self._items(X))
+
+    def predict(self, X: Any) -> np.ndarray:
+        """The most probable class of each item, as values of `classes_`."""
+        return self.classes_[self.predict_proba(X).argmax(1)]
+
+    def save(self, path: str | Path) -> Path:
+        """Copy the run folder to `path` (safetensors + JSON; no pickles)."""
+        import shutil
+
+        check_is_fitted(self, "run_dir_")
+        shutil.copytree(self.run_dir_, path, dirs_exist_ok=False)
+        return Path(path)
+
+    @classmethod
+    def load(cls, path: str | Path, device: str = "cpu") -> FineTunedClassifier:
+        """A fitted classifier from a run folder written by `fit`, `save` or `transferkit finetune`."""
+        from transferkit.finetune import load_run
+
+        run = load_run(path, device=device)
+        cfg, bb = run.info["config"], run.info["backbone"]
+        est = cls(bb["spec"], strategy=cfg["strategy"], epochs=cfg["epochs"], batch_size=cfg["batch_size"],
+                  lr=cfg["lr"], head_lr=cfg["head_lr"], val=cfg["val"], seed=cfg["seed"],
+                  pooling=bb.get("pooling") or "default", image_size=bb.get("image_size"),
+                  max_length=bb.get("max_length"), pretrained=bb.get("pretrained", True), out=str(path), device=device)
+        est.run_, est.run_dir_ = run, Path(path)
+        est.classes_ = np.asarray(_restore_types(run.class_names))
+        return est
+
+    def __sklearn_tags__(self):  # noqa: D105 — raw items (strings, images) are valid input
+        tags = super().__sklearn_tags__()
+        tags.input_tags.two_d_array = False
+        tags.input_tags.string = True
+        return tags
+
+
+def _restore_types(names: list[str]) -> list[Any]:
+    """Class names back to numbers when they all were numbers (fit stores str(label))."""
+    try:
+        values = [int(n) for n in names]
+    except ValueError:
+        try:
+            values = [float(n) for n in names]
+        except ValueError:
+            return names
+    return values if [str(v) for v in values] == names else names

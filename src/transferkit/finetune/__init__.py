@@ -1,0 +1,11 @@
+"""Fine-tuning: train the backbone itself (full, last-k, gradual, LoRA) or only a new head, resumably.
+
+    from transferkit.finetune import FinetuneConfig, finetune, load_run
+"""
+
+from transferkit.finetune.config import STRATEGIES, FinetuneConfig, FinetuneError
+from transferkit.finetune.loop import FinetuneResult, Interrupted, finetune
+from transferkit.finetune.run import FineTunedModel, load_run, write_predictions
+
+__all__ = ["STRATEGIES", "FineTunedModel", "FinetuneConfig", "FinetuneError", "FinetuneResult", "Interrupted",
+           "finetune", "load_run", "write_predictions"]

@@ -1,0 +1,125 @@
+"""What a fine-tuning run is asked to do: strategy, optimisation and checkpointing settings, JSON-able.
+
+The same `FinetuneConfig` is written to the run folder, read back by `--resume` (which refuses a
+changed config) and shown in reports, so every field is a plain value.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, fields
+from typing import Any
+
+from transferkit.errors import TransferkitError
+
+STRATEGIES = ("head", "full", "last-k", "gradual", "lora")
+OPTIMIZERS = ("adamw", "sgd")
+SCHEDULES = ("cosine", "onecycle", "constant")
+PRECISIONS = ("auto", "fp32", "bf16")
+
+
+class FinetuneError(TransferkitError):
+    """A fine-tuning run cannot start or continue as asked (bad option, mismatched resume, bad run folder)."""
+
+
+@dataclass
+class FinetuneConfig:
+    """Settings of one fine-tuning run. Defaults are a sensible AdamW + warm-up/cosine recipe.
+
+    lr is the backbone's learning rate (its last block's, under layer decay); head_lr the new head's
+    (default 10 × lr). layer_decay < 1 gives block i of n the rate lr · layer_decay^(n-1-i)
+    (discriminative rates). bn_train=False keeps batch-norm layers on their pretrained running statistics
+    (their scale and shift still train), the robust choice for the small batches of transfer learning,
+    as the Keras fine-tuning guide advises; True updates them from each batch. batch_size is the global
+    batch: split across processes under `accelerate launch`, and over `grad_accum` micro-batches.
+    """
+
+    strategy: str = "full"
+    epochs: int = 3
+    batch_size: int = 32
+    lr: float = 1e-4
+    head_lr: float | None = None
+    optimizer: str = "adamw"
+    momentum: float = 0.9
+    weight_decay: float = 0.01
+    layer_decay: float = 1.0
+    schedule: str = "cosine"
+    warmup: float = 0.1
+    label_smoothing: float = 0.0
+    grad_accum: int = 1
+    clip: float | None = 1.0
+    precision: str = "auto"
+    grad_checkpointing: bool = False
+    bn_train: bool = False
+    patience: int | None = None
+    last_k: int = 2
+    unfreeze_every: int = 1
+    lora_r: int = 8
+    lora_alpha: float = 16.0
+    lora_dropout: float = 0.0
+    lora_targets: str = "auto"
+    class_weights: str | None = None
+    val: float = 0.15
+    test: float = 0.15
+    seed: int = 0
+    num_workers: int = 0
+    checkpoint_every: int = 50
+    max_steps: int | None = None
+
+    def __post_init__(self) -> None:
+        self.validate()
+
+    @property
+    def head_rate(self) -> float:
+        """The head's learning rate."""
+        return self.head_lr if self.head_lr is not None else 10.0 * self.lr
+
+    def validate(self) -> None:
+        """Raise FinetuneError naming the first bad option and its valid values."""
+        def bad(name: str, value: Any, fix: str) -> FinetuneError:
+            return FinetuneError(f"{name}={value!r} is not valid: {fix}")
+
+        if self.strategy not in STRATEGIES:
+            raise bad("strategy", self.strategy, "use one of " + ", ".join(STRATEGIES))
+        if self.optimizer not in OPTIMIZERS:
+            raise bad("optimizer", self.optimizer, "use one of " + ", ".join(OPTIMIZERS))
+        if self.schedule not in SCHEDULES:
+            raise bad("schedule", self.schedule, "use one of " + ", ".join(SCHEDULES))
+        if self.precision not in PRECISIONS:
+            raise bad("precision", self.precision, "use one of " + ", ".join(PRECISIONS))
+        for name in ("epochs", "batch_size", "grad_accum", "last_k", "unfreeze_every", "lora_r", "checkpoint_every"):
+            if int(getattr(self, name)) < 1:
+                raise bad(name, getattr(self, name), "give a whole number ≥ 1")
+        if self.batch_size % self.grad_accum:
+            raise bad("grad_accum", self.grad_accum, f"it must divide batch_size={self.batch_size}")
+        if self.lr <= 0 or self.head_rate <= 0:
+            raise bad("lr", self.lr, "learning rates must be > 0")
+        if not 0 < self.layer_decay <= 1:
+            raise bad("layer_decay", self.layer_decay, "give a factor in (0, 1]; 1 turns it off")
+        if not 0 <= self.warmup < 1:
+            raise bad("warmup", self.warmup, "give the warm-up as a fraction of all steps in [0, 1)")
+        if not 0 <= self.label_smoothing < 1:
+            raise bad("label_smoothing", self.label_smoothing, "give a value in [0, 1)")
+        if self.clip is not None and self.clip <= 0:
+            raise bad("clip", self.clip, "give a max gradient norm > 0, or None to turn clipping off")
+        if self.patience is not None and self.patience < 1:
+            raise bad("patience", self.patience, "give a number of epochs ≥ 1, or None for no early stopping")
+        if self.class_weights not in (None, "balanced"):
+            raise bad("class_weights", self.class_weights, "use 'balanced' or None")
+        if self.max_steps is not None and self.max_steps < 1:
+            raise bad("max_steps", self.max_steps, "give a number of optimizer steps ≥ 1, or None")
+
+    def to_dict(self) -> dict:
+        """JSON-able dict of every field."""
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> FinetuneConfig:
+        """Rebuild from `to_dict` output; unknown keys are an error (a run folder from another version)."""
+        names = {f.name for f in fields(cls)}
+        unknown = sorted(set(d) - names)
+        if unknown:
+            raise FinetuneError(f"run config has unknown settings {unknown}: it was written by another version")
+        return cls(**d)
+
+    # Settings that may change on --resume without changing what the run computes.
+    RESUMABLE_CHANGES = ("num_workers", "checkpoint_every")

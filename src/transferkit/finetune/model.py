@@ -1,0 +1,158 @@
+"""The network a fine-tuning run trains: a backbone's pooled features followed by a new linear head.
+
+Strategies decide which parameters train: `head` (backbone frozen), `full`, `last-k` (the last k
+blocks the backbone exposes), `gradual` (head first, then one more block every `unfreeze_every`
+epochs, as ULMFiT / fastai do) and `lora` (low-rank adapters, see `lora.py`).
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from transferkit.backbones.base import Backbone
+from transferkit.finetune.config import FinetuneConfig, FinetuneError
+
+
+class TransferModel(nn.Module):
+    """backbone.encode(model, batch) → standardise → Linear head. `n_outputs`: class count (1 for regression).
+
+    The head sees features standardised with the pretrained backbone's per-dimension mean and scale on
+    the training data (fixed buffers, as the probe heads standardise), so one head learning rate works
+    for raw CNN features and unit-norm sentence embeddings alike.
+    """
+
+    def __init__(self, backbone: Backbone, n_outputs: int) -> None:
+        super().__init__()
+        self.backbone = backbone.model
+        self.head = nn.Linear(backbone.feature_dim, n_outputs)
+        self.register_buffer("feature_mean", torch.zeros(backbone.feature_dim))
+        self.register_buffer("feature_scale", torch.ones(backbone.feature_dim))
+        self._encode = backbone.encode
+
+    def features(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        """Pooled backbone features (N, D)."""
+        return self._encode(self.backbone, batch)
+
+    def forward(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        return self.head((self.features(batch).float() - self.feature_mean) / self.feature_scale)
+
+    @torch.no_grad()
+    def calibrate(self, features: torch.Tensor) -> None:
+        """Set the standardisation from features (N, D) of training items."""
+        f = features.float()
+        self.feature_mean.copy_(f.mean(0))
+        std = f.std(0, unbiased=False)
+        # near-constant dimensions (dead units) must not blow up once training moves them
+        self.feature_scale.copy_(std.clamp_min(0.1 * float(std.mean()) + 1e-12))
+
+
+def init_head(head: nn.Linear, seed: int) -> None:
+    """Seeded head initialisation: small normal weights, zero bias (independent of the global RNG)."""
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        head.weight.copy_(torch.randn(head.weight.shape, generator=g) * 0.01)
+        head.bias.zero_()
+
+
+def block_index(backbone: Backbone) -> dict[str, int]:
+    """Backbone parameter name → index of its block (0 = nearest the input); unlisted names get 0."""
+    index = {n: 0 for n, _ in backbone.model.named_parameters()}
+    for i, block in enumerate(backbone.blocks):
+        for n in block.param_names:
+            index[n] = i
+    return index
+
+
+def n_blocks(backbone: Backbone) -> int:
+    """How many blocks the backbone exposes (at least 1)."""
+    return max(1, len(backbone.blocks))
+
+
+def trainable_blocks(config: FinetuneConfig, n: int, epoch: int) -> int:
+    """How many of the last blocks train in `epoch` (0 = head only, n = everything)."""
+    if config.strategy == "full":
+        return n
+    if config.strategy == "last-k":
+        return min(config.last_k, n)
+    if config.strategy == "gradual":
+        return min(n, epoch // config.unfreeze_every)
+    return 0  # head, lora: the backbone's own weights stay frozen
+
+
+def ever_trained(config: FinetuneConfig, n: int) -> int:
+    """The most blocks that will train at any epoch of this run."""
+    return max(trainable_blocks(config, n, e) for e in range(config.epochs))
+
+
+def check_strategy(config: FinetuneConfig, backbone: Backbone) -> None:
+    """Refuse strategies the backbone cannot support, with the reason."""
+    if config.strategy in ("last-k", "gradual") and not backbone.blocks:
+        raise FinetuneError(f"{backbone.spec} exposes no blocks, so '{config.strategy}' cannot unfreeze part of "
+                            "it: use --strategy full, head or lora")
+
+
+def backbone_param_names(model: TransferModel) -> list[str]:
+    """Names (in `model`) of the backbone's own parameters, excluding LoRA adapter weights."""
+    return [n for n, _ in model.named_parameters() if n.startswith("backbone.") and "lora_" not in n]
+
+
+def set_trainable(model: TransferModel, backbone: Backbone, config: FinetuneConfig, k: int) -> list[str]:
+    """Make the head (+ LoRA adapters) and the last `k` blocks trainable, everything else frozen.
+
+    Returns the model-level names of the backbone parameters that train now. Batch-norm layers
+    whose parameters are all frozen are put in eval mode by `frozen_norm_eval` so their running
+    statistics stay what they were.
+    """
+    index = block_index(backbone)
+    first = n_blocks(backbone) - k
+    unused = {id(p) for p in backbone.source_head.parameters()} if backbone.source_head is not None else set()
+    training = []
+    for name, p in model.named_parameters():
+        if name.startswith("head."):
+            p.requires_grad_(True)
+        elif id(p) in unused:  # the source task's classifier: not part of the features, never trained
+            p.requires_grad_(False)
+        elif "lora_" in name:
+            p.requires_grad_(config.strategy == "lora")
+        else:
+            inner = _inner_name(name)
+            on = k > 0 and (index.get(inner, 0) >= first or config.strategy == "full")
+            p.requires_grad_(on)
+            if on:
+                training.append(name)
+    return training
+
+
+def _inner_name(name: str) -> str:
+    """Backbone parameter name from a model-level one; LoRA wrapping adds `.base_layer` to wrapped layers."""
+    return name.removeprefix("backbone.").replace(".base_layer.", ".")
+
+
+def frozen_norm_eval(model: nn.Module, all_norms: bool = False) -> None:
+    """Put batch-norm layers in eval mode (running statistics fixed): all of them, or those fully frozen."""
+    for m in model.modules():
+        if isinstance(m, nn.modules.batchnorm._NormBase):
+            params = list(m.parameters(recurse=False))
+            if all_norms or not params or not any(p.requires_grad for p in params):
+                m.eval()
+
+
+def enable_grad_checkpointing(backbone: Backbone) -> None:
+    """Turn on activation checkpointing through the library's own switch (transformers, timm)."""
+    m = backbone.model
+    if hasattr(m, "gradient_checkpointing_enable"):
+        m.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        if hasattr(m, "config"):
+            m.config.use_cache = False
+    elif hasattr(m, "set_grad_checkpointing"):
+        m.set_grad_checkpointing(True)
+    else:
+        raise FinetuneError(f"{backbone.spec} has no gradient-checkpointing switch: drop --grad-checkpointing")
+
+
+def count_parameters(model: nn.Module, names: set[str] | None = None) -> int:
+    """Number of parameters that require gradients (or those in `names`)."""
+    if names is not None:
+        return sum(p.numel() for n, p in model.named_parameters() if n in names)
+    return sum(p.numel() for p in model.parameters() if p.requires_grad)

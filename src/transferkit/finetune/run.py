@@ -1,0 +1,167 @@
+"""A finished run folder, rebuilt from its files alone: predict with it, or use it as the next task's backbone.
+
+The backbone is rebuilt from its spec (with the same pooling, image size and max length), checked
+against the recorded digest of its pretrained weights when the run only saved what it changed,
+LoRA adapters are re-injected, and the saved weights are loaded. No pickles are read.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from transferkit.backbones.base import Backbone
+from transferkit.data.dataset import Dataset
+from transferkit.errors import DataError
+from transferkit.finetune.checkpoint import RunFolder, load_model_tensors, load_tensors, softmax_np
+from transferkit.finetune.config import FinetuneConfig, FinetuneError
+from transferkit.finetune.model import TransferModel
+from transferkit.io import atomic_write
+
+REBUILD_OPTIONS = ("pretrained", "pooling", "image_size", "max_length")
+
+
+@dataclass
+class FineTunedModel:
+    """A trained TransferModel with its labels: `predict`, `predict_proba`, `outputs`, `as_backbone`."""
+
+    folder: RunFolder
+    info: dict
+    backbone: Backbone
+    model: TransferModel
+
+    @property
+    def task(self) -> str:
+        return self.info["task"]
+
+    @property
+    def class_names(self) -> list[str]:
+        return list(self.info["class_names"])
+
+    def outputs(self, data: Dataset | Any, batch_size: int = 64) -> np.ndarray:
+        """Raw outputs for raw items or a Dataset: logits (classification) or values (regression)."""
+        from transferkit.finetune.loop import predict_outputs
+
+        ds = data if isinstance(data, Dataset) else _as_dataset(data, self.backbone.modality)
+        out = predict_outputs(self.model, ds, self.backbone.collate, batch_size=batch_size)
+        if self.task == "regression":
+            scale = self.info["target_scale"]
+            return out[:, 0] * scale["std"] + scale["mean"]
+        return out
+
+    def predict_proba(self, data: Dataset | Any, batch_size: int = 64) -> np.ndarray:
+        """Class probabilities (N, C) in the order of `class_names`."""
+        if self.task != "classification":
+            raise FinetuneError("predict_proba needs a classification run; this run is a regression")
+        return softmax_np(self.outputs(data, batch_size))
+
+    def predict(self, data: Dataset | Any, batch_size: int = 64) -> np.ndarray:
+        """Class indices (classification) or values (regression)."""
+        out = self.outputs(data, batch_size)
+        return out.argmax(1) if self.task == "classification" else out
+
+    def as_backbone(self) -> Backbone:
+        """The fine-tuned network as a Backbone (LoRA merged in): the starting point of the next task.
+
+        Its source head is this run's head, so LEEP/NCE can score it like any ImageNet classifier.
+        """
+        from transferkit.finetune import lora
+
+        net = lora.merge(self.model.backbone) if self.info.get("lora_modules") else self.model.backbone
+        return replace(self.backbone, spec=f"run:{self.folder.path.resolve()}", model=net, _digest=None,
+                       source_head=self.model.head if self.task == "classification" else None,
+                       source_classes=self.class_names or None,
+                       info={**self.backbone.info, "run": str(self.folder.path.resolve()), "base": self.backbone.spec})
+
+
+def _as_dataset(items: Any, modality: str) -> Dataset:
+    from transferkit.data.loaders import from_arrays
+
+    ds = from_arrays(items)
+    if ds.modality != modality:
+        raise DataError(f"the run's backbone takes {modality} items, got {ds.modality} items")
+    return ds
+
+
+def load_run(path: str | Path, *, device: str = "cpu", backbone: Backbone | None = None) -> FineTunedModel:
+    """Rebuild a finished run from its folder. `backbone` overrides the rebuild (runs on in-process modules)."""
+    from transferkit.backbones.registry import load_backbone
+    from transferkit.finetune import lora
+
+    folder = RunFolder(path)
+    info = folder.read()
+    if info.get("kind") != "finetune":
+        raise FinetuneError(f"{folder.path} holds a {info.get('kind')!r} run, not a fine-tuning run")
+    if info.get("status") != "complete":
+        raise FinetuneError(f"{folder.path} holds an unfinished run: finish it with `transferkit finetune ... "
+                            f"--out {folder.path} --resume` first")
+    spec = info["backbone"]["spec"]
+    if backbone is None:
+        if spec.startswith("module:"):
+            raise FinetuneError(f"{folder.path} was trained on an in-process module ({spec}): pass backbone= "
+                                "to load_run with the same module")
+        opts = {k: info["backbone"][k] for k in REBUILD_OPTIONS if info["backbone"].get(k) is not None}
+        backbone = load_backbone(spec, **opts)
+    saved = set(info["saved_parameters"])
+    config = FinetuneConfig.from_dict(info["config"])
+    base_digest = backbone.weights_digest()
+    if info.get("lora_modules"):
+        lora.inject(backbone, replace(config, lora_targets=",".join(info["lora_modules"])))
+    model = TransferModel(backbone, len(info["class_names"]) or 1)
+    everything = {n for n, _ in model.named_parameters()}
+    if not everything <= saved:  # part of the network comes from the pretrained weights: they must be the same
+        if base_digest != info["backbone"]["base_digest"]:
+            raise FinetuneError(f"the weights {spec} loads now differ from those {folder.path} was trained on "
+                                "(digest mismatch): use the same weights version")
+    load_model_tensors(model, load_tensors(folder.model_file), folder.model_file)
+    model.to(device).eval()
+    return FineTunedModel(folder, info, backbone, model)
+
+
+def write_predictions(run: FineTunedModel, data: Dataset, out: str | Path, batch_size: int = 64) -> dict:
+    """Write a CSV of predictions (and class probabilities) for `data`; score it when it has labels."""
+    ids = data.meta.get("ids") or [str(x) if isinstance(x, (str, Path)) and data.modality == "image" else i
+                                   for i, x in enumerate(data.items)]
+    rows: list[list[Any]] = []
+    summary: dict[str, Any] = {"n": len(data), "out": str(out)}
+    if run.task == "classification":
+        proba = run.predict_proba(data, batch_size)
+        pred = proba.argmax(1)
+        header = ["id", "prediction", *[f"p_{c}" for c in run.class_names]]
+        for i in range(len(data)):
+            rows.append([ids[i], run.class_names[pred[i]], *[f"{p:.6f}" for p in proba[i]]])
+        if data.labels is not None and data.class_names:
+            summary.update(_score_labelled(run, data, pred))
+    else:
+        values = run.predict(data, batch_size)
+        header = ["id", "prediction"]
+        rows = [[ids[i], f"{values[i]:.6g}"] for i in range(len(data))]
+        if data.labels is not None and not data.class_names:
+            from transferkit.heads.metrics import score_all
+
+            summary.update(score_all("regression", np.asarray(data.labels, float), values))
+    buf = io.StringIO()
+    w = csv.writer(buf)
+    w.writerow(header)
+    w.writerows(rows)
+    atomic_write(out, lambda p: p.write_text(buf.getvalue(), encoding="utf-8"))
+    return summary
+
+
+def _score_labelled(run: FineTunedModel, data: Dataset, pred: np.ndarray) -> dict:
+    """Accuracy on labelled predict data; labels the run never saw are an error naming them."""
+    from transferkit.heads.metrics import score_all
+
+    known = {c: i for i, c in enumerate(run.class_names)}
+    names = [data.class_names[int(v)] for v in data.labels]
+    unseen = sorted({n for n in names if n not in known})
+    if unseen:
+        raise DataError(f"the predict data has labels the run never trained on: {unseen[:5]} "
+                        f"(trained classes: {run.class_names[:10]}); remove those rows or drop the label column")
+    y = np.array([known[n] for n in names])
+    return score_all("classification", y, pred)
