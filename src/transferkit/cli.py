@@ -224,6 +224,8 @@ def _finetune_command(data: str, out: Path, model: str | None, random_init: bool
     backbone = load_backbone(spec, pretrained=not random_init, **rebuild)
     result = finetune(backbone, ds, out, config, resume=resume, progress=sys.stderr.isatty(), log=_log,
                       backbone_options={"pretrained": not random_init, **rebuild})
+    if int(os.environ.get("RANK", "0")) != 0:  # under torchrun / accelerate launch only the main process reports
+        return
     if as_json:
         console.print_json(json.dumps(result.info, default=str))
         return

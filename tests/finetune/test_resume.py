@@ -78,19 +78,31 @@ def test_completed_run_is_not_overwritten(reference, mnist_160):
     assert again.metrics == reference.metrics
 
 
+@pytest.fixture(scope="module")
+def cli_run(tmp_path_factory, mnist_160):
+    """The finetune command on 160 MNIST PNGs, and the weights its uninterrupted run ends with."""
+    from PIL import Image
+
+    root = tmp_path_factory.mktemp("cli")
+    folder = root / "images"
+    for i, (img, y) in enumerate(zip(mnist_160.items, mnist_160.labels)):
+        (folder / mnist_160.class_names[y]).mkdir(parents=True, exist_ok=True)
+        Image.fromarray(img).save(folder / mnist_160.class_names[y] / f"{i}.png")
+    cmd = [sys.executable, "-m", "transferkit", "finetune", "--data", str(folder), "--model", "effnet:lite0",
+           "--image-size", "32", "--strategy", "full", "--epochs", "3", "--batch-size", "16", "--lr", "1e-4",
+           "--checkpoint-every", "2", "--out"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    subprocess.run([*cmd, str(root / "ref")], check=True, env=env, capture_output=True)
+    return cmd, env, root / "ref"
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGKILL])
-def test_cli_killed_then_resumed_matches(sig, reference, mnist_160, tmp_path):
+def test_cli_killed_then_resumed_matches(sig, cli_run, tmp_path):
     """A real signal at a checkpointed step: SIGINT exits 130 after saving, SIGKILL leaves the last checkpoint."""
-    from transferkit.io import write_arrays  # noqa: F401  (data goes through a bundled set, not files)
-
+    cmd, env, ref = cli_run
     out = tmp_path / "run"
-    cmd = [sys.executable, "-m", "transferkit", "finetune", "--data", "bundled:mnist", "--model", "effnet:lite0",
-           "--image-size", "32", "--strategy", "full", "--epochs", "1", "--batch-size", "32", "--lr", "1e-4",
-           "--checkpoint-every", "2", "--max-steps", "40", "--out", str(out)]
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    ref = tmp_path / "ref"
-    subprocess.run([*cmd[:-1], str(ref)], check=True, env=env, capture_output=True)
+    cmd = [*cmd, str(out)]
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     trainer = out / "state" / "trainer.json"
     deadline = time.time() + 300

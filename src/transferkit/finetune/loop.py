@@ -48,6 +48,7 @@ from transferkit.finetune.model import (
     n_blocks,
     set_trainable,
     trainable_blocks,
+    unused_parameters,
 )
 from transferkit.finetune.optim import make_optimizer, make_scheduler, param_groups
 from transferkit.heads.metrics import PRIMARY_METRIC, score_all
@@ -314,8 +315,11 @@ def finetune(
         enable_grad_checkpointing(backbone)
     nb = n_blocks(backbone)
     ever = ever_trained(config, nb)
-    trained_names = set(set_trainable(model, backbone, config, ever))
-    trained_names |= {n for n, p in model.named_parameters() if p.requires_grad}
+    set_trainable(model, backbone, config, ever)
+    probe = backbone.collate([data.items[int(i)] for i in calib[:2]])
+    trained_names = {n for n, p in model.named_parameters() if p.requires_grad} - unused_parameters(model, probe)
+    for n, p in model.named_parameters():
+        p.requires_grad_(n in trained_names)
     saved_names = trained_names if backbone.pretrained else {n for n, _ in model.named_parameters()}
     trainable = count_parameters(model, trained_names)
     model.to(accelerator.device)
@@ -413,11 +417,11 @@ def finetune(
     with _StopFlag() as flag:
         while epoch < config.epochs and step < total_steps:
             k = trainable_blocks(config, nb, epoch)
-            now_training = set(set_trainable(model, backbone, config, k)) | {
-                n for n, p in model.named_parameters() if n.startswith("head.") or "lora_" in n}
-            if world > 1:  # DDP registered the parameters once: keep them all, drop frozen ones' gradients
-                for n, p in model.named_parameters():
-                    p.requires_grad_(n in trained_names)
+            set_trainable(model, backbone, config, k)
+            now_training = {n for n, p in model.named_parameters() if p.requires_grad} & trained_names
+            for n, p in model.named_parameters():
+                # DDP registered the parameters once: keep them all there and drop frozen ones' gradients
+                p.requires_grad_(n in (trained_names if world > 1 else now_training))
             frozen_now = [p for n, p in model.named_parameters() if n in trained_names and n not in now_training]
             ddp_model.train()
             if k == 0 and config.strategy != "lora":

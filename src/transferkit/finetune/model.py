@@ -156,3 +156,19 @@ def count_parameters(model: nn.Module, names: set[str] | None = None) -> int:
     if names is not None:
         return sum(p.numel() for n, p in model.named_parameters() if n in names)
     return sum(p.numel() for p in model.parameters() if p.requires_grad)
+
+
+def unused_parameters(model: TransferModel, batch: dict[str, torch.Tensor]) -> set[str]:
+    """Names of trainable parameters that get no gradient from the loss (e.g. BERT's pooler under mean pooling).
+
+    They are left out of training: counting them would overstate the trainable parameters, and DDP
+    refuses parameters that never receive a gradient.
+    """
+    was_training = model.training
+    model.eval()
+    with torch.enable_grad():
+        model(batch).float().sum().backward()
+    unused = {n for n, p in model.named_parameters() if p.requires_grad and p.grad is None}
+    model.zero_grad(set_to_none=True)
+    model.train(was_training)
+    return unused
