@@ -54,7 +54,7 @@ from transferkit.finetune.optim import make_optimizer, make_scheduler, param_gro
 from transferkit.heads.metrics import PRIMARY_METRIC, score_all
 
 #: Training items whose pretrained features set the head's input standardisation.
-CALIBRATION_ITEMS = 256
+CALIBRATION_ITEMS = 128
 
 
 class Interrupted(FinetuneError):
