@@ -263,8 +263,9 @@ def finetune_cmd(
     clip: Annotated[float | None, typer.Option(help="Max gradient norm (0 = off).")] = 1.0,
     precision: Annotated[str, typer.Option(help="auto, fp32 or bf16 (auto: bf16 only on native hardware).")] = "auto",
     grad_checkpointing: Annotated[bool, typer.Option(help="Recompute activations in backward (less memory).")] = False,
-    bn_train: Annotated[bool, typer.Option(help="Update batch-norm statistics (default: keep pretrained ones).")
-                        ] = False,
+    bn_train: Annotated[bool | None, typer.Option(
+        "--bn-train/--bn-frozen", help="Update batch-norm statistics from batches, or keep them (default: keep "
+        "pretrained ones; update when --random-init).")] = None,
     patience: Annotated[int | None, typer.Option(help="Early stop after this many epochs without gain.")] = None,
     last_k: Annotated[int, typer.Option(help="Blocks trained by --strategy last-k.")] = 2,
     unfreeze_every: Annotated[int, typer.Option(help="Epochs between unfreezing steps (gradual).")] = 1,

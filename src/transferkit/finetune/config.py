@@ -29,8 +29,10 @@ class FinetuneConfig:
     (default 10 × lr). layer_decay < 1 gives block i of n the rate lr · layer_decay^(n-1-i)
     (discriminative rates). bn_train=False keeps batch-norm layers on their pretrained running statistics
     (their scale and shift still train), the robust choice for the small batches of transfer learning,
-    as the Keras fine-tuning guide advises; True updates them from each batch. batch_size is the global
-    batch: split across processes under `accelerate launch`, and over `grad_accum` micro-batches.
+    as the Keras fine-tuning guide advises; True updates them from each batch; None (default) means
+    False for pretrained backbones and True for random-init ones, which have no statistics to keep.
+    batch_size is the global batch: split across processes under `accelerate launch`, and over
+    `grad_accum` micro-batches.
     """
 
     strategy: str = "full"
@@ -49,7 +51,7 @@ class FinetuneConfig:
     clip: float | None = 1.0
     precision: str = "auto"
     grad_checkpointing: bool = False
-    bn_train: bool = False
+    bn_train: bool | None = None
     patience: int | None = None
     last_k: int = 2
     unfreeze_every: int = 1

@@ -46,6 +46,7 @@ from transferkit.finetune.model import (
     frozen_norm_eval,
     init_head,
     n_blocks,
+    precise_bn,
     set_trainable,
     trainable_blocks,
     unused_parameters,
@@ -219,6 +220,20 @@ class _StopFlag:
             signal.signal(sig, old)
 
 
+#: Training items whose batches recompute batch-norm statistics at each epoch end when they train.
+PRECISE_BN_ITEMS = 1024
+
+
+def recompute_bn_statistics(model: TransferModel, data: Dataset, train_idx: np.ndarray, collate: Callable,
+                            config: FinetuneConfig, device: torch.device) -> None:
+    """Precise BN over a fixed seeded subset of training items (same on every process, so ranks agree)."""
+    idx = np.sort(np.random.default_rng([config.seed, 2]).permutation(train_idx)[:PRECISE_BN_ITEMS])
+    size = max(config.batch_size // config.grad_accum, 2)
+    batches = [{k: v.to(device) for k, v in collate([data.items[int(i)] for i in idx[s : s + size]]).items()}
+               for s in range(0, len(idx), size) if len(idx[s : s + size]) > 1]
+    precise_bn(model, batches)
+
+
 def _peak_memory_mb(device: torch.device) -> float:
     if device.type == "cuda":
         return torch.cuda.max_memory_allocated(device) / 2**20
@@ -310,7 +325,8 @@ def finetune(
     model = TransferModel(backbone, target.n_outputs)
     init_head(model.head, config.seed)
     calib = np.sort(np.random.default_rng([config.seed, 1]).permutation(train_idx)[:CALIBRATION_ITEMS])
-    model.calibrate(torch.as_tensor(backbone.embed([data.items[int(i)] for i in calib], batch_size=64)))
+    if backbone.pretrained:  # random weights have no feature statistics worth fixing
+        model.calibrate(torch.as_tensor(backbone.embed([data.items[int(i)] for i in calib], batch_size=64)))
     if config.grad_checkpointing:
         enable_grad_checkpointing(backbone)
     nb = n_blocks(backbone)
@@ -413,6 +429,7 @@ def finetune(
         accelerator.wait_for_everyone()
 
     metric = PRIMARY_METRIC[target.task]
+    bn_train = config.bn_train if config.bn_train is not None else not backbone.pretrained
     stop_reason = None
     with _StopFlag() as flag:
         while epoch < config.epochs and step < total_steps:
@@ -426,7 +443,7 @@ def finetune(
             ddp_model.train()
             if k == 0 and config.strategy != "lora":
                 unwrapped.backbone.eval()  # frozen backbone: no dropout, fixed statistics, as a probe sees it
-            frozen_norm_eval(unwrapped, all_norms=not config.bn_train)
+            frozen_norm_eval(unwrapped, all_norms=not bn_train)
 
             batches = global_batches(len(train_idx), config.batch_size, config.seed, epoch)
             todo = batches[pos:]
@@ -485,6 +502,8 @@ def finetune(
             if pos < len(batches):  # max_steps ended the run inside this epoch
                 break
             # --- end of epoch: validate, track the best, maybe stop early ---
+            if bn_train:
+                recompute_bn_statistics(unwrapped, data, train_idx, backbone.collate, config, device)
             row = {"epoch": epoch + 1, "step": step, "train_loss": epoch_loss / max(epoch_items, 1),
                    "lr": scheduler.get_last_lr()[-1], "trainable_parameters": count_parameters(model, now_training),
                    "time_s": round(time.perf_counter() - t_start, 3)}

@@ -19,7 +19,7 @@ class TransferModel(nn.Module):
 
     The head sees features standardised with the pretrained backbone's per-dimension mean and scale on
     the training data (fixed buffers, as the probe heads standardise), so one head learning rate works
-    for raw CNN features and unit-norm sentence embeddings alike.
+    for raw CNN features and unit-norm sentence embeddings alike. Random-init backbones skip this.
     """
 
     def __init__(self, backbone: Backbone, n_outputs: int) -> None:
@@ -172,3 +172,30 @@ def unused_parameters(model: TransferModel, batch: dict[str, torch.Tensor]) -> s
     model.zero_grad(set_to_none=True)
     model.train(was_training)
     return unused
+
+
+@torch.no_grad()
+def precise_bn(model: nn.Module, batches: list[dict[str, torch.Tensor]]) -> bool:
+    """Recompute batch-norm running statistics as exact averages over `batches` (precise BN, as in pycls).
+
+    Slow-momentum statistics (EfficientNet's 0.01) lag far behind weights that train from scratch;
+    an average over fresh batches makes eval-mode outputs match the trained network. Other layers run
+    in eval mode (no dropout), so the pass draws no random numbers. Returns False if there is no BN.
+    """
+    norms = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.track_running_stats]
+    if not norms or not batches:
+        return False
+    was_training = model.training
+    model.eval()
+    saved = [m.momentum for m in norms]
+    for m in norms:
+        m.reset_running_stats()
+        m.momentum = None  # cumulative average
+        m.train()
+    for batch in batches:
+        model(batch)
+    for m, mom in zip(norms, saved):
+        m.momentum = mom
+        m.eval()
+    model.train(was_training)
+    return True

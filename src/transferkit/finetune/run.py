@@ -74,6 +74,7 @@ class FineTunedModel:
 
         net = lora.merge(self.model.backbone) if self.info.get("lora_modules") else self.model.backbone
         return replace(self.backbone, spec=f"run:{self.folder.path.resolve()}", model=net, _digest=None,
+                       pretrained=True,
                        source_head=self.model.head if self.task == "classification" else None,
                        source_classes=self.class_names or None,
                        info={**self.backbone.info, "run": str(self.folder.path.resolve()), "base": self.backbone.spec})
