@@ -61,11 +61,13 @@ def test_trainable_counts_are_ordered(lite0_64, mnist_200, tmp_path):
         r = finetune(bb, mnist_200, tmp_path / strategy, FinetuneConfig(strategy=strategy, epochs=1, max_steps=1),
                      progress=False)
         counts[strategy] = r.trainable_parameters
+        totals = r.total_parameters
     assert counts["head"] == 1280 * 10 + 10
     assert counts["head"] < counts["lora"] < counts["last-k"] < counts["full"]
     assert counts["full"] == counts["head"] + sum(p.numel() for p in lite0_64.model.parameters()
                                                   if p is not lite0_64.source_head.weight
                                                   and p is not lite0_64.source_head.bias)
+    assert totals == counts["full"]  # the source classifier is not part of the network being trained
 
 
 @pytest.mark.slow

@@ -320,7 +320,6 @@ def finetune(
 
     # --- model ---
     base_digest = backbone.weights_digest()
-    total_backbone = backbone.total_parameters()
     lora_modules = lora.inject(backbone, config) if config.strategy == "lora" else []
     model = TransferModel(backbone, target.n_outputs)
     init_head(model.head, config.seed)
@@ -333,7 +332,9 @@ def finetune(
     ever = ever_trained(config, nb)
     set_trainable(model, backbone, config, ever)
     probe = backbone.collate([data.items[int(i)] for i in calib[:2]])
-    trained_names = {n for n, p in model.named_parameters() if p.requires_grad} - unused_parameters(model, probe)
+    unused = unused_parameters(model, probe)
+    trained_names = {n for n, p in model.named_parameters() if p.requires_grad} - unused
+    total = sum(p.numel() for n, p in model.named_parameters() if n not in unused and "lora_" not in n)
     for n, p in model.named_parameters():
         p.requires_grad_(n in trained_names)
     saved_names = trained_names if backbone.pretrained else {n for n, _ in model.named_parameters()}
@@ -398,7 +399,7 @@ def finetune(
         "lora_modules": lora_modules,
         "saved_parameters": sorted(saved_names),
         "trainable_parameters": trainable,
-        "total_parameters": total_backbone + sum(p.numel() for p in model.head.parameters()),
+        "total_parameters": total,
         "processes": world,
         "precision": accelerator.mixed_precision,
     }

@@ -159,17 +159,22 @@ def count_parameters(model: nn.Module, names: set[str] | None = None) -> int:
 
 
 def unused_parameters(model: TransferModel, batch: dict[str, torch.Tensor]) -> set[str]:
-    """Names of trainable parameters that get no gradient from the loss (e.g. BERT's pooler under mean pooling).
+    """Names of parameters the outputs do not depend on (BERT's pooler under mean pooling, a source classifier).
 
-    They are left out of training: counting them would overstate the trainable parameters, and DDP
-    refuses parameters that never receive a gradient.
+    They are left out of training and of the parameter counts: counting them would overstate the
+    model, and DDP refuses parameters that never receive a gradient.
     """
     was_training = model.training
+    flags = {n: p.requires_grad for n, p in model.named_parameters()}
+    for p in model.parameters():
+        p.requires_grad_(True)
     model.eval()
     with torch.enable_grad():
         model(batch).float().sum().backward()
-    unused = {n for n, p in model.named_parameters() if p.requires_grad and p.grad is None}
+    unused = {n for n, p in model.named_parameters() if p.grad is None}
     model.zero_grad(set_to_none=True)
+    for n, p in model.named_parameters():
+        p.requires_grad_(flags[n])
     model.train(was_training)
     return unused
 
