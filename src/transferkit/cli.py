@@ -31,6 +31,10 @@ ModelOpt = Annotated[str | None, typer.Option(
 DataOpt = Annotated[str, typer.Option(
     "--data", "-d", help="Image folder (one subfolder per class), table (.csv/.tsv/.parquet/.jsonl) or bundled:NAME.")]
 
+TrustPickleOpt = Annotated[bool, typer.Option(
+    "--trust-pickle", help="Accept pickle-based weight files (.pt/.pth/.bin/.ckpt; read with weights_only): "
+    "unpickling can execute code, so only for files from a source you trust. Default: safetensors only.")]
+
 
 def _print_table(title: str, rows: list[dict], columns: list[str]) -> None:
     table = Table(title=title, show_lines=False)
@@ -106,6 +110,7 @@ def extract(
     on_bad_input: Annotated[str, typer.Option(help="fail (default): stop at the first unreadable image or empty "
                                               "row, naming it; skip: leave such items out and list them.")] = "fail",
     trust_remote_code: Annotated[bool, typer.Option(help="Allow Hugging Face repo code to run.")] = False,
+    trust_pickle: TrustPickleOpt = False,
 ) -> None:
     """Extract features of a data set with a frozen backbone into a resumable feature folder."""
     from transferkit.backbones import DEFAULT_IMAGE, DEFAULT_TEXT, load_backbone
@@ -123,7 +128,7 @@ def extract(
                           + (" …" if len(skipped) > 3 else ""), highlight=False)
     spec = model or (DEFAULT_TEXT if ds.modality == "text" else DEFAULT_IMAGE)
     backbone = load_backbone(spec, pretrained=not random_init, pooling=pooling, image_size=image_size, device=device,
-                             trust_remote_code=trust_remote_code)
+                             trust_remote_code=trust_remote_code, trust_pickle=trust_pickle)
     written: list[int] = []
     t0 = time.perf_counter()
     fs = extract_features(backbone, ds, out=out, batch_size=batch_size, shard_size=shard_size, precision=precision,
@@ -175,6 +180,7 @@ def rank_models(
     image_size: Annotated[int | None, typer.Option(help="Input resolution for image models.")] = None,
     device: Annotated[str, typer.Option(help="cpu, cuda, cuda:1, …")] = "cpu",
     as_json: Annotated[bool, typer.Option("--json", help="Print the rows as JSON.")] = False,
+    trust_pickle: TrustPickleOpt = False,
 ) -> None:
     """Rank pretrained backbones for your labelled data by transferability scores, without training."""
     from transferkit.data import load_data
@@ -184,7 +190,8 @@ def rank_models(
     kw = {"text_column": text_column, "label_column": label_column} if _is_table(data) else {}
     specs = [m.strip() for m in models.split(",") if m.strip()]
     rows = rank(specs, load_data(data, **kw), metric=metric, sample=sample, seed=seed, image_size=image_size,
-                device=device, progress=sys.stderr.isatty(), log=lambda m: err_console.print(f"[dim]{m}[/dim]"))
+                device=device, trust_pickle=trust_pickle, progress=sys.stderr.isatty(),
+                log=lambda m: err_console.print(f"[dim]{m}[/dim]"))
     if as_json:
         console.print_json(json.dumps(rows))
         return
