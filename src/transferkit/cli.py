@@ -219,9 +219,29 @@ def main() -> None:
     except TransferkitError as e:
         err_console.print(f"[bold red]error:[/bold red] {e}", highlight=False, soft_wrap=True)
         sys.exit(2)
-    except KeyboardInterrupt:
-        err_console.print("interrupted: finished shards are kept; rerun the same command to resume")
-        sys.exit(130)
+    except KeyboardInterrupt:  # before Typer runs the command (imports)
+        _interrupted()
+    except SystemExit as e:  # Typer turns Ctrl-C in a command into a silent exit 130
+        if e.code == 130 and _from_interrupt(e):
+            _interrupted()
+        raise
+
+
+def _interrupted() -> None:
+    err_console.print("interrupted: finished work is kept; rerun the same command to resume", highlight=False)
+    sys.exit(130)
+
+
+def _from_interrupt(e: BaseException) -> bool:
+    """Whether a KeyboardInterrupt is somewhere in the cause/context chain of `e`."""
+    seen: set[int] = set()
+    cur: BaseException | None = e
+    while cur is not None and id(cur) not in seen:
+        if isinstance(cur, KeyboardInterrupt):
+            return True
+        seen.add(id(cur))
+        cur = cur.__cause__ or cur.__context__
+    return False
 
 
 if __name__ == "__main__":
