@@ -31,6 +31,10 @@ ModelOpt = Annotated[str | None, typer.Option(
 DataOpt = Annotated[str, typer.Option(
     "--data", "-d", help="Image folder (one subfolder per class), table (.csv/.tsv/.parquet/.jsonl) or bundled:NAME.")]
 
+TrustPickleOpt = Annotated[bool, typer.Option(
+    "--trust-pickle", help="Accept pickle-based weight files (.pt/.pth/.bin/.ckpt; read with weights_only): "
+    "unpickling can execute code, so only for files from a source you trust. Default: safetensors only.")]
+
 
 def _print_table(title: str, rows: list[dict], columns: list[str]) -> None:
     table = Table(title=title, show_lines=False)
@@ -106,6 +110,7 @@ def extract(
     on_bad_input: Annotated[str, typer.Option(help="fail (default): stop at the first unreadable image or empty "
                                               "row, naming it; skip: leave such items out and list them.")] = "fail",
     trust_remote_code: Annotated[bool, typer.Option(help="Allow Hugging Face repo code to run.")] = False,
+    trust_pickle: TrustPickleOpt = False,
 ) -> None:
     """Extract features of a data set with a frozen backbone into a resumable feature folder."""
     from transferkit.backbones import DEFAULT_IMAGE, DEFAULT_TEXT, load_backbone
@@ -123,7 +128,7 @@ def extract(
                           + (" …" if len(skipped) > 3 else ""), highlight=False)
     spec = model or (DEFAULT_TEXT if ds.modality == "text" else DEFAULT_IMAGE)
     backbone = load_backbone(spec, pretrained=not random_init, pooling=pooling, image_size=image_size, device=device,
-                             trust_remote_code=trust_remote_code)
+                             trust_remote_code=trust_remote_code, trust_pickle=trust_pickle)
     written: list[int] = []
     t0 = time.perf_counter()
     fs = extract_features(backbone, ds, out=out, batch_size=batch_size, shard_size=shard_size, precision=precision,
@@ -175,6 +180,7 @@ def rank_models(
     image_size: Annotated[int | None, typer.Option(help="Input resolution for image models.")] = None,
     device: Annotated[str, typer.Option(help="cpu, cuda, cuda:1, …")] = "cpu",
     as_json: Annotated[bool, typer.Option("--json", help="Print the rows as JSON.")] = False,
+    trust_pickle: TrustPickleOpt = False,
 ) -> None:
     """Rank pretrained backbones for your labelled data by transferability scores, without training."""
     from transferkit.data import load_data
@@ -184,7 +190,8 @@ def rank_models(
     kw = {"text_column": text_column, "label_column": label_column} if _is_table(data) else {}
     specs = [m.strip() for m in models.split(",") if m.strip()]
     rows = rank(specs, load_data(data, **kw), metric=metric, sample=sample, seed=seed, image_size=image_size,
-                device=device, progress=sys.stderr.isatty(), log=lambda m: err_console.print(f"[dim]{m}[/dim]"))
+                device=device, trust_pickle=trust_pickle, progress=sys.stderr.isatty(),
+                log=lambda m: err_console.print(f"[dim]{m}[/dim]"))
     if as_json:
         console.print_json(json.dumps(rows))
         return
@@ -213,7 +220,7 @@ def _log(message: str) -> None:
 
 
 def _finetune_command(data: str, out: Path, model: str | None, random_init: bool, resume: bool, opts: dict,
-                      backbone_opts: dict, table: tuple[str, str | None], as_json: bool) -> None:
+                      backbone_opts: dict, table: tuple, as_json: bool, trust_pickle: bool = False) -> None:
     from transferkit.backbones import DEFAULT_IMAGE, DEFAULT_TEXT, load_backbone
     from transferkit.finetune import FinetuneConfig, finetune
 
@@ -221,7 +228,7 @@ def _finetune_command(data: str, out: Path, model: str | None, random_init: bool
     ds = _load_labelled(data, *table)
     spec = model or (DEFAULT_TEXT if ds.modality == "text" else DEFAULT_IMAGE)
     rebuild = {k: v for k, v in backbone_opts.items() if v not in (None, "default")}
-    backbone = load_backbone(spec, pretrained=not random_init, **rebuild)
+    backbone = load_backbone(spec, pretrained=not random_init, trust_pickle=trust_pickle, **rebuild)
     result = finetune(backbone, ds, out, config, resume=resume, progress=sys.stderr.isatty(), log=_log,
                       backbone_options={"pretrained": not random_init, **rebuild})
     if int(os.environ.get("RANK", "0")) != 0:  # under torchrun / accelerate launch only the main process reports
@@ -288,6 +295,8 @@ def finetune_cmd(
     text_column: TextColOpt = "text",
     label_column: LabelColOpt = "label",
     on_bad_input: Annotated[str, typer.Option(help="fail or skip unreadable items.")] = "fail",
+    trust_pickle: Annotated[bool, typer.Option(help="Allow pickle weight files of a local model (never recorded "
+                                               "in the run: predict asks again).")] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print run.json.")] = False,
 ) -> None:
     """Fine-tune a backbone (or only a new head) on labelled data; resumable, data-parallel under accelerate."""
@@ -301,7 +310,7 @@ def finetune_cmd(
                 checkpoint_every=checkpoint_every, max_steps=max_steps)
     _finetune_command(data, out, model, random_init, resume, opts,
                       {"pooling": pooling, "image_size": image_size, "max_length": max_length},
-                      (text_column, label_column, on_bad_input), as_json)
+                      (text_column, label_column, on_bad_input), as_json, trust_pickle)
 
 
 @app.command()
@@ -339,11 +348,13 @@ def predict(
     label_column: Annotated[str | None, typer.Option(help="Label column, to also score the predictions.")] = None,
     batch_size: Annotated[int, typer.Option(help="Items per forward pass.")] = 64,
     device: Annotated[str, typer.Option(help="cpu, cuda, cuda:1, …")] = "cpu",
+    trust_pickle: Annotated[bool, typer.Option(help="Allow pickle weight files of the run's local base model.")
+                            ] = False,
 ) -> None:
     """Predict with a finished run, rebuilt from its folder alone (safetensors + JSON, no pickles)."""
     from transferkit.finetune import load_run, write_predictions
 
-    fitted = load_run(run, device=device)
+    fitted = load_run(run, device=device, trust_pickle=trust_pickle)
     ds = _load_labelled(data, text_column, label_column)
     summary = write_predictions(fitted, ds, out, batch_size=batch_size)
     scores = ", ".join(f"{k} {v:.4f}" for k, v in summary.items() if isinstance(v, float))
@@ -359,7 +370,7 @@ def main() -> None:
         hf_logging.disable_progress_bar()  # per-tensor "Loading weights" bars; our own bars show progress
     except ImportError:
         pass
-    from transferkit.finetune.loop import Interrupted
+    from transferkit.finetune.config import Interrupted
 
     try:
         app()
@@ -369,9 +380,29 @@ def main() -> None:
     except TransferkitError as e:
         err_console.print(f"[bold red]error:[/bold red] {e}", highlight=False, soft_wrap=True)
         sys.exit(2)
-    except KeyboardInterrupt:
-        err_console.print("interrupted: finished shards are kept; rerun the same command to resume")
-        sys.exit(130)
+    except KeyboardInterrupt:  # before Typer runs the command (imports)
+        _interrupted()
+    except SystemExit as e:  # Typer turns Ctrl-C in a command into a silent exit 130
+        if e.code == 130 and _from_interrupt(e):
+            _interrupted()
+        raise
+
+
+def _interrupted() -> None:
+    err_console.print("interrupted: finished work is kept; rerun the same command to resume", highlight=False)
+    sys.exit(130)
+
+
+def _from_interrupt(e: BaseException) -> bool:
+    """Whether a KeyboardInterrupt is somewhere in the cause/context chain of `e`."""
+    seen: set[int] = set()
+    cur: BaseException | None = e
+    while cur is not None and id(cur) not in seen:
+        if isinstance(cur, KeyboardInterrupt):
+            return True
+        seen.add(id(cur))
+        cur = cur.__cause__ or cur.__context__
+    return False
 
 
 if __name__ == "__main__":

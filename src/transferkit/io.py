@@ -65,6 +65,17 @@ def read_arrays(path: str | Path) -> dict[str, np.ndarray]:
     return load_file(str(path))
 
 
+def inside(folder: str | Path, name: str | Path) -> Path | None:
+    """`folder/name` resolved (symlinks and `..` followed) when it stays inside `folder`, else None.
+
+    Files named by a folder's own configs (meta.json, head.json, modules.json) must not reach outside it:
+    a crafted `../../etc/passwd` or a symlink to elsewhere would make a reader open files it was never given.
+    """
+    root = Path(folder).resolve()
+    target = (root / name).resolve()
+    return target if target == root or root in target.parents else None
+
+
 def read_json(path: str | Path) -> Any:
     """Read a JSON file."""
     return json.loads(Path(path).read_text(encoding="utf-8"))

@@ -7,6 +7,7 @@ model and offline users a local copy. `trust_remote_code` stays off unless asked
 from __future__ import annotations
 
 import os
+import pickle
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +23,7 @@ from transferkit.backbones.base import (
     layered_blocks,
     pool_tensor,
 )
+from transferkit.backbones.checkpoint import pickle_only_folder, refuse_pickle
 from transferkit.backbones.preprocess import TextCollate, image_collate
 from transferkit.errors import WeightsNotFoundError
 
@@ -36,9 +38,18 @@ def _load_error(spec: str, what: str, e: Exception) -> WeightsNotFoundError:
     return WeightsNotFoundError(f"cannot load {what} of {spec}: {first[:200]} — {hint}")
 
 
-def _from_pretrained(spec: str, ident: str, *, pretrained: bool, trust_remote_code: bool) -> tuple[Any, nn.Module]:
-    """(config, model) for a hub id or folder; a random-init model when `pretrained` is False."""
+def _from_pretrained(spec: str, ident: str, *, pretrained: bool, trust_remote_code: bool,
+                     trust_pickle: bool = False) -> tuple[Any, nn.Module]:
+    """(config, model) for a hub id or folder; a random-init model when `pretrained` is False.
+
+    Weights load from safetensors only, unless `trust_pickle` lets a folder or repo without them fall back
+    to its pickle-based `pytorch_model.bin` (read by transformers with weights_only loading).
+    """
     from transformers import AutoConfig, AutoModel
+
+    pickles = pickle_only_folder(Path(ident)) if pretrained else []
+    if pickles and not trust_pickle:
+        raise refuse_pickle(pickles[0], f"the weights of {spec}")
 
     try:
         config = AutoConfig.from_pretrained(ident, trust_remote_code=trust_remote_code)
@@ -46,11 +57,19 @@ def _from_pretrained(spec: str, ident: str, *, pretrained: bool, trust_remote_co
         raise _load_error(spec, "the config", e) from e
     try:
         if pretrained:
-            model = AutoModel.from_pretrained(ident, trust_remote_code=trust_remote_code)
+            model = AutoModel.from_pretrained(ident, trust_remote_code=trust_remote_code,
+                                              use_safetensors=None if trust_pickle else True)
         else:
             model = AutoModel.from_config(config, trust_remote_code=trust_remote_code)
+    except pickle.UnpicklingError as e:  # trusted pickle, but it holds more than tensors: weights_only stops it
+        raise WeightsNotFoundError(f"cannot load the weights of {spec}: the pickle holds objects other than tensors, "
+                                   "which weights_only loading refuses to build; convert it to safetensors") from e
     except (OSError, ValueError) as e:
-        raise _load_error(spec, "the weights", e) from e
+        err = _load_error(spec, "the weights", e)
+        if not trust_pickle and "safetensors" in str(e):
+            err = WeightsNotFoundError(f"{err} (only .safetensors weights load by default; a pickle-only model "
+                                       "needs --trust-pickle, or convert it to safetensors)")
+        raise err from e
     return config, model.eval()
 
 
@@ -60,12 +79,13 @@ def _blocks(model: nn.Module) -> list:
 
 def text_backbone(spec: str, ident: str, *, pretrained: bool = True, pooling: str = "default",
                   max_length: int | None = None, normalize: bool = False, default_pooling: str = "mean",
-                  trust_remote_code: bool = False, info: dict | None = None) -> Backbone:
+                  trust_remote_code: bool = False, info: dict | None = None, trust_pickle: bool = False) -> Backbone:
     """A text encoder: tokenizer + AutoModel, pooled by masked mean, CLS, the pooler, or a named layer."""
     from transformers import AutoTokenizer
 
     pooling = check_pooling(spec, pooling, TEXT_POOLINGS)
-    config, model = _from_pretrained(spec, ident, pretrained=pretrained, trust_remote_code=trust_remote_code)
+    config, model = _from_pretrained(spec, ident, pretrained=pretrained, trust_remote_code=trust_remote_code,
+                                     trust_pickle=trust_pickle)
     try:
         tokenizer = AutoTokenizer.from_pretrained(ident, trust_remote_code=trust_remote_code)
     except (OSError, ValueError) as e:
@@ -100,12 +120,14 @@ def text_backbone(spec: str, ident: str, *, pretrained: bool = True, pooling: st
 
 
 def vision_backbone(spec: str, ident: str, *, pretrained: bool = True, pooling: str = "default",
-                    image_size: int | None = None, trust_remote_code: bool = False) -> Backbone:
+                    image_size: int | None = None, trust_remote_code: bool = False,
+                    trust_pickle: bool = False) -> Backbone:
     """A vision model (ViT, ConvNeXt, ResNet, … in transformers) with its image processor's normalisation."""
     from transformers import AutoImageProcessor
 
     pooling = check_pooling(spec, pooling, ["mean", "cls", "pooler"])
-    config, model = _from_pretrained(spec, ident, pretrained=pretrained, trust_remote_code=trust_remote_code)
+    config, model = _from_pretrained(spec, ident, pretrained=pretrained, trust_remote_code=trust_remote_code,
+                                     trust_pickle=trust_pickle)
     try:
         proc = AutoImageProcessor.from_pretrained(ident, trust_remote_code=trust_remote_code)
         mean, std = list(proc.image_mean), list(proc.image_std)
@@ -152,13 +174,16 @@ def is_vision(ident: str, trust_remote_code: bool = False) -> bool:
 
 
 def load(ident: str, *, pretrained: bool = True, pooling: str = "default", image_size: int | None = None,
-         max_length: int | None = None, trust_remote_code: bool = False) -> Backbone:
-    """`hf:ID_OR_PATH`: a vision backbone when the config says so, else a text encoder."""
+         max_length: int | None = None, trust_remote_code: bool = False, trust_pickle: bool = False) -> Backbone:
+    """`hf:ID_OR_PATH`: a vision backbone when the config says so, else a text encoder.
+
+    trust_remote_code (off): run model code from the repository; trust_pickle (off): accept pickle-only weights.
+    """
     spec = f"hf:{ident}"
     if Path(ident).expanduser().exists():
         ident = str(Path(ident).expanduser())
     if is_vision(ident, trust_remote_code):
         return vision_backbone(spec, ident, pretrained=pretrained, pooling=pooling, image_size=image_size,
-                               trust_remote_code=trust_remote_code)
+                               trust_remote_code=trust_remote_code, trust_pickle=trust_pickle)
     return text_backbone(spec, ident, pretrained=pretrained, pooling=pooling, max_length=max_length,
-                         trust_remote_code=trust_remote_code)
+                         trust_remote_code=trust_remote_code, trust_pickle=trust_pickle)

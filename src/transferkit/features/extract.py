@@ -22,7 +22,7 @@ from transferkit.backbones.base import Backbone
 from transferkit.data.dataset import Dataset
 from transferkit.errors import DataError, FeatureStoreError
 from transferkit.features.runtime import InferenceRunner, choose_optimization, resolve_precision
-from transferkit.features.store import FeatureSet, FeatureStore, feature_key
+from transferkit.features.store import FeatureSet, FeatureStore, feature_key, shard_name
 
 
 class _Items(torch.utils.data.Dataset):
@@ -103,7 +103,13 @@ def extract_features(
             shard_size, n_shards = fs.meta["shard_size"], fs.meta["n_shards"]
         if fs.complete:
             return fs
-        done = set(fs.done_shards())
+        fs.remove_temp_files()  # we hold the lock: any temp file is a dead writer's
+        done = set()
+        for i in fs.done_shards():
+            if fs.shard_intact(i):
+                done.add(i)
+            else:  # torn or foreign: never count it as finished
+                (folder / shard_name(i)).unlink(missing_ok=True)
         todo = [i for i in range(n_shards) if i not in done]
         t0 = time.perf_counter()
         opt = choose_optimization(optimize, backbone, len(data))

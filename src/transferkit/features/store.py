@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from transferkit.errors import FeatureStoreError
-from transferkit.io import read_arrays, read_json, write_arrays, write_json
+from transferkit.io import inside, read_arrays, read_json, write_arrays, write_json
 
 FORMAT = 1
 
@@ -62,8 +62,9 @@ class FeatureSet:
             meta = read_json(meta_file)
         except (OSError, ValueError) as e:
             raise FeatureStoreError(f"{meta_file} is unreadable ({e}): delete {path} and extract again") from e
-        if meta.get("format") != FORMAT:
+        if not isinstance(meta, dict) or meta.get("format") != FORMAT:
             raise FeatureStoreError(f"{path} was written by another transferkit version: extract again")
+        _check_meta(meta, meta_file)
         fs = cls(path, meta)
         if require_complete and not fs.complete:
             done = len(fs.done_shards())
@@ -106,6 +107,33 @@ class FeatureSet:
         """Indices of shards present on disk."""
         return [i for i in range(self.meta["n_shards"]) if (self.path / shard_name(i)).exists()]
 
+    def shard_intact(self, i: int) -> bool:
+        """Whether shard `i` is a whole safetensors file of the expected shape (header and size only, no data read).
+
+        Our writes are atomic, so a torn shard can only come from elsewhere (a copy, a full disk, a crash
+        without fsync); resuming recomputes such a shard instead of trusting it.
+        """
+        file = self.path / shard_name(i)
+        start, stop = self.shard_bounds(i)
+        nbytes = (stop - start) * self.feature_dim * 4
+        try:
+            with open(file, "rb") as f:
+                n = int.from_bytes(f.read(8), "little")
+                if not 0 < n < 1 << 20:
+                    return False
+                info = json.loads(f.read(n))["features"]
+            return (info["dtype"] == "F32" and info["shape"] == [stop - start, self.feature_dim]
+                    and info["data_offsets"] == [0, nbytes] and file.stat().st_size == 8 + n + nbytes)
+        except (OSError, ValueError, KeyError, TypeError):
+            return False
+
+    def remove_temp_files(self) -> list[Path]:
+        """Delete temp files that killed writers left behind; call only while holding the folder's lock."""
+        stale = sorted(self.path.glob(".*.tmp"))
+        for p in stale:
+            p.unlink(missing_ok=True)
+        return stale
+
     def shard_bounds(self, i: int) -> tuple[int, int]:
         """Item range [start, stop) of shard `i`."""
         size = self.meta["shard_size"]
@@ -116,9 +144,17 @@ class FeatureSet:
         for i in range(self.meta["n_shards"]):
             yield self.read_shard(i)
 
+    def file(self, name: str) -> Path:
+        """The file `name` of this set; FeatureStoreError when it resolves outside the folder (e.g. a symlink)."""
+        target = inside(self.path, name)
+        if target is None:
+            raise FeatureStoreError(f"{self.path / name} points outside the feature folder {self.path}: refusing "
+                                    "to read it; delete the folder and extract again")
+        return target
+
     def read_shard(self, i: int) -> np.ndarray:
         """Features of shard `i`."""
-        file = self.path / shard_name(i)
+        file = self.file(shard_name(i))
         try:
             arr = read_arrays(file)["features"]
         except (OSError, KeyError, ValueError) as e:
@@ -138,8 +174,17 @@ class FeatureSet:
 
     def labels(self) -> np.ndarray | None:
         """Labels (class ids or regression targets), or None when unlabelled."""
-        file = self.path / "labels.safetensors"
-        return read_arrays(file)["labels"] if file.exists() else None
+        if not (self.path / "labels.safetensors").exists():
+            return None
+        file = self.file("labels.safetensors")
+        try:
+            labels = read_arrays(file)["labels"]
+        except (OSError, KeyError, ValueError) as e:
+            raise FeatureStoreError(f"labels {file} are unreadable ({e}): delete {self.path} and extract again") from e
+        if labels.shape != (self.n_items,):
+            raise FeatureStoreError(f"labels {file} have shape {labels.shape}, expected ({self.n_items},): delete "
+                                    f"{self.path} and extract again")
+        return labels
 
     def write_shard(self, i: int, features: np.ndarray) -> None:
         """Atomically write shard `i`."""
@@ -167,6 +212,7 @@ class FeatureSet:
             except (OSError, ValueError):
                 old = {}
             if old.get("key") == meta["key"] and old.get("format") == FORMAT:
+                _check_meta(old, meta_file)
                 return cls(path, old)
             if not overwrite:
                 raise FeatureStoreError(
@@ -181,6 +227,27 @@ class FeatureSet:
             write_arrays(path / "labels.safetensors", {"labels": np.asarray(labels)})
         write_json(meta_file, meta)
         return cls(path, meta)
+
+
+def _check_meta(meta: dict, meta_file: Path) -> None:
+    """Refuse a meta.json whose layout fields are missing, mistyped or inconsistent (hand-edited or crafted)."""
+    def bad(why: str) -> FeatureStoreError:
+        return FeatureStoreError(f"{meta_file} is not a valid feature-set description ({why}): delete "
+                                 f"{meta_file.parent} and extract again")
+
+    for field, low in (("n_items", 0), ("feature_dim", 1), ("shard_size", 1), ("n_shards", 0)):
+        v = meta.get(field)
+        if not isinstance(v, int) or isinstance(v, bool) or v < low:
+            raise bad(f"{field}={v!r}")
+    if meta["n_shards"] != -(-meta["n_items"] // meta["shard_size"]):
+        raise bad(f"n_shards={meta['n_shards']} does not cover n_items={meta['n_items']} in shards of "
+                  f"{meta['shard_size']}")
+    if not isinstance(meta.get("key"), str) or not isinstance(meta.get("data"), dict):
+        raise bad("no key or data description")
+    if meta["data"].get("task") not in ("classification", "regression", "unlabelled"):
+        raise bad(f"task={meta['data'].get('task')!r}")
+    if "shards" in meta or "files" in meta:  # shard files are named by index, never by the file
+        raise bad("it names its own files; shard files are always shard-NNNNN.safetensors in the folder")
 
 
 class FeatureStore:

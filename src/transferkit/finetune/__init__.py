@@ -3,8 +3,8 @@
     from transferkit.finetune import FinetuneConfig, finetune, load_run
 """
 
-from transferkit.finetune.config import STRATEGIES, FinetuneConfig, FinetuneError
-from transferkit.finetune.loop import FinetuneResult, Interrupted, finetune
+from transferkit.finetune.config import STRATEGIES, FinetuneConfig, FinetuneError, Interrupted
+from transferkit.finetune.loop import FinetuneResult, finetune
 from transferkit.finetune.run import FineTunedModel, load_run, write_predictions
 
 __all__ = ["STRATEGIES", "FineTunedModel", "FinetuneConfig", "FinetuneError", "FinetuneResult", "Interrupted",

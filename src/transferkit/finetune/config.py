@@ -21,6 +21,10 @@ class FinetuneError(TransferkitError):
     """A fine-tuning run cannot start or continue as asked (bad option, mismatched resume, bad run folder)."""
 
 
+class Interrupted(FinetuneError):
+    """Training stopped on a signal after saving its state; rerun with --resume to continue."""
+
+
 @dataclass
 class FinetuneConfig:
     """Settings of one fine-tuning run. Defaults are a sensible AdamW + warm-up/cosine recipe.

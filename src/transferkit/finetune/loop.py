@@ -36,7 +36,7 @@ from transferkit.finetune.checkpoint import (
     restore_rng,
     save_tensors,
 )
-from transferkit.finetune.config import FinetuneConfig, FinetuneError
+from transferkit.finetune.config import FinetuneConfig, FinetuneError, Interrupted
 from transferkit.finetune.model import (
     TransferModel,
     check_strategy,
@@ -56,10 +56,6 @@ from transferkit.heads.metrics import PRIMARY_METRIC, score_all
 
 #: Training items whose pretrained features set the head's input standardisation.
 CALIBRATION_ITEMS = 128
-
-
-class Interrupted(FinetuneError):
-    """Training stopped on a signal after saving its state; rerun with --resume to continue."""
 
 
 @dataclass

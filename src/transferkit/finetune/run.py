@@ -89,8 +89,12 @@ def _as_dataset(items: Any, modality: str) -> Dataset:
     return ds
 
 
-def load_run(path: str | Path, *, device: str = "cpu", backbone: Backbone | None = None) -> FineTunedModel:
-    """Rebuild a finished run from its folder. `backbone` overrides the rebuild (runs on in-process modules)."""
+def load_run(path: str | Path, *, device: str = "cpu", backbone: Backbone | None = None,
+             trust_pickle: bool = False) -> FineTunedModel:
+    """Rebuild a finished run from its folder. `backbone` overrides the rebuild (runs on in-process modules).
+
+    trust_pickle is never read from the folder: a run handed over by someone else cannot opt itself in.
+    """
     from transferkit.backbones.registry import load_backbone
     from transferkit.finetune import lora
 
@@ -107,7 +111,7 @@ def load_run(path: str | Path, *, device: str = "cpu", backbone: Backbone | None
             raise FinetuneError(f"{folder.path} was trained on an in-process module ({spec}): pass backbone= "
                                 "to load_run with the same module")
         opts = {k: info["backbone"][k] for k in REBUILD_OPTIONS if info["backbone"].get(k) is not None}
-        backbone = load_backbone(spec, **opts)
+        backbone = load_backbone(spec, trust_pickle=trust_pickle, **opts)
     saved = set(info["saved_parameters"])
     config = FinetuneConfig.from_dict(info["config"])
     base_digest = backbone.weights_digest()

@@ -8,7 +8,7 @@ from typing import Any, ClassVar, Protocol
 
 import numpy as np
 
-from transferkit.errors import HeadError
+from transferkit.errors import DataError, HeadError
 from transferkit.heads.metrics import score_all
 from transferkit.heads.validate import check_features
 
@@ -110,8 +110,20 @@ class FittedHead:
         return fn(X)
 
     def evaluate(self, X: Any, y: Any) -> dict[str, float]:
-        """Every score of the task (accuracy + macro-F1, or R² + MAE) on ``X, y``."""
-        return score_all(self.task, np.asarray(y), self.predict(X))
+        """Every score of the task (accuracy + macro-F1, or R² + MAE) on ``X, y``.
+
+        For a classifier, labels it never saw in training are an error (they can never be predicted, and
+        usually mean the labels are coded differently, e.g. names instead of class ids).
+        """
+        y = np.asarray(y)
+        if self.task == "classification" and self.classes_ is not None and y.size:
+            unseen = np.setdiff1d(np.unique(y), np.asarray(self.classes_))
+            if unseen.size:
+                shown = ", ".join(repr(v) for v in unseen[:5].tolist()) + (" …" if unseen.size > 5 else "")
+                known = ", ".join(repr(v) for v in np.asarray(self.classes_)[:10].tolist())
+                raise DataError(f"y holds {unseen.size} label(s) the head never saw in training ({shown}); it knows "
+                                f"{known}{' …' if len(self.classes_) > 10 else ''}: code the labels as in training")
+        return score_all(self.task, y, self.predict(X))
 
     def summary(self) -> dict[str, Any]:
         """A JSON-able record: name, task, chosen hyperparameters, validation scores, fit time."""

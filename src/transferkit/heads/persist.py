@@ -16,18 +16,19 @@ import numpy as np
 from safetensors import SafetensorError
 from safetensors.numpy import load_file
 
-from transferkit.errors import HeadError
+from transferkit.errors import HeadError, TransferkitError
 from transferkit.heads.base import FittedHead
 from transferkit.heads.knn import KNNPredictor
 from transferkit.heads.linear import LinearPredictor
 from transferkit.heads.logreg import LogisticProbe
 from transferkit.heads.rbf import KernelSVMPredictor
-from transferkit.io import write_arrays, write_json
+from transferkit.io import inside, write_arrays, write_json
 
 FORMAT = "transferkit.head"
 VERSION = 1
 META_FILE = "head.json"
 ARRAYS_FILE = "arrays.safetensors"
+PICKLE_SUFFIXES = (".pkl", ".pickle", ".joblib", ".pt", ".pth", ".bin", ".ckpt")
 PREDICTORS: dict[str, Any] = {
     cls.kind: cls for cls in (LogisticProbe, LinearPredictor, KernelSVMPredictor, KNNPredictor)
 }
@@ -68,7 +69,15 @@ def load_head(path: str | os.PathLike[str]) -> FittedHead:
     folder = Path(path)
     meta_path, arrays_path = folder / META_FILE, folder / ARRAYS_FILE
     if not meta_path.is_file() or not arrays_path.is_file():
+        files = folder.glob("*") if folder.is_dir() else []
+        pickles = sorted(p.name for p in files if p.suffix.lower() in PICKLE_SUFFIXES)
+        if pickles:
+            raise HeadError(f"{folder} holds {pickles[0]}, a pickle: transferkit never loads pickled heads (unpickling "
+                            f"can execute code); fit the head again and save it with save_head")
         raise HeadError(f"{folder} is not a saved head (needs {META_FILE} and {ARRAYS_FILE}); write one with save_head")
+    for file in (meta_path, arrays_path):
+        if inside(folder, file.name) is None:
+            raise HeadError(f"{file} points outside the head folder {folder}: refusing to read it; save the head again")
     try:
         doc = json.loads(meta_path.read_text(encoding="utf-8"))
         arrays: dict[str, np.ndarray] = load_file(str(arrays_path))
@@ -83,6 +92,7 @@ def load_head(path: str | os.PathLike[str]) -> FittedHead:
         arrays[key] = np.asarray(values)
     try:
         predictor = PREDICTORS[kind].from_state(arrays, doc["predictor_meta"])
+        predictor.predict(np.zeros((1, int(predictor.n_features_in_))))  # arrays that do not fit together fail here
         info = doc["head"]
         return FittedHead(
             name=info["name"],
@@ -96,5 +106,6 @@ def load_head(path: str | os.PathLike[str]) -> FittedHead:
             requested=info["requested"],
             candidates=info["candidates"],
         )
-    except (KeyError, TypeError, ValueError) as exc:
-        raise HeadError(f"saved head {folder} is incomplete ({exc!r}); save it again with save_head") from None
+    except (KeyError, TypeError, ValueError, IndexError, AttributeError, TransferkitError) as exc:
+        raise HeadError(f"saved head {folder} is incomplete or inconsistent ({exc!r}); save it again with save_head"
+                        ) from None

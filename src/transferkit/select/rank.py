@@ -91,6 +91,7 @@ def rank(
     image_size: int | None = None,
     store: FeatureStore | None = None,
     device: str | None = None,
+    trust_pickle: bool = False,
     progress: bool = False,
     log: Callable[[str], None] | None = None,
 ) -> list[dict]:
@@ -103,6 +104,7 @@ def rank(
     loaded, or cannot give a score (no source classifier for LEEP/NCE), keeps a row with a `note`.
     Rows: model, spec, pooling, pretrained, n_items, feature_dim, the scores, load_s, extract_s, cached,
     score_s, rank, note, features (the cached feature folder, for `transferkit probe`).
+    trust_pickle: accept pickle-based weights of `hf:`/`st:` folders (see `load_backbone`); off.
     """
     wanted = metrics_for(metric)
     if not models:
@@ -117,7 +119,8 @@ def rank(
         ds = ds.subset(idx, f"{ds.name}-sample{sample}-seed{seed}")
     store = store or FeatureStore()
     primary = "logme" if metric == "all" else metric
-    rows = [_candidate(m, ds, wanted, skipped, image_size, store, device, progress, log) for m in models]
+    rows = [_candidate(m, ds, wanted, skipped, image_size, store, device, progress, log, trust_pickle)
+            for m in models]
     ranked = sorted((r for r in rows if _finite(r.get(primary))), key=lambda r: -r[primary])
     for i, r in enumerate(ranked, 1):
         r["rank"] = i
@@ -130,7 +133,7 @@ def _finite(v: object) -> bool:
 
 def _candidate(model: str | Backbone | nn.Module, ds: Dataset, wanted: list[str], skipped: list[str],
                image_size: int | None, store: FeatureStore, device: str | None, progress: bool,
-               log: Callable[[str], None] | None) -> dict:
+               log: Callable[[str], None] | None, trust_pickle: bool = False) -> dict:
     """Load, extract (or reuse cached features), score: one row."""
     name = model if isinstance(model, str) else getattr(model, "spec", type(model).__name__)
     row: dict[str, Any] = {"model": str(name), "spec": str(name), "pooling": None, "pretrained": None,
@@ -143,7 +146,7 @@ def _candidate(model: str | Backbone | nn.Module, ds: Dataset, wanted: list[str]
         if isinstance(model, Backbone):
             bb = model if device is None else model.to(device)
         else:
-            bb = load_backbone(model, image_size=image_size, device=device or "cpu")
+            bb = load_backbone(model, image_size=image_size, device=device or "cpu", trust_pickle=trust_pickle)
     except TransferkitError as e:
         row["note"] = f"cannot load: {e}"
         return row
