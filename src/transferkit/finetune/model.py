@@ -17,8 +17,8 @@ from transferkit.finetune.config import FinetuneConfig, FinetuneError
 class TransferModel(nn.Module):
     """backbone.encode(model, batch) → standardise → Linear head. `n_outputs`: class count (1 for regression).
 
-    The head sees features standardised with the pretrained backbone's per-dimension mean and scale on
-    the training data (fixed buffers, as the probe heads standardise), so one head learning rate works
+    The head sees features centred with the pretrained backbone's per-dimension mean on the training
+    data and divided by their average standard deviation (fixed buffers), so one head learning rate works
     for raw CNN features and unit-norm sentence embeddings alike. Random-init backbones skip this.
     """
 
@@ -42,9 +42,9 @@ class TransferModel(nn.Module):
         """Set the standardisation from features (N, D) of training items."""
         f = features.float()
         self.feature_mean.copy_(f.mean(0))
-        std = f.std(0, unbiased=False)
-        # near-constant dimensions (dead units) must not blow up once training moves them
-        self.feature_scale.copy_(std.clamp_min(0.1 * float(std.mean()) + 1e-12))
+        # one scale for all dimensions (their mean std): a per-dimension scale would blow up near-constant
+        # (dead) units on new items or once training moves them
+        self.feature_scale.fill_(float(f.std(0, unbiased=False).mean()) + 1e-12)
 
 
 def init_head(head: nn.Linear, seed: int) -> None:
