@@ -8,21 +8,6 @@ from transferkit.errors import AdaptError
 from transferkit.shift import bbse, mmd_test, proxy_a_distance, shift_report
 
 
-@pytest.fixture(scope="module")
-def digit_features(lite0_small):
-    """EfficientNet-Lite0 (64 px) features of 600 MNIST and 600 UCI digits (stratified)."""
-    from transferkit import datasets
-    from transferkit.data import stratified_sample
-    from transferkit.features import extract_features
-
-    out = {}
-    for name in ("mnist", "digits"):
-        ds = datasets.load(name)
-        ds = ds.subset(stratified_sample(ds.labels, 600, seed=0), name=f"{name}[600]")
-        out[name] = (extract_features(lite0_small, ds, progress=False).features(), np.asarray(ds.labels))
-    return out
-
-
 def test_random_halves_of_one_set_show_no_shift(digit_features):
     X, _ = digit_features["digits"]
     ps = []
