@@ -31,6 +31,17 @@ def blobs(n, shift, seed, scale=1.0):
     return (X * scale + shift).astype(np.float32), y
 
 
+@pytest.fixture(scope="module", autouse=True)
+def _one_torch_thread():
+    """8-D blobs and a 128-wide adapter: thread hand-offs cost more than they save, worst on a loaded machine."""
+    import torch
+
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
 @pytest.fixture(scope="module")
 def domains():
     Xs, ys = blobs(300, 0.0, 0)

@@ -41,10 +41,19 @@ def folders(tmp_path_factory):
             "digits3": _folder(base / "digits3", "digits", 5, classes=range(3))}
 
 
+def _invoke(*args):
+    """In process (typer's CliRunner): no interpreter start-up or torch import per call."""
+    from typer.testing import CliRunner
+
+    from transferkit.cli import app
+
+    return CliRunner().invoke(app, list(args))
+
+
 def test_shift_reports_a_shift_between_mnist_and_digits(folders):
-    r = run("shift", "--source", str(folders["mnist"]), "--target", str(folders["digits"]), "--image-size", "64",
+    r = _invoke("shift", "--source", str(folders["mnist"]), "--target", str(folders["digits"]), "--image-size", "64",
             "--permutations", "100")
-    assert r.returncode == 0, r.stderr
+    assert r.exit_code == 0, r.output
     assert "proxy A-distance" in r.stdout and "per-class drift" in r.stdout
     assert r.stdout.strip().splitlines()[-1].startswith("shift:") or "shift: the target differs" in r.stdout
 
@@ -68,14 +77,19 @@ def test_adapt_writes_a_run_folder_that_load_run_reads(folders, tmp_path):
     bb = load_backbone(run_.backbone_spec, **run_.backbone_options)
     X = extract_features(bb, load_data(str(folders["digits"])), progress=False).features()
     assert run_.predict_proba(X).shape == (80, 10)
+    r = run("adapt", "--benchmark", "nope", cwd=tmp_path)  # main(): one error line, exit 2, no traceback
+    assert r.returncode == 2 and "Traceback" not in r.stderr and "error:" in r.stderr and "digits" in r.stderr
 
 
-def test_adapt_refuses_differing_class_sets_and_bad_methods(folders, tmp_path):
-    r = run("adapt", "--source", str(folders["mnist"]), "--target", str(folders["digits3"]), "--image-size", "64",
-            "--method", "coral", "--target-labels", cwd=tmp_path)
-    assert r.returncode == 2 and "Traceback" not in r.stderr and "class sets differ" in r.stderr, r.stderr[-600:]
-    r = run("adapt", "--source", str(folders["mnist"]), "--target", str(folders["digits"]), "--image-size", "64",
-            "--method", "fancy", cwd=tmp_path)
-    assert r.returncode == 2 and "fancy" in r.stderr and "coral" in r.stderr
-    r = run("adapt", "--benchmark", "nope", cwd=tmp_path)
-    assert r.returncode == 2 and "digits" in r.stderr
+def test_adapt_refuses_differing_class_sets_and_bad_methods(folders):
+    """The errors (main() prints them as one `error:` line, exit 2; the subprocess test covers that path)."""
+    from transferkit.errors import TransferkitError
+
+    r = _invoke("adapt", "--source", str(folders["mnist"]), "--target", str(folders["digits3"]), "--image-size",
+                "64", "--method", "coral", "--target-labels")
+    assert isinstance(r.exception, TransferkitError) and "class sets differ" in str(r.exception), r.output
+    r = _invoke("adapt", "--source", str(folders["mnist"]), "--target", str(folders["digits"]), "--image-size", "64",
+                "--method", "fancy")
+    assert isinstance(r.exception, TransferkitError) and "fancy" in str(r.exception) and "coral" in str(r.exception)
+    r = _invoke("adapt", "--benchmark", "nope")
+    assert isinstance(r.exception, TransferkitError) and "digits" in str(r.exception)
