@@ -43,3 +43,21 @@ def digits_small():
 
     ds = datasets.load("digits")
     return ds.subset(stratified_sample(ds.labels, 300, seed=0))
+
+
+@pytest.fixture(scope="session")
+def digit_features(lite0_small):
+    """EfficientNet-Lite0 (64 px) features of 600 MNIST and 600 UCI digits (stratified): {name: (X, y)}.
+    Extracted once per session (shift and adapt tests share them)."""
+    import numpy as np
+
+    from transferkit import datasets
+    from transferkit.data import stratified_sample
+    from transferkit.features import extract_features
+
+    out = {}
+    for name in ("mnist", "digits"):
+        ds = datasets.load(name)
+        ds = ds.subset(stratified_sample(ds.labels, 600, seed=0), name=f"{name}[600]")
+        out[name] = (extract_features(lite0_small, ds, progress=False).features(), np.asarray(ds.labels))
+    return out

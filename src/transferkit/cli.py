@@ -341,7 +341,7 @@ def pretrain(
 
 @app.command()
 def predict(
-    run: Annotated[Path, typer.Argument(help="Run folder written by `transferkit finetune` or `pretrain`.")],
+    run: Annotated[Path, typer.Argument(help="Run folder written by `transferkit finetune`, `pretrain` or `adapt`.")],
     data: DataOpt,
     out: Annotated[Path, typer.Option("--out", "-o", help="CSV to write: id, prediction, one probability per class.")],
     text_column: TextColOpt = "text",
@@ -352,13 +352,157 @@ def predict(
                             ] = False,
 ) -> None:
     """Predict with a finished run, rebuilt from its folder alone (safetensors + JSON, no pickles)."""
-    from transferkit.finetune import load_run, write_predictions
+    from transferkit.finetune import write_predictions
+    from transferkit.predict import load_any_run
 
-    fitted = load_run(run, device=device, trust_pickle=trust_pickle)
+    fitted = load_any_run(run, device=device, trust_pickle=trust_pickle)
     ds = _load_labelled(data, text_column, label_column)
     summary = write_predictions(fitted, ds, out, batch_size=batch_size)
     scores = ", ".join(f"{k} {v:.4f}" for k, v in summary.items() if isinstance(v, float))
     console.print(f"{summary['n']} predictions → {out}" + (f" ({scores})" if scores else ""))
+
+# ------------------------------------------------------------------------------------ shift & domain adaptation
+
+
+def _domain_features(data: str, model: str | None, text_column: str, label_column: str | None,
+                     image_size: int | None, pooling: str, device: str, backbone=None):
+    """Load one domain's data and its features (cached in the feature store); returns (dataset, X, backbone)."""
+    from transferkit.backbones import DEFAULT_IMAGE, DEFAULT_TEXT, load_backbone
+    from transferkit.data import load_data
+    from transferkit.features import extract_features
+
+    kw = {"text_column": text_column, "label_column": label_column} if _is_table(data) else {}
+    ds = load_data(data, **kw)
+    if backbone is None:
+        spec = model or (DEFAULT_TEXT if ds.modality == "text" else DEFAULT_IMAGE)
+        backbone = load_backbone(spec, pooling=pooling, image_size=image_size, device=device)
+    fs = extract_features(backbone, ds, progress=sys.stderr.isatty())
+    return ds, fs.features(), backbone
+
+
+SourceOpt = Annotated[str, typer.Option("--source", help="Source domain: image folder, table or bundled:NAME.")]
+TargetOpt = Annotated[str, typer.Option("--target", help="Target domain: image folder, table or bundled:NAME.")]
+LabelColOpt = Annotated[str | None, typer.Option(help="Label column of table data (source; and the target's with "
+                                                  "--target-labels).")]
+
+
+@app.command()
+def shift(
+    source: SourceOpt,
+    target: TargetOpt,
+    model: ModelOpt = None,
+    text_column: Annotated[str, typer.Option(help="Text column of table data.")] = "text",
+    label_column: LabelColOpt = None,
+    image_size: Annotated[int | None, typer.Option(help="Input resolution for image models.")] = None,
+    pooling: Annotated[str, typer.Option(help="default, mean, cls, pooler, or layer:NAME.")] = "default",
+    permutations: Annotated[int, typer.Option(help="Permutations of the MMD test.")] = 500,
+    seed: Annotated[int, typer.Option(help="Seed of subsampling, permutations and splits.")] = 0,
+    device: Annotated[str, typer.Option(help="cpu, cuda, cuda:1, …")] = "cpu",
+    as_json: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False,
+) -> None:
+    """Is the target from another distribution than the source, and how big is the gap? (MMD, proxy A-distance,
+    per-class drift and label shift when the source has labels)."""
+    from transferkit.adapt.fit import check_class_names
+    from transferkit.shift import shift_report
+
+    src, Xs, bb = _domain_features(source, model, text_column, label_column, image_size, pooling, device)
+    tgt, Xt, _ = _domain_features(target, model, text_column, label_column, image_size, pooling, device, bb)
+    labelled = src.task == "classification"
+    yt = None
+    if labelled and tgt.task == "classification":
+        check_class_names(src.class_names, tgt.class_names)
+        yt = tgt.labels
+    rep = shift_report(Xs, Xt, ys=src.labels if labelled else None, yt=yt,
+                       class_names=list(src.class_names) if labelled else None, permutations=permutations, seed=seed)
+    if as_json:
+        console.print_json(json.dumps(rep.as_dict()))
+        return
+    _print_table(f"shift {source} → {target} ({bb.spec}, {len(Xs)} vs {len(Xt)} items)", rep.rows(),
+                 ["diagnostic", "value", "meaning"])
+    if rep.classes:
+        _print_table(f"per-class drift (target classes from {rep.drift_basis}; drift in source spreads)",
+                     rep.classes, ["name", "n_source", "n_target", "drift", "source_share", "target_share_bbse"])
+    console.print(rep.verdict, soft_wrap=True)
+
+
+@app.command()
+def adapt(
+    source: Annotated[str | None, typer.Option("--source", help="Labelled source domain: image folder, table or "
+                                               "bundled:NAME.")] = None,
+    target: Annotated[str | None, typer.Option("--target", help="Unlabelled target domain (labels, if any, are "
+                                               "ignored unless --target-labels).")] = None,
+    model: ModelOpt = None,
+    method: Annotated[str, typer.Option(help="auto, source-only, coral, sa, source-only-mlp, mmd, dann, cdan, "
+                                        "cdan+e, mcc, self-training.")] = "auto",
+    param: Annotated[list[str] | None, typer.Option("--param", help="Hyperparameter NAME=VALUE (repeatable), "
+                                                    "e.g. tradeoff=0.3.")] = None,
+    validator: Annotated[str, typer.Option(help="Unsupervised validator of --method auto: dev or snd.")] = "dev",
+    target_labels: Annotated[bool, typer.Option("--target-labels", help="The target carries labels (class "
+                                                "folders / --label-column): report target accuracy with them; "
+                                                "never used for training or choosing.")] = False,
+    out: Annotated[Path | None, typer.Option("--out", "-o", help="Run folder to write (run.json + "
+                                             "model.safetensors).")] = None,
+    benchmark: Annotated[str | None, typer.Option(help="Run a bundled benchmark instead: digits or sentiment.")] = None,
+    text_column: Annotated[str, typer.Option(help="Text column of table data.")] = "text",
+    label_column: LabelColOpt = None,
+    image_size: Annotated[int | None, typer.Option(help="Input resolution for image models.")] = None,
+    pooling: Annotated[str, typer.Option(help="default, mean, cls, pooler, or layer:NAME.")] = "default",
+    seed: Annotated[int, typer.Option(help="Seed of splits and training.")] = 0,
+    device: Annotated[str, typer.Option(help="cpu, cuda, cuda:1, … (feature extraction)")] = "cpu",
+    as_json: Annotated[bool, typer.Option("--json", help="Print the result as JSON.")] = False,
+) -> None:
+    """Adapt a classifier on frozen-backbone features from a labelled source to an unlabelled target domain."""
+    log = lambda m: err_console.print(f"[dim]{m}[/dim]")  # noqa: E731
+    if benchmark is not None:
+        from transferkit.adapt.benchmark import run_benchmark, table_rows
+
+        res = run_benchmark(benchmark, seed=seed, progress=sys.stderr.isatty(), log=log)
+        if as_json:
+            console.print_json(json.dumps(res, default=str))
+            return
+        _print_table(f"adapt benchmark {benchmark}: target accuracy (held-out target half)", table_rows(res),
+                     ["task", "method", "target_acc", "vs_source_only", "wall_s"])
+        console.print(f"validator pick rate (chose what target labels would choose): DEV {res['dev_pick_rate']:.2f}"
+                      f", SND {res['snd_pick_rate']:.2f}; mean regret DEV {res['dev_mean_regret']:.3f}, "
+                      f"SND {res['snd_mean_regret']:.3f}")
+        return
+    if source is None or target is None:
+        raise TransferkitError("adapt needs --source and --target (or --benchmark digits|sentiment)")
+    from transferkit.adapt import adapt_features, check_class_names, parse_params, save_run
+    from transferkit.adapt.run import backbone_record
+
+    hp = parse_params(param or [])
+    src, Xs, bb = _domain_features(source, model, text_column, label_column, image_size, pooling, device)
+    if src.task != "classification":
+        raise TransferkitError(f"source {source} has no class labels: give class folders or --label-column")
+    tgt, Xt, _ = _domain_features(target, model, text_column, label_column if target_labels else None,
+                                  image_size, pooling, device, bb)
+    yt = None
+    if target_labels:
+        if tgt.task != "classification":
+            raise TransferkitError(f"--target-labels given but target {target} has no class labels")
+        check_class_names(src.class_names, tgt.class_names)
+        yt = tgt.labels
+    res = adapt_features(Xs, src.labels, Xt, list(src.class_names), method=method, hyperparameters=hp,
+                         validator=validator, seed=seed, yt_eval=yt, log=log)
+    if out is not None:
+        save_run(out, res.model, backbone=backbone_record(bb), method=res.method,
+                 hyperparameters=res.hyperparameters, metrics=res.metrics,
+                 extra={"validator": res.validator, "source": source, "target": target, "seed": seed,
+                        "candidates": res.candidates})
+    if as_json:
+        console.print_json(json.dumps({"method": res.method, "hyperparameters": res.hyperparameters,
+                                       "metrics": res.metrics, "candidates": res.candidates}))
+        return
+    if res.candidates:
+        cols = ["method", "hyperparameters", "dev", "snd", "source_val_accuracy"]
+        cols += ["target_accuracy"] if yt is not None else []
+        _print_table(f"candidates (chosen by {res.validator}, without target labels)", [
+            {**r, "hyperparameters": ", ".join(f"{k}={v}" for k, v in r["hyperparameters"].items()),
+             "method": r["method"] + (" ←" if r["chosen"] else "")} for r in res.candidates], cols)
+    console.print(f"{res.method} {res.hyperparameters}: " + ", ".join(f"{k} {v:.4f}" for k, v in res.metrics.items()
+                                                                       if isinstance(v, float))
+                  + (f"; run written to {out}" if out is not None else ""), soft_wrap=True)
 
 
 def main() -> None:

@@ -25,3 +25,7 @@ class FeatureStoreError(TransferkitError):
 
 class HeadError(TransferkitError):
     """A head cannot be fitted or used as asked (unknown head, wrong target type, …)."""
+
+
+class AdaptError(TransferkitError):
+    """Source and target data cannot be compared or adapted as given (class sets differ, too few items, …)."""

@@ -128,8 +128,11 @@ def load_run(path: str | Path, *, device: str = "cpu", backbone: Backbone | None
     return FineTunedModel(folder, info, backbone, model)
 
 
-def write_predictions(run: FineTunedModel, data: Dataset, out: str | Path, batch_size: int = 64) -> dict:
-    """Write a CSV of predictions (and class probabilities) for `data`; score it when it has labels."""
+def write_predictions(run: Any, data: Dataset, out: str | Path, batch_size: int = 64) -> dict:
+    """Write a CSV of predictions (and class probabilities) for `data`; score it when it has labels.
+
+    `run` is any model with `task`, `class_names`, `predict_proba` and `predict` over a Dataset
+    (`FineTunedModel`, or `transferkit.predict.AdaptedModel`)."""
     ids = data.meta.get("ids") or [str(x) if isinstance(x, (str, Path)) and data.modality == "image" else i
                                    for i, x in enumerate(data.items)]
     rows: list[list[Any]] = []

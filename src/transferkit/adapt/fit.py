@@ -1,0 +1,196 @@
+"""One entry point for feature-level adaptation: check the inputs, fit a method (or choose one with an
+unsupervised validator), report metrics. Target labels, when given, are used for evaluation only."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from transferkit.adapt import adapters, align
+from transferkit.adapt.model import FeatureClassifier
+from transferkit.adapt.validate import VALIDATORS, dev_risk, snd_score
+from transferkit.errors import AdaptError
+
+CLOSED_FORM = ("source-only", "coral", "sa")
+METHODS = CLOSED_FORM + adapters.TRAINABLE
+DEFAULTS: dict[str, dict[str, Any]] = {
+    "source-only": {"C": 1.0},
+    "coral": {"lam": 1.0, "C": 1.0},
+    "sa": {"dim": 64, "C": 1.0},
+    **{m: {} for m in adapters.TRAINABLE},
+}
+# The candidates `method="auto"` chooses among: every method at its defaults plus a few settings of each.
+GRID: list[tuple[str, dict[str, Any]]] = [
+    ("source-only", {}), ("coral", {}), ("sa", {}), ("sa", {"dim": 16}), ("source-only-mlp", {}), ("mmd", {}),
+    ("dann", {}), ("dann", {"tradeoff": 0.3}), ("cdan", {}), ("cdan+e", {}), ("mcc", {}), ("self-training", {}),
+]
+MIN_TARGET = 5
+MIN_PER_CLASS = 2
+
+
+def check_domains(Xs: np.ndarray, ys: np.ndarray, Xt: np.ndarray, class_names: list[str],
+                  yt: np.ndarray | None = None) -> None:
+    """Raise AdaptError for inputs adaptation cannot work with (what is wrong and how to fix it)."""
+    if Xs.ndim != 2 or Xt.ndim != 2:
+        raise AdaptError(f"features must be 2-D (items × features); got source {Xs.shape}, target {Xt.shape}")
+    if len(Xt) == 0:
+        raise AdaptError("the target domain is empty: give unlabelled target items to adapt to")
+    if len(Xt) < MIN_TARGET:
+        raise AdaptError(f"the target domain has {len(Xt)} item(s); adaptation needs at least {MIN_TARGET} "
+                         "(its statistics come from the target sample): add target items")
+    if Xs.shape[1] != Xt.shape[1]:
+        raise AdaptError(f"source features have {Xs.shape[1]} dimensions but target features {Xt.shape[1]}: "
+                         "extract both with the same backbone")
+    if len(ys) != len(Xs):
+        raise AdaptError(f"{len(Xs)} source items but {len(ys)} labels: give one label per source item")
+    counts = np.bincount(ys, minlength=len(class_names))
+    if (counts > 0).sum() < 2:
+        raise AdaptError("the source domain has one class only: adaptation needs labelled items of ≥ 2 classes")
+    thin = [class_names[i] for i in np.flatnonzero(counts < MIN_PER_CLASS)]
+    if thin:
+        raise AdaptError(f"source classes {thin[:5]} have fewer than {MIN_PER_CLASS} items: add items or drop "
+                         "those classes")
+    if not (np.isfinite(Xs).all() and np.isfinite(Xt).all()):
+        raise AdaptError("features contain NaN or inf: re-extract them (try --precision fp32)")
+    if yt is not None and len(yt) != len(Xt):
+        raise AdaptError(f"{len(Xt)} target items but {len(yt)} target labels: give one label per target item")
+
+
+def check_class_names(source: list[str] | tuple[str, ...], target: list[str] | tuple[str, ...]) -> list[str]:
+    """The target's labels must name the source's classes: anything else is partial-set or open-set adaptation,
+    which transferkit does not do. Returns the source class names."""
+    source, target = list(source), list(target)
+    if target and target != source:
+        extra = [c for c in target if c not in source]
+        missing = [c for c in source if c not in target]
+        raise AdaptError(
+            "source and target class sets differ"
+            + (f"; only in target: {extra[:5]}" if extra else "") + (f"; only in source: {missing[:5]}" if missing
+                                                                     else "")
+            + ": give the target the same classes (folders/labels) as the source, or leave it unlabelled "
+            "(partial-set and open-set adaptation are not supported)")
+    return source
+
+
+def fit_method(method: str, Xs: np.ndarray, ys: np.ndarray, Xt: np.ndarray, class_names: list[str], *,
+               hyperparameters: dict[str, Any] | None = None, seed: int = 0) -> FeatureClassifier:
+    """Fit one method on labelled source and unlabelled target features."""
+    if method not in METHODS:
+        raise AdaptError(f"unknown adaptation method {method!r}: use one of {', '.join(METHODS)} or auto")
+    hp = {**DEFAULTS[method], **(hyperparameters or {})}
+    allowed = set(DEFAULTS[method]) | (set(adapters.DEFAULTS) if method in adapters.TRAINABLE else set())
+    unknown = set(hp) - allowed
+    if unknown:
+        raise AdaptError(f"method {method!r} has no hyperparameter(s) {sorted(unknown)}: it takes {sorted(allowed)}")
+    if method == "source-only":
+        return align.source_only(Xs, ys, Xt, class_names, seed=seed, **hp)
+    if method == "coral":
+        return align.coral(Xs, ys, Xt, class_names, seed=seed, **hp)
+    if method == "sa":
+        return align.subspace_alignment(Xs, ys, Xt, class_names, seed=seed, **hp)
+    return adapters.train_adapter(method, Xs, ys, Xt, class_names, seed=seed, **hp)
+
+
+def source_split(ys: np.ndarray, val: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Stratified source train/validation indices (validation: DEV's held-out set and source accuracy)."""
+    from sklearn.model_selection import train_test_split
+
+    idx = np.arange(len(ys))
+    tr, va = train_test_split(idx, test_size=val, stratify=ys, random_state=seed)
+    return np.sort(tr), np.sort(va)
+
+
+@dataclass
+class AdaptResult:
+    """A fitted adaptation: the model, what was chosen, and metrics (target ones only when labels were given)."""
+
+    model: FeatureClassifier
+    method: str
+    hyperparameters: dict[str, Any]
+    metrics: dict[str, float]
+    candidates: list[dict] = field(default_factory=list)
+    validator: str | None = None
+
+
+def _evaluate(model: FeatureClassifier, Xs_val: np.ndarray, ys_val: np.ndarray, Xt: np.ndarray,
+              yt: np.ndarray | None) -> dict[str, float]:
+    out = {"source_val_accuracy": float((model.predict(Xs_val) == ys_val).mean())}
+    if yt is not None:
+        out["target_accuracy"] = float((model.predict(Xt) == yt).mean())
+    return out
+
+
+def adapt_features(Xs: np.ndarray, ys: np.ndarray, Xt: np.ndarray, class_names: list[str], *, method: str = "auto",
+                   hyperparameters: dict[str, Any] | None = None, validator: str = "dev", seed: int = 0,
+                   val: float = 0.2, Xt_eval: np.ndarray | None = None, yt_eval: np.ndarray | None = None,
+                   grid: list[tuple[str, dict[str, Any]]] | None = None,
+                   log: Callable[[str], None] = lambda m: None) -> AdaptResult:
+    """Adapt a classifier from labelled source features (Xs, ys) to unlabelled target features Xt.
+
+    method "auto" fits every candidate of `grid` (default GRID) and keeps the best by `validator` (dev or snd),
+    which never sees target labels. The source is split train/validation (`val`) for DEV and source accuracy.
+    Xt_eval, yt_eval: labelled target items for evaluation only (default: none, no target metrics).
+    """
+    Xs, Xt = np.asarray(Xs, np.float32), np.asarray(Xt, np.float32)
+    ys = np.asarray(ys, np.int64)
+    check_domains(Xs, ys, Xt, class_names)
+    if validator not in VALIDATORS:
+        raise AdaptError(f"unknown validator {validator!r}: use one of {', '.join(VALIDATORS)}")
+    if yt_eval is not None:
+        Xt_eval = Xt if Xt_eval is None else np.asarray(Xt_eval, np.float32)
+        yt_eval = np.asarray(yt_eval, np.int64)
+        if len(yt_eval) != len(Xt_eval):
+            raise AdaptError(f"{len(Xt_eval)} target evaluation items but {len(yt_eval)} labels")
+    tr, va = source_split(ys, val, seed)
+    if method != "auto":
+        hp = dict(hyperparameters or {})
+        t0 = time.perf_counter()
+        model = fit_method(method, Xs[tr], ys[tr], Xt, class_names, hyperparameters=hp, seed=seed)
+        metrics = {**_evaluate(model, Xs[va], ys[va], Xt_eval if yt_eval is not None else Xt, yt_eval),
+                   "fit_s": round(time.perf_counter() - t0, 3)}
+        return AdaptResult(model, method, {**DEFAULTS.get(method, {}), **hp}, metrics)
+    if hyperparameters:
+        raise AdaptError("--method auto chooses the hyperparameters itself: drop the hyperparameters or name a method")
+    rows, models = [], []
+    for name, hp in grid or GRID:
+        t0 = time.perf_counter()
+        model = fit_method(name, Xs[tr], ys[tr], Xt, class_names, hyperparameters=hp, seed=seed)
+        fit_s = time.perf_counter() - t0
+        row = {"method": name, "hyperparameters": {**DEFAULTS[name], **hp},
+               "dev": dev_risk(model, Xs[tr], Xs[va], ys[va], Xt, seed=seed), "snd": snd_score(model, Xt, seed=seed),
+               **_evaluate(model, Xs[va], ys[va], Xt_eval if yt_eval is not None else Xt, yt_eval),
+               "fit_s": round(fit_s, 3)}
+        rows.append(row)
+        models.append(model)
+        log(f"{name} {hp or ''}: dev={row['dev']:.4f} snd={row['snd']:.4f}"
+            + (f" target_acc={row['target_accuracy']:.4f}" if "target_accuracy" in row else ""))
+    order, _ = VALIDATORS[validator]
+    scores = np.array([r[validator] for r in rows])
+    best = int(np.argmin(scores) if order == "lower" else np.argmax(scores))
+    for i, r in enumerate(rows):
+        r["chosen"] = i == best
+    pick = rows[best]
+    metrics = {k: v for k, v in pick.items() if k in ("source_val_accuracy", "target_accuracy", "dev", "snd")}
+    return AdaptResult(models[best], pick["method"], pick["hyperparameters"], metrics, rows, validator)
+
+
+def parse_params(items: list[str]) -> dict[str, Any]:
+    """NAME=VALUE strings (CLI --param) to a dict; values become int or float when they parse as numbers."""
+    out: dict[str, Any] = {}
+    for item in items:
+        name, sep, value = item.partition("=")
+        if not sep or not name.strip():
+            raise AdaptError(f"--param {item!r} is not NAME=VALUE: write e.g. --param tradeoff=0.3")
+        v: Any = value.strip()
+        for cast in (int, float):
+            try:
+                v = cast(v)
+                break
+            except ValueError:
+                continue
+        out[name.strip()] = v
+    return out

@@ -1,0 +1,161 @@
+"""Feature-level adaptation: every method runs and predicts, run folders round-trip, validators behave, and
+user errors are clear. Synthetic shifted blobs keep these fast; real benchmarks live in test_benchmarks.py."""
+
+import json
+
+import numpy as np
+import pytest
+
+from transferkit.adapt import (
+    METHODS,
+    adapt_features,
+    check_class_names,
+    fit_method,
+    load_run,
+    parse_params,
+    save_run,
+)
+from transferkit.adapt.validate import dev_risk, snd_score
+from transferkit.errors import AdaptError
+
+CLASSES = ["a", "b", "c"]
+FAST = {"steps": 30}
+
+
+def blobs(n, shift, seed, scale=1.0):
+    """Three Gaussian classes in 8-D; the target is the source rotated/scaled and translated by `shift`."""
+    rng = np.random.default_rng(seed)
+    centres = np.array([[3, 0, 0, 0, 0, 0, 0, 0], [0, 3, 0, 0, 0, 0, 0, 0], [0, 0, 3, 0, 0, 0, 0, 0]], float)
+    y = rng.integers(0, 3, n)
+    X = centres[y] + rng.normal(size=(n, 8))
+    return (X * scale + shift).astype(np.float32), y
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _one_torch_thread():
+    """8-D blobs and a 128-wide adapter: thread hand-offs cost more than they save, worst on a loaded machine."""
+    import torch
+
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+@pytest.fixture(scope="module")
+def domains():
+    Xs, ys = blobs(300, 0.0, 0)
+    Xt, yt = blobs(200, 2.0, 1, scale=1.5)
+    return Xs, ys, Xt, yt
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_every_method_fits_and_predicts_probabilities(method, domains):
+    Xs, ys, Xt, yt = domains
+    hp = FAST if method not in ("source-only", "coral", "sa") else ({"dim": 4} if method == "sa" else {})
+    model = fit_method(method, Xs, ys, Xt, CLASSES, hyperparameters=hp, seed=0)
+    p = model.predict_proba(Xt)
+    assert p.shape == (len(Xt), 3) and np.allclose(p.sum(1), 1.0)
+    assert (model.predict(Xt) == yt).mean() > 0.5  # an easy shift: every method should beat chance (1/3) well
+    again = fit_method(method, Xs, ys, Xt, CLASSES, hyperparameters=hp, seed=0)
+    assert np.allclose(again.predict_proba(Xt), p)  # same seed, same numbers
+
+
+def test_coral_undoes_a_scale_and_offset_shift_better_than_source_only():
+    Xs, ys = blobs(400, 0.0, 0)
+    Xt, yt = blobs(400, 4.0, 1, scale=2.0)
+    base = (fit_method("source-only", Xs, ys, Xt, CLASSES).predict(Xt) == yt).mean()
+    coral = (fit_method("coral", Xs, ys, Xt, CLASSES).predict(Xt) == yt).mean()
+    assert coral > 0.95 and coral > base + 0.05  # measured: 0.9725 vs 0.895 (seed 0)
+
+
+def test_run_folder_round_trip(domains, tmp_path):
+    Xs, ys, Xt, _ = domains
+    for method in ("coral", "sa", "dann"):
+        hp = FAST if method == "dann" else {}
+        model = fit_method(method, Xs, ys, Xt, CLASSES, hyperparameters=hp)
+        backbone = {"spec": "effnet:lite0", "pooling": "mean", "image_size": 112, "pretrained": True}
+        save_run(tmp_path / method, model, backbone=backbone, method=method, hyperparameters=hp,
+                 metrics={"target_accuracy": 0.5})
+        assert sorted(p.name for p in (tmp_path / method).iterdir()) == ["model.safetensors", "run.json"]
+        doc = json.loads((tmp_path / method / "run.json").read_text())
+        assert doc["kind"] == "adapt-features" and doc["class_names"] == CLASSES and doc["method"] == method
+        run = load_run(tmp_path / method)
+        assert run.class_names == CLASSES and run.backbone_spec == "effnet:lite0"
+        assert run.backbone_options == {"pooling": "mean", "pretrained": True, "image_size": 112}
+        assert np.allclose(run.predict_proba(Xt), model.predict_proba(Xt), atol=1e-6)
+    assert "coral_transform" in load_run(tmp_path / "coral").model.extra
+    assert "sa_source_basis" in load_run(tmp_path / "sa").model.extra
+
+
+def test_load_run_rejects_what_is_not_a_run(tmp_path):
+    with pytest.raises(AdaptError, match="not an adaptation run folder"):
+        load_run(tmp_path)
+    (tmp_path / "run.json").write_text('{"kind": "finetune"}')
+    (tmp_path / "model.safetensors").write_bytes(b"junk")
+    with pytest.raises(AdaptError, match="kind"):
+        load_run(tmp_path)
+
+
+def test_wrong_feature_width_at_prediction_is_named(domains):
+    Xs, ys, Xt, _ = domains
+    model = fit_method("source-only", Xs, ys, Xt, CLASSES)
+    with pytest.raises(AdaptError, match=r"\(N, 8\)"):
+        model.predict_proba(Xt[:, :5])
+
+
+def test_auto_chooses_without_target_labels_and_reports_them_only_for_evaluation(domains):
+    Xs, ys, Xt, yt = domains
+    grid = [("source-only", {}), ("coral", {}), ("dann", FAST)]
+    res = adapt_features(Xs, ys, Xt, CLASSES, method="auto", grid=grid, yt_eval=yt)
+    assert [r["method"] for r in res.candidates] == ["source-only", "coral", "dann"]
+    assert sum(r["chosen"] for r in res.candidates) == 1 and res.validator == "dev"
+    chosen = next(r for r in res.candidates if r["chosen"])
+    assert chosen["dev"] == min(r["dev"] for r in res.candidates)
+    assert "target_accuracy" in res.metrics
+    blind = adapt_features(Xs, ys, Xt, CLASSES, method="auto", grid=grid)  # the same choice without labels
+    assert blind.method == res.method and "target_accuracy" not in blind.metrics
+    snd = adapt_features(Xs, ys, Xt, CLASSES, method="auto", grid=grid, validator="snd")
+    assert next(r for r in snd.candidates if r["chosen"])["snd"] == max(r["snd"] for r in snd.candidates)
+
+
+def test_validators_prefer_a_good_model_to_a_broken_one(domains):
+    Xs, ys, Xt, _ = domains
+    good = fit_method("coral", Xs, ys, Xt, CLASSES)
+    bad = fit_method("coral", Xs, ys, Xt, CLASSES)
+    bad.arrays["weight"] = bad.arrays["weight"][[1, 2, 0]]  # permuted classes: wrong everywhere
+    bad.arrays["bias"] = bad.arrays["bias"][[1, 2, 0]]
+    assert dev_risk(good, Xs[:200], Xs[200:], ys[200:], Xt) < dev_risk(bad, Xs[:200], Xs[200:], ys[200:], Xt)
+    assert np.isfinite(snd_score(good, Xt))
+
+
+@pytest.mark.parametrize("n_target", [0, 1])
+def test_empty_or_single_item_target_is_a_clear_error(n_target, domains):
+    Xs, ys, Xt, _ = domains
+    with pytest.raises(AdaptError, match="target"):
+        adapt_features(Xs, ys, Xt[:n_target], CLASSES, method="coral")
+
+
+def test_other_user_errors_are_clear(domains):
+    Xs, ys, Xt, _ = domains
+    with pytest.raises(AdaptError, match="unknown adaptation method 'fancy'"):
+        adapt_features(Xs, ys, Xt, CLASSES, method="fancy")
+    with pytest.raises(AdaptError, match="no hyperparameter"):
+        fit_method("coral", Xs, ys, Xt, CLASSES, hyperparameters={"tradeoff": 1.0})
+    with pytest.raises(AdaptError, match="same backbone"):
+        adapt_features(Xs, ys, Xt[:, :4], CLASSES, method="coral")
+    with pytest.raises(AdaptError, match="one class"):
+        adapt_features(Xs, np.zeros_like(ys), Xt, CLASSES, method="coral")
+    with pytest.raises(AdaptError, match="validator"):
+        adapt_features(Xs, ys, Xt, CLASSES, validator="oracle")
+    with pytest.raises(AdaptError, match="NAME=VALUE"):
+        parse_params(["tradeoff"])
+    assert parse_params(["tradeoff=0.3", "steps=10"]) == {"tradeoff": 0.3, "steps": 10}
+
+
+def test_differing_class_sets_are_refused():
+    assert check_class_names(["cat", "dog"], []) == ["cat", "dog"]  # unlabelled target: fine
+    with pytest.raises(AdaptError, match="only in target: \\['fox'\\].*partial-set"):
+        check_class_names(["cat", "dog"], ["cat", "dog", "fox"])
+    with pytest.raises(AdaptError, match="only in source: \\['dog'\\]"):
+        check_class_names(["cat", "dog"], ["cat"])
