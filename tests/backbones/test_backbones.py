@@ -105,7 +105,7 @@ def test_bad_pooling_is_named():
 def test_listing_offline_backbones_and_sources():
     offline = {r["spec"]: r for r in offline_backbones()}
     assert offline["effnet:lite0"]["available"] and offline["st:all-MiniLM-L6-v2"]["available"]
-    assert {s["prefix"] for s in sources()} == {"effnet", "timm", "tv", "hf", "st"}
+    assert {s["prefix"] for s in sources()} == {"effnet", "timm", "tv", "hf", "st", "run"}
 
 
 def test_parameter_counts_follow_requires_grad():
