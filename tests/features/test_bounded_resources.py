@@ -6,7 +6,9 @@ DataLoader worker's RSS is reported by the benchmark, not asserted: a forked wor
 touches the parent's copy-on-write pages, bounded by the parent's size, more so inside a big pytest process.)
 """
 
-import importlib.util
+import json
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -15,17 +17,17 @@ import pytest
 BENCH = Path(__file__).resolve().parents[2] / "benchmarks" / "soak_extract.py"
 
 
-def _soak_module():
-    spec = importlib.util.spec_from_file_location("soak_extract", BENCH)
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
-
-
 @pytest.mark.slow  # about 60 s on the shared 2-core machine (2,000 PNGs written, decoded in a worker)
 def test_rss_stays_flat_and_no_fd_leaks_over_2000_files(tmp_path):
-    soak = _soak_module()
-    r = soak.soak(2000, model="tiny", batch_size=50, shard_size=100, workers=1, workdir=tmp_path, log=lambda m: None)
+    # A fresh interpreter: what earlier tests left in pytest's process (allocator arenas, caches) is not the
+    # extraction's memory, and in the full suite it made this process's RSS drift by itself.
+    code = (f"import json, importlib.util; s = importlib.util.spec_from_file_location('soak', {str(BENCH)!r}); "
+            "m = importlib.util.module_from_spec(s); s.loader.exec_module(m); "
+            f"r = m.soak(2000, model='tiny', batch_size=50, shard_size=100, workers=1, workdir={str(tmp_path)!r}, "
+            "log=lambda x: None); print(json.dumps(r))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=False)
+    assert out.returncode == 0, out.stderr[-3000:]
+    r = json.loads(out.stdout.strip().splitlines()[-1])
     main = [m for _, m, _ in r["rss_per_shard_mb"]]
     assert len(main) == 20
     first_q, last_q = np.median(main[:5]), np.median(main[-5:])  # medians: one sample can catch a batch in flight
