@@ -7,6 +7,7 @@ touches the parent's copy-on-write pages, bounded by the parent's size, more so 
 """
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -25,7 +26,11 @@ def test_rss_stays_flat_and_no_fd_leaks_over_2000_files(tmp_path):
             "m = importlib.util.module_from_spec(s); s.loader.exec_module(m); "
             f"r = m.soak(2000, model='tiny', batch_size=50, shard_size=100, workers=1, workdir={str(tmp_path)!r}, "
             "log=lambda x: None); print(json.dumps(r))")
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=False)
+    # One intra-op thread: with two, this tiny net's main RSS climbs (564 -> 1,329 MB over 5,000 files; with
+    # MALLOC_ARENA_MAX=2 only 564 -> 765 MB), mostly glibc per-thread arena fragmentation. That is an open
+    # finding (see issue 7's note), not something this test may hide by loosening its bound.
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=False, env=env)
     assert out.returncode == 0, out.stderr[-3000:]
     r = json.loads(out.stdout.strip().splitlines()[-1])
     main = [m for _, m, _ in r["rss_per_shard_mb"]]
