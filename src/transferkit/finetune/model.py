@@ -92,11 +92,6 @@ def check_strategy(config: FinetuneConfig, backbone: Backbone) -> None:
                             "it: use --strategy full, head or lora")
 
 
-def backbone_param_names(model: TransferModel) -> list[str]:
-    """Names (in `model`) of the backbone's own parameters, excluding LoRA adapter weights."""
-    return [n for n, _ in model.named_parameters() if n.startswith("backbone.") and "lora_" not in n]
-
-
 def set_trainable(model: TransferModel, backbone: Backbone, config: FinetuneConfig, k: int) -> list[str]:
     """Make the head (+ LoRA adapters) and the last `k` blocks trainable, everything else frozen.
 
