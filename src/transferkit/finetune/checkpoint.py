@@ -16,7 +16,6 @@ import io
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 from torch import nn
 
@@ -210,9 +209,3 @@ class RunFolder:
         out["best"] = load_tensors(self.inside(f"{STATE_DIR}/{files['best']}")) if files.get("best") else None
         return out
 
-
-def softmax_np(logits: np.ndarray) -> np.ndarray:
-    """Row-wise softmax in float64, numerically stable."""
-    z = logits.astype(np.float64) - logits.max(axis=1, keepdims=True)
-    e = np.exp(z)
-    return e / e.sum(axis=1, keepdims=True)

@@ -18,7 +18,7 @@ import numpy as np
 from transferkit.backbones.base import Backbone
 from transferkit.data.dataset import Dataset
 from transferkit.errors import DataError
-from transferkit.finetune.checkpoint import RunFolder, load_model_tensors, load_tensors, softmax_np
+from transferkit.finetune.checkpoint import RunFolder, load_model_tensors, load_tensors
 from transferkit.finetune.config import FinetuneConfig, FinetuneError
 from transferkit.finetune.model import TransferModel
 from transferkit.io import atomic_write
@@ -58,7 +58,9 @@ class FineTunedModel:
         """Class probabilities (N, C) in the order of `class_names`."""
         if self.task != "classification":
             raise FinetuneError("predict_proba needs a classification run; this run is a regression")
-        return softmax_np(self.outputs(data, batch_size))
+        from transferkit.heads.softmax import probabilities
+
+        return probabilities(self.outputs(data, batch_size).astype(np.float64))
 
     def predict(self, data: Dataset | Any, batch_size: int = 64) -> np.ndarray:
         """Class indices (classification) or values (regression)."""
