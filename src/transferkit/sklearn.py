@@ -156,15 +156,10 @@ class FineTunedClassifier(ClassifierMixin, BaseEstimator):
         self.run_dir_ = out
         return self
 
-    def _items(self, X: Any) -> Any:
-        from transferkit.data.loaders import from_arrays
-
-        return from_arrays(X, name="sklearn-input")
-
     def predict_proba(self, X: Any) -> np.ndarray:
         """Class probabilities (N, n_classes), columns in the order of `classes_`."""
         check_is_fitted(self, "run_")
-        return self.run_.predict_proba(self._items(X))
+        return self.run_.predict_proba(X)  # raw items become a Dataset there (modality checked)
 
     def predict(self, X: Any) -> np.ndarray:
         """The most probable class of each item, as values of `classes_`."""
