@@ -3,7 +3,6 @@
     from transferkit import FeatureExtractor, load_backbone
 """
 
-from transferkit.backbones import Backbone, load_backbone
 from transferkit.errors import TransferkitError
 
 __version__ = "0.1.0"
@@ -11,7 +10,11 @@ __all__ = ["Backbone", "FeatureExtractor", "FineTunedClassifier", "TransferkitEr
 
 
 def __getattr__(name: str):
-    # scikit-learn is imported only when the estimator is asked for
+    # torch and scikit-learn are imported only when asked for, so `transferkit --help` starts in a blink
+    if name in ("Backbone", "load_backbone"):
+        from transferkit import backbones
+
+        return getattr(backbones, name)
     if name in ("FeatureExtractor", "FineTunedClassifier"):
         from transferkit import sklearn
 

@@ -13,7 +13,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from transferkit.errors import TransferkitError
+from transferkit.errors import Interrupted, TransferkitError
 
 app = typer.Typer(
     name="transferkit",
@@ -508,14 +508,6 @@ def adapt(
 def main() -> None:
     """Console entry point: user errors print one line and exit 2, without a traceback."""
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-    try:
-        from transformers.utils import logging as hf_logging
-
-        hf_logging.disable_progress_bar()  # per-tensor "Loading weights" bars; our own bars show progress
-    except ImportError:
-        pass
-    from transferkit.finetune.config import Interrupted
-
     try:
         app()
     except Interrupted as e:

@@ -29,3 +29,11 @@ class HeadError(TransferkitError):
 
 class AdaptError(TransferkitError):
     """Source and target data cannot be compared or adapted as given (class sets differ, too few items, …)."""
+
+
+class FinetuneError(TransferkitError):
+    """A fine-tuning run cannot start or continue as asked (bad option, mismatched resume, bad run folder)."""
+
+
+class Interrupted(FinetuneError):
+    """Training stopped on a signal after saving its state; rerun with --resume to continue."""

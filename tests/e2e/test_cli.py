@@ -4,6 +4,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 
 import numpy as np
 import pandas as pd
@@ -87,10 +88,17 @@ def test_models_lists_offline_backbones_and_bundled_data():
         assert word in r.stdout
 
 
-def test_every_command_has_help():
-    for cmd in ("demo", "models", "extract", "probe"):
+def test_every_command_has_help_and_help_starts_fast():
+    from transferkit.cli import app
+
+    names = [c.name or c.callback.__name__.replace("_", "-") for c in app.registered_commands]
+    assert {"demo", "models", "extract", "probe", "rank", "finetune", "predict", "adapt"} <= set(names)
+    for cmd in names:
+        t0 = time.perf_counter()
         r = run(cmd, "--help")
-        assert r.returncode == 0 and "Usage" in r.stdout
+        assert r.returncode == 0 and "Usage" in r.stdout, (cmd, r.stderr)
+        # --help must not import torch/transformers (~6 s): a git-like CLI answers at once
+        assert time.perf_counter() - t0 < 5, f"transferkit {cmd} --help took {time.perf_counter() - t0:.1f} s"
 
 
 @pytest.mark.slow

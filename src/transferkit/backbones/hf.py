@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import os
 import pickle
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -38,6 +40,22 @@ def _load_error(spec: str, what: str, e: Exception) -> WeightsNotFoundError:
     return WeightsNotFoundError(f"cannot load {what} of {spec}: {first[:200]} — {hint}")
 
 
+@contextmanager
+def _no_weight_loading_bars() -> Iterator[None]:
+    """Hide transformers' per-tensor "Loading weights" bars (our own bars show progress), then restore."""
+    from huggingface_hub.utils import are_progress_bars_disabled, disable_progress_bars, enable_progress_bars
+    from transformers.utils import logging as hf_logging
+
+    was_on, hub_was_on = hf_logging.is_progress_bar_enabled(), not are_progress_bars_disabled()
+    hf_logging.disable_progress_bar()  # also turns the hub's bars off
+    try:
+        yield
+    finally:
+        if was_on:
+            hf_logging.enable_progress_bar()
+        (enable_progress_bars if hub_was_on else disable_progress_bars)()
+
+
 def _from_pretrained(spec: str, ident: str, *, pretrained: bool, trust_remote_code: bool,
                      trust_pickle: bool = False) -> tuple[Any, nn.Module]:
     """(config, model) for a hub id or folder; a random-init model when `pretrained` is False.
@@ -57,8 +75,9 @@ def _from_pretrained(spec: str, ident: str, *, pretrained: bool, trust_remote_co
         raise _load_error(spec, "the config", e) from e
     try:
         if pretrained:
-            model = AutoModel.from_pretrained(ident, trust_remote_code=trust_remote_code,
-                                              use_safetensors=None if trust_pickle else True)
+            with _no_weight_loading_bars():
+                model = AutoModel.from_pretrained(ident, trust_remote_code=trust_remote_code,
+                                                  use_safetensors=None if trust_pickle else True)
         else:
             model = AutoModel.from_config(config, trust_remote_code=trust_remote_code)
     except pickle.UnpicklingError as e:  # trusted pickle, but it holds more than tensors: weights_only stops it

@@ -9,20 +9,14 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, fields
 from typing import Any
 
-from transferkit.errors import TransferkitError
+from transferkit.errors import FinetuneError, Interrupted
+
+__all__ = ["FinetuneConfig", "FinetuneError", "Interrupted", "OPTIMIZERS", "PRECISIONS", "SCHEDULES", "STRATEGIES"]
 
 STRATEGIES = ("head", "full", "last-k", "gradual", "lora")
 OPTIMIZERS = ("adamw", "sgd")
 SCHEDULES = ("cosine", "onecycle", "constant")
 PRECISIONS = ("auto", "fp32", "bf16")
-
-
-class FinetuneError(TransferkitError):
-    """A fine-tuning run cannot start or continue as asked (bad option, mismatched resume, bad run folder)."""
-
-
-class Interrupted(FinetuneError):
-    """Training stopped on a signal after saving its state; rerun with --resume to continue."""
 
 
 @dataclass
