@@ -3,12 +3,14 @@
 Writes N procedurally generated 32×32 PNG files (10 class folders) to a temp dir, loads them as an image
 folder and extracts features with a random-init EfficientNet-Lite0 at 32 px (weights do not matter for
 resources). A thread samples RSS every 0.1 s for the peaks; each finished shard records the main process's
-RSS and its DataLoader workers' against items done. Prints throughput, peak RSS, main RSS after 10 % vs
-100 % of the items (flat means growth under 15 %), the workers' RSS (forked workers touch copy-on-write
-pages of the parent, so theirs rises towards the parent's size), and open file descriptors before and after
-(equal means no leak).
+RSS, its anonymous part and its DataLoader workers' RSS against items done. Prints throughput, peak RSS,
+main RSS after 10 % vs 100 % of the items (flat means growth under 15 %), the anonymous RSS (heap,
+tensors, shared-memory batches: what a leak grows; the rest of RSS is file-backed pages of shared
+libraries, constant and reclaimable), the workers' RSS (forked workers touch copy-on-write pages of the
+parent, so theirs rises towards the parent's size), and open file descriptors before and after (equal
+means no leak).
 
-    python benchmarks/soak_extract.py [--n 50000] [--model effnet:lite0|tiny] [--out FILE]
+    python benchmarks/soak_extract.py [--n 50000] [--model effnet:lite0|tiny] [--image-size 32] [--out FILE]
 """
 
 from __future__ import annotations
@@ -52,6 +54,21 @@ def write_images(folder: Path, n: int, size: int = 32, seed: int = 0) -> None:
 def open_fds() -> int:
     """Open file descriptors of this process."""
     return len(os.listdir("/proc/self/fd"))
+
+
+def anon_rss() -> int:
+    """Resident memory of this process that no file backs, bytes; 0 off Linux.
+
+    RssAnon (heap, tensors, Python objects) + RssShmem (shared-memory tensors received from DataLoader
+    workers). RSS also counts file-backed pages (shared libraries, mapped files): constant here, and the
+    kernel can drop them at will; a leak shows in the part this returns.
+    """
+    try:
+        with open("/proc/self/status") as f:
+            kb = {k: int(v.split()[0]) for k, v in (line.split(":", 1) for line in f) if k in ("RssAnon", "RssShmem")}
+        return (kb["RssAnon"] + kb["RssShmem"]) * 1024
+    except (OSError, KeyError, ValueError):
+        return 0
 
 
 def rss_parts() -> tuple[int, int]:
@@ -112,13 +129,13 @@ def soak(n: int, *, model: str = "effnet:lite0", image_size: int = 32, batch_siz
             torch.manual_seed(0)
             bb = load_backbone(model, pretrained=False, image_size=image_size)
         fds_before, rss_before = open_fds(), rss_parts()[0]
-        per_shard: list[tuple[int, int, int]] = []  # (items done, main RSS, workers' RSS) after each shard
+        per_shard: list[tuple[int, int, int, int]] = []  # (items, main RSS, workers' RSS, main anon) per shard
         done = [0]
         t_start = [time.perf_counter()]
 
         def on_shard(i: int) -> None:
             done[0] += min(shard_size, n - i * shard_size)
-            per_shard.append((done[0], *rss_parts()))
+            per_shard.append((done[0], *rss_parts(), anon_rss()))
             if len(per_shard) % max(1, (n // shard_size) // 10) == 0:
                 log(f"  {done[0]} items, {done[0] / (time.perf_counter() - t_start[0]):.0f}/s, "
                     f"RSS {per_shard[-1][1] / 2**20:.0f} MB + workers {per_shard[-1][2] / 2**20:.0f} MB")
@@ -135,10 +152,10 @@ def soak(n: int, *, model: str = "effnet:lite0", image_size: int = 32, batch_siz
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 
-    def at(frac: float) -> tuple[int, int, int]:
+    def at(frac: float) -> tuple[int, int, int, int]:
         return next(row for row in per_shard if row[0] >= frac * n)
 
-    (_, m10, w10), (_, m25, _), (_, m100, w100) = at(0.10), at(0.25), per_shard[-1]
+    (_, m10, w10, a10), (_, m25, _, _), (_, m100, w100, a100) = at(0.10), at(0.25), per_shard[-1]
     q = max(1, len(per_shard) // 4)
     first_q, last_q = (float(np.median([row[1] for row in part])) for part in (per_shard[:q], per_shard[-q:]))
     return {
@@ -148,11 +165,13 @@ def soak(n: int, *, model: str = "effnet:lite0", image_size: int = 32, batch_siz
         "images_per_s": round(n / extract_s, 1), "rss_before_mb": rss_before / 2**20,
         "peak_rss_mb": sampler.peak / 2**20, "peak_rss_main_mb": sampler.peak_main / 2**20,
         "rss_10pct_mb": m10 / 2**20, "rss_25pct_mb": m25 / 2**20, "rss_100pct_mb": m100 / 2**20,
+        "anon_10pct_mb": a10 / 2**20, "anon_100pct_mb": a100 / 2**20,
         "workers_10pct_mb": w10 / 2**20, "workers_100pct_mb": w100 / 2**20,
         "growth_10_to_100": m100 / m10 - 1, "growth_quarters": last_q / first_q - 1,
         "total_growth_10_to_100": (m100 + w100) / (m10 + w10) - 1,
         "fds_before": fds_before, "fds_after": fds_after,
-        "rss_per_shard_mb": [(items, round(m / 2**20, 1), round(w / 2**20, 1)) for items, m, w in per_shard],
+        "rss_per_shard_mb": [(items, round(m / 2**20, 1), round(w / 2**20, 1)) for items, m, w, _ in per_shard],
+        "anon_per_shard_mb": [round(a / 2**20, 1) for *_, a in per_shard],
     }
 
 
@@ -172,6 +191,8 @@ def report(r: dict) -> str:
         f"  main RSS after 10% {r['rss_10pct_mb']:.0f} MB, after 25% {r['rss_25pct_mb']:.0f} MB, after 100% "
         f"{r['rss_100pct_mb']:.0f} MB: growth 10%->100% {100 * r['growth_10_to_100']:+.1f}%, first->last quarter "
         f"(medians) {100 * r['growth_quarters']:+.1f}% ({flat}, bound {100 * GROWTH_BOUND:.0f}%)",
+        f"  main anonymous RSS (heap, tensors, shared memory) after 10% {r['anon_10pct_mb']:.1f} MB, after 100% "
+        f"{r['anon_100pct_mb']:.1f} MB: {r['anon_100pct_mb'] - r['anon_10pct_mb']:+.1f} MB",
         f"  workers' RSS after 10% {r['workers_10pct_mb']:.0f} MB, after 100% {r['workers_100pct_mb']:.0f} MB; "
         f"main + workers growth 10%->100% {100 * r['total_growth_10_to_100']:+.1f}%",
         f"  open fds: before {r['fds_before']}, after {r['fds_after']} ({leak})",
@@ -196,7 +217,8 @@ def main() -> None:
     print(text)
     if args.out:
         args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(f"$ python benchmarks/soak_extract.py --n {args.n} --model {args.model}\n{text}\n")
+        cmd = " ".join(["python benchmarks/soak_extract.py", *sys.argv[1:]])
+        args.out.write_text(f"$ {cmd}\n{text}\n")
         print(f"written to {args.out}")
 
 

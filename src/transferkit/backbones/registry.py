@@ -66,6 +66,8 @@ def load_backbone(
     if isinstance(spec, nn.Module):
         from transferkit.backbones.module import from_module
 
+        if image_size is not None:  # an explicit size reaches the module's collate (it used to be dropped: 224 px)
+            kwargs["image_size"] = image_size
         return from_module(spec, **kwargs).to(device)
     if not isinstance(spec, str) or ":" not in spec:
         raise UnknownBackboneError(

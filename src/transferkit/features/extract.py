@@ -21,7 +21,7 @@ from tqdm.auto import tqdm
 from transferkit.backbones.base import Backbone
 from transferkit.data.dataset import Dataset
 from transferkit.errors import DataError, FeatureStoreError
-from transferkit.features.runtime import InferenceRunner, choose_optimization, resolve_precision
+from transferkit.features.runtime import InferenceRunner, choose_optimization, release_free_memory, resolve_precision
 from transferkit.features.store import FeatureSet, FeatureStore, feature_key, shard_name
 
 
@@ -149,6 +149,7 @@ def _run(backbone: Backbone, data: Dataset, fs: FeatureSet, todo: list[int], bat
             bar.update(len(idx))
             if filled[shard] == stop - start:
                 fs.write_shard(shard, pending.pop(shard))
+                release_free_memory()  # keeps RSS flat: freed batch tensors otherwise stay in glibc's heap
                 if on_shard is not None:
                     on_shard(shard)
     finally:

