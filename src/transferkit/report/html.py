@@ -163,10 +163,10 @@ def render_report(doc: dict, out: str | Path, *, tolerance: float = DEFAULT_TOLE
     else:
         body.append("<p class='rec'>No strategy finished: nothing to recommend.</p>")
     body += ["<h2>Results</h2>", _table(doc, rec["name"] if rec else None),
-             "<p class='note'>Wall time: the route's own fit plus, for feature routes (probe, adapt), the time "
-             "extracting the shared frozen features took. Peak memory: peak resident memory of the strategy's own "
-             "process. Trainable parameters: numbers the route fits (a kNN head stores its training set but "
-             "fits none).</p>"]
+             "<p class='note'>Wall time: the route's own fit plus, for feature routes, the time extracting the "
+             "frozen features it is built on took (probe: source; adapt: source and target). Peak memory: peak "
+             "resident memory of the strategy's own process. Trainable parameters: numbers the route fits (a kNN "
+             "head stores its training set but fits none).</p>"]
     body.append("<h2>Accuracy against cost</h2>")
     if recs:
         body.append("<div class='figs'>" + _img(plots.cost_plot(recs, "wall_s", "wall time (s)", metric),

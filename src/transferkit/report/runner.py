@@ -175,7 +175,9 @@ def _run_strategy(cmp: Comparison, s: Strategy, task_base: dict, options: dict, 
         rec["status"] = res["status"]
         rec["process_s"] = round(res["wall_s"], 3)
         if res["status"] == "ok":
-            feats = features["seconds"] if s.route != "finetune" else 0.0
+            # the frozen features a route is built on: source for a probe (target ones only score it), both
+            # domains for adaptation, none for fine-tuning (it runs the backbone itself)
+            feats = {"probe": features["source_s"], "adapt": features["seconds"]}.get(s.route, 0.0)
             rec.update(metrics=res["metrics"], chosen=res.get("chosen"), fit_s=round(res["fit_s"], 3),
                        features_s=round(feats, 3), wall_s=round(res["fit_s"] + feats, 3),
                        trainable_parameters=res["trainable_parameters"],
@@ -263,8 +265,8 @@ def run_compare(
             if budget_s is not None and elapsed >= budget_s:
                 cmp.put({"name": s.name, "route": s.route, "method": s.method, "status": "skipped",
                          "attempt": old.get("attempt", 0), "settings": opts,
-                         "error": f"budget {budget_s:.0f} s spent ({elapsed:.0f} s elapsed) before it started"})
-                log(f"{tag}: skipped, budget spent ({elapsed:.0f} s of {budget_s:.0f} s)")
+                         "error": f"budget {budget_s:g} s spent ({elapsed:.1f} s elapsed) before it started"})
+                log(f"{tag}: skipped, budget spent ({elapsed:.1f} s of {budget_s:g} s)")
                 continue
             log(f"{tag}: running (attempt {old.get('attempt', 0) + 1})")
             rec = _run_strategy(cmp, s, task_base, opts, features, old.get("attempt", 0) + 1)

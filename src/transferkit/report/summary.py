@@ -71,7 +71,7 @@ def summary_lines(doc: dict, tolerance: float = DEFAULT_TOLERANCE) -> list[str]:
         if r.get("status") not in ("ok",):
             lines.append(f"{r['name']}: {r.get('status')}" + (f" — {r['error']}" if r.get("error") else ""))
     if doc.get("shift"):
-        lines.append("shift: " + doc["shift"]["verdict"])
+        lines.append("shift diagnostics: " + doc["shift"]["verdict"])
     return lines
 
 
