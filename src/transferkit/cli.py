@@ -58,7 +58,8 @@ def demo(
     out: Annotated[Path | None, typer.Option(help="Folder for results.json (default: print only).")] = None,
     quick: Annotated[bool, typer.Option(help="Smaller subsets: a short smoke run on 600 items per task.")] = False,
 ) -> None:
-    """Run feature extraction + every head on bundled real data (text and images), next to raw-input baselines."""
+    """Run feature extraction + every head on bundled real data (text and images), next to raw-input baselines;
+    then compare probes with fine-tuning on the tweets and write an HTML report."""
     from transferkit.demo import run_demo
 
     rows = run_demo(quick=quick, progress=sys.stderr.isatty(), log=lambda m: err_console.print(f"[dim]{m}[/dim]"))
@@ -73,6 +74,13 @@ def demo(
 
         write_json(Path(out) / "results.json", rows)
         console.print(f"results written to {Path(out) / 'results.json'}")
+    from transferkit.demo import run_demo_compare
+    from transferkit.features import default_cache_dir
+
+    folder = Path(out) / "compare" if out is not None else default_cache_dir() / f"demo-report{'-quick' * quick}"
+    _log(f"compare: the routes side by side on the tweets → {folder}")
+    doc, page = run_demo_compare(folder, quick=quick, progress=sys.stderr.isatty(), log=_log)
+    _print_compare(doc, page, 0.01)
 
 
 @app.command()
@@ -545,8 +553,7 @@ def compare(
 ) -> None:
     """Run several routes on the same split, write results.json and a self-contained HTML report, recommend one."""
     from transferkit.adapt import parse_params
-    from transferkit.report import CompareSettings, parse_budget, render_report, run_compare, summary_lines
-    from transferkit.report.summary import table_rows
+    from transferkit.report import CompareSettings, parse_budget, render_report, run_compare
 
     budget_s = parse_budget(budget)
     ft = {"epochs": epochs, "batch_size": batch_size, **({"lr": lr} if lr is not None else {}),
@@ -557,12 +564,18 @@ def compare(
     doc = run_compare(settings, strategies, out, budget_s=budget_s, resume=resume, finetune_options=ft,
                       progress=sys.stderr.isatty(), log=_log)
     _log("rendering the report (plots, t-SNE)")
-    page = render_report(doc, out, tolerance=tolerance, max_points=tsne_points)
+    _print_compare(doc, render_report(doc, out, tolerance=tolerance, max_points=tsne_points), tolerance)
+
+
+def _print_compare(doc: dict, page: Path, tolerance: float) -> None:
+    from transferkit.report import summary_lines
+    from transferkit.report.summary import table_rows
+
     rows, cols = table_rows(doc)
     _print_table(f"compare on {doc['inputs']['source']['test']} test items ({doc['inputs']['backbone']})", rows, cols)
     for line in summary_lines(doc, tolerance):
         console.print(line, soft_wrap=True, highlight=False)
-    console.print(f"report: {page}  (results: {Path(out) / 'results.json'})", soft_wrap=True, highlight=False)
+    console.print(f"report: {page}  (results: {page.parent / 'results.json'})", soft_wrap=True, highlight=False)
 
 
 def main() -> None:
