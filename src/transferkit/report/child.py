@@ -140,6 +140,8 @@ def run_finetune(task: dict, run_dir: Path) -> dict:
     """Fine-tune the backbone with one strategy on the same split (resuming an interrupted attempt)."""
     import shutil
 
+    import torch
+
     from transferkit.finetune import FinetuneConfig, FinetuneError, finetune, load_run
     from transferkit.report.inputs import CompareSettings, load_backbone_for, load_inputs
 
@@ -177,6 +179,8 @@ def run_finetune(task: dict, run_dir: Path) -> dict:
     return {**out, "metrics": metrics, "fit_s": result.wall_time_s, "chosen": f"{result.steps} steps, best epoch "
             f"{result.best_epoch}", "trainable_parameters": result.trainable_parameters,
             "total_parameters": result.total_parameters, "history": result.history, "predictions": pred,
+            # on a GPU the loop reports torch's peak allocated GPU memory; on CPU it is the RSS VmHWM already has
+            "gpu_peak_memory_mb": result.peak_memory_mb if torch.cuda.is_available() else None,
             "y_true": np.asarray(test.labels),
             "artefacts": {"run": str(folder), "history": str(folder / "history.json")}}
 
@@ -186,6 +190,13 @@ ROUTES = {"probe": run_probe, "finetune": run_finetune, "adapt": run_adapt}
 
 def main(task_file: str) -> int:
     _die_with_parent()
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    try:
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.disable_progress_bar()  # per-tensor "Loading weights" bars would fill the log
+    except ImportError:
+        pass
     task = read_json(task_file)
     run_dir = Path(task["run_dir"])
     run_dir.mkdir(parents=True, exist_ok=True)

@@ -110,12 +110,16 @@ def _projections(doc: dict, max_points: int, seed: int) -> list[str]:
     if adapted:
         from transferkit.adapt import load_run
 
-        best = max(adapted, key=lambda r: r["metrics"].get(metric, -1))
-        run = load_run(best["artefacts"]["run"])
+        runs = [(r, load_run(r["artefacts"]["run"])) for r in adapted]
+        # prefer a learned shared representation (an adapter's bottleneck): closed-form methods (CORAL, SA) align
+        # the source only while training, so their classifier's input space is the target's own
+        learned = [(r, run) for r, run in runs if run.model.kind == "mlp"] or runs
+        best, run = max(learned, key=lambda p: p[0]["metrics"].get(metric, -1))
+        note = "" if run.model.kind == "mlp" else " (a closed-form method: its classifier reads standardised features)"
         out.append(_img(plots.scatter_2d(plots.tsne_2d(run.model.embed(both), seed), dom, ["source", "target"],
                                          f"after adaptation: {best['name']} representation by domain"),
                         f"after adaptation: t-SNE of what the {best['name']} classifier reads (same items), "
-                        "coloured by domain"))
+                        f"coloured by domain{note}"))
     else:
         out.append('<p class="note">No adaptation strategy finished, so there is no after-adaptation '
                    "projection.</p>")

@@ -181,7 +181,8 @@ def _run_strategy(cmp: Comparison, s: Strategy, task_base: dict, options: dict, 
             rec.update(metrics=res["metrics"], chosen=res.get("chosen"), fit_s=round(res["fit_s"], 3),
                        features_s=round(feats, 3), wall_s=round(res["fit_s"] + feats, 3),
                        trainable_parameters=res["trainable_parameters"],
-                       total_parameters=res.get("total_parameters"), history=res.get("history"))
+                       total_parameters=res.get("total_parameters"), history=res.get("history"),
+                       gpu_peak_memory_mb=res.get("gpu_peak_memory_mb"))
             rec["artefacts"].update(res["artefacts"])
         else:
             rec["error"] = res["error"]
