@@ -44,11 +44,16 @@ class Inputs:
     split: Split
     spec: str
     target: Dataset | None = None
+    use_target_labels: bool = False
 
     @property
     def target_labels(self) -> np.ndarray | None:
+        """The target's labels for evaluation, only when asked for (--target-labels): folders and bundled sets
+        carry labels anyway, and unlabelled must stay unlabelled."""
         t = self.target
-        return None if t is None or t.task != "classification" else np.asarray(t.labels)
+        if t is None or not self.use_target_labels or t.task != "classification":
+            return None
+        return np.asarray(t.labels)
 
     def record(self) -> dict:
         """Facts that identify the inputs (fingerprints, sizes), written to results.json."""
@@ -100,7 +105,7 @@ def load_inputs(s: CompareSettings) -> Inputs:
             idx = stratified_sample(tgt.labels if s.target_labels else np.zeros(len(tgt)), s.sample, seed=s.seed,
                                     classes=s.target_labels)
             tgt = tgt.subset(idx, name=f"{tgt.name}[{s.sample}]")
-    return Inputs(src, split, spec, tgt)
+    return Inputs(src, split, spec, tgt, s.target_labels)
 
 
 def load_backbone_for(s: CompareSettings, spec: str):

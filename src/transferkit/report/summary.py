@@ -65,8 +65,9 @@ def summary_lines(doc: dict, tolerance: float = DEFAULT_TOLERANCE) -> list[str]:
         lines.append(f"recommended: {rec['name']} — {rec['why']}")
         lines.append(rec["rule"] + f"; Pareto front: {', '.join(rec['pareto'])}")
     if rec is not None and rec["metric"] == "accuracy" and any(r["route"] == "adapt" for r in ok_records(doc)):
-        lines.append("note: the target has no labels, so every route is judged on the source test split; "
-                     "that cannot show what adaptation gains on the target (give --target-labels if you have them)")
+        lines.append("note: no target labels (--target-labels not given), so every route is judged on the source "
+                     "test split; that cannot show what adaptation gains on the target (give --target-labels if you "
+                     "have them)")
     for r in doc["strategies"]:
         if r.get("status") not in ("ok",):
             lines.append(f"{r['name']}: {r.get('status')}" + (f" — {r['error']}" if r.get("error") else ""))
