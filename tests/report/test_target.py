@@ -27,3 +27,16 @@ def test_target_adds_shift_diagnostics_adaptation_and_domain_projections(tmp_pat
     assert "Shift diagnostics" in page and "proxy A-distance" in page
     assert "before adaptation" in page and "after adaptation" in page and "target accuracy" in page
     assert "target_accuracy" in out and "shift diagnostics: shift" in out
+
+
+def test_target_labels_are_used_only_when_asked():
+    """Bundled sets and class folders carry labels anyway: without --target-labels they must not be used."""
+    from transferkit.report import CompareSettings
+    from transferkit.report.inputs import load_inputs
+
+    base = dict(data="bundled:sentiment-tweets", target="bundled:sentiment-movies", sample=60)
+    plain = load_inputs(CompareSettings(**base))
+    assert plain.target is not None and plain.target_labels is None and not plain.record()["target"]["labelled"]
+    labelled = load_inputs(CompareSettings(**base, target_labels=True))
+    assert labelled.target_labels is not None and len(labelled.target_labels) == 60
+    assert labelled.record()["target"]["labelled"]
