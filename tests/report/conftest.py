@@ -2,7 +2,6 @@
 
 import os
 import shutil
-import subprocess
 import sys
 import tempfile
 from pathlib import Path
@@ -19,12 +18,7 @@ def cli_env(cache: Path) -> dict:
             "PYTHONPATH": src + os.pathsep + os.environ.get("PYTHONPATH", "")}
 
 
-def cli(*args, cache: Path, timeout: int = 600) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "transferkit.cli", *args], capture_output=True, text=True,
-                          env=cli_env(cache), timeout=timeout)
-
-
-def main_in_process(*args, capsys=None) -> tuple[int, str, str]:
+def main_in_process(*args) -> tuple[int, str, str]:
     """`transferkit ARGS` through the real entry point, in this process (no interpreter start-up to pay);
     (exit code, stdout, stderr). Strategies still run in their own child processes."""
     import contextlib

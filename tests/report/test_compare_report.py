@@ -1,14 +1,19 @@
-"""`transferkit compare` end to end on 200 real tweets: records, a failing strategy, budget, resume checks, and
-the HTML report rendered in headless Chromium."""
+"""`transferkit compare` end to end on 200 real tweets: SIGKILL + --resume, records, a failing strategy, budget,
+resume checks, and the HTML report rendered in headless Chromium."""
 
 import json
+import os
 import re
+import signal
 import subprocess
+import sys
+import time
+from pathlib import Path
 
 import numpy as np
 import pytest
 
-from tests.report.conftest import DATA, main_in_process
+from tests.report.conftest import DATA, cli_env, main_in_process
 from transferkit.io import read_arrays
 
 
@@ -17,17 +22,74 @@ def cache(tmp_path_factory):
     return tmp_path_factory.getbasetemp() / "tk-cache"
 
 
+STRATEGIES = "probe:logreg,finetune:lora,finetune:head"
+
+
+def _children_of(out: Path) -> list[int]:
+    """Live strategy processes working for the report folder `out`."""
+    pids = []
+    for d in Path("/proc").iterdir():
+        if d.name.isdigit():
+            try:
+                cmd = (d / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+            except OSError:
+                continue
+            if "transferkit.report.child" in cmd and str(out) in cmd:
+                pids.append(int(d.name))
+    return pids
+
+
 @pytest.fixture(scope="module")
-def report(tmp_path_factory, cache):
-    """One comparison: a probe, a LoRA run that fails on a bad target layer, then a 1-epoch head fine-tune."""
+def killed(tmp_path_factory, cache):
+    """`compare` in its own process, SIGKILLed as soon as its first strategy finished: (folder, results then)."""
     out = tmp_path_factory.mktemp("report")
+    args = ["compare", *DATA, "--strategies", STRATEGIES, "--epochs", "1",
+            "--finetune-param", "lora_targets=nosuchlayer", "--out", str(out)]
+    proc = subprocess.Popen([sys.executable, "-m", "transferkit.cli", *args], env=cli_env(cache),
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    results, deadline = out / "results.json", time.monotonic() + 300
+    before = None
+    while time.monotonic() < deadline and proc.poll() is None:
+        if results.exists():
+            doc = json.loads(results.read_text())  # written atomically: never half a file
+            if any(r["status"] == "ok" for r in doc["strategies"]):
+                os.kill(proc.pid, signal.SIGKILL)
+                before = doc
+                break
+        time.sleep(0.05)
+    proc.wait()
+    assert before is not None, "no strategy finished before the deadline"
+    return out, args, json.loads(results.read_text())
+
+
+@pytest.fixture(scope="module")
+def report(killed, cache):
+    """The killed comparison resumed (in this process; strategies in child processes): a probe that finished
+    before the kill, a LoRA run that fails on a bad target layer, then a 1-epoch head fine-tune."""
+    out, args, _ = killed
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("TRANSFERKIT_CACHE", str(cache))
-        code, stdout, stderr = main_in_process("compare", *DATA, "--strategies",
-                                               "probe:logreg,finetune:lora,finetune:head", "--epochs", "1",
-                                               "--finetune-param", "lora_targets=nosuchlayer", "--out", str(out))
+        code, stdout, stderr = main_in_process(*args, "--resume")
     assert code == 0, stderr
     return out, subprocess.CompletedProcess([], code, stdout, stderr), json.loads((out / "results.json").read_text())
+
+
+@pytest.mark.slow
+def test_sigkill_then_resume_reruns_nothing_that_finished(killed, report):
+    out, _, before = killed
+    assert [r["status"] for r in before["strategies"]] == ["ok", "pending", "pending"]
+    for _ in range(100):  # the strategy running at the kill dies with its parent (PR_SET_PDEATHSIG)
+        if not _children_of(out):
+            break
+        time.sleep(0.1)
+    assert _children_of(out) == []
+    _, r, after = report
+    log = r.stderr.replace("\n", " ")
+    first, after_first = before["strategies"][0], after["strategies"][0]
+    assert after_first["attempt"] == 1 and after_first["finished_at"] == first["finished_at"]  # untouched
+    assert "probe:logreg: skipped, finished in attempt 1" in log and "probe:logreg: running" not in log
+    assert "finetune:lora: running (attempt 1)" in log and "finetune:head: running (attempt 1)" in log
+    assert [x["name"] for x in after["strategies"]] == STRATEGIES.split(",")
 
 
 @pytest.mark.slow
