@@ -12,8 +12,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from report_helpers import DATA, cli_env, main_in_process
 
-from tests.report.conftest import DATA, cli_env, main_in_process
 from transferkit.io import read_arrays
 
 

@@ -3,8 +3,7 @@
 import json
 
 import pytest
-
-from tests.report.conftest import main_in_process
+from report_helpers import main_in_process
 
 
 @pytest.mark.slow
