@@ -58,7 +58,8 @@ def demo(
     out: Annotated[Path | None, typer.Option(help="Folder for results.json (default: print only).")] = None,
     quick: Annotated[bool, typer.Option(help="Smaller subsets: a short smoke run on 600 items per task.")] = False,
 ) -> None:
-    """Run feature extraction + every head on bundled real data (text and images), next to raw-input baselines."""
+    """Run feature extraction + every head on bundled real data (text and images), next to raw-input baselines;
+    then compare probes with fine-tuning on the tweets and write an HTML report."""
     from transferkit.demo import run_demo
 
     rows = run_demo(quick=quick, progress=sys.stderr.isatty(), log=lambda m: err_console.print(f"[dim]{m}[/dim]"))
@@ -73,6 +74,13 @@ def demo(
 
         write_json(Path(out) / "results.json", rows)
         console.print(f"results written to {Path(out) / 'results.json'}")
+    from transferkit.demo import run_demo_compare
+    from transferkit.features import default_cache_dir
+
+    folder = Path(out) / "compare" if out is not None else default_cache_dir() / f"demo-report{'-quick' * quick}"
+    _log(f"compare: the routes side by side on the tweets → {folder}")
+    doc, page = run_demo_compare(folder, quick=quick, progress=sys.stderr.isatty(), log=_log)
+    _print_compare(doc, page, 0.01)
 
 
 @app.command()
@@ -503,6 +511,71 @@ def adapt(
     console.print(f"{res.method} {res.hyperparameters}: " + ", ".join(f"{k} {v:.4f}" for k, v in res.metrics.items()
                                                                        if isinstance(v, float))
                   + (f"; run written to {out}" if out is not None else ""), soft_wrap=True)
+
+
+@app.command()
+def compare(
+    data: DataOpt,
+    out: Annotated[Path, typer.Option("--out", "-o", help="Report folder: results.json, index.html, runs/.")],
+    model: ModelOpt = None,
+    strategies: Annotated[str, typer.Option(help="Comma-separated route:method specs, e.g. probe:logreg,probe:svm,"
+                                            "finetune:lora,finetune:full,adapt:dann (adapt:* need --target).")
+                          ] = "probe:logreg,probe:svm,finetune:head",
+    budget: Annotated[str | None, typer.Option(help="Stop starting new strategies once this much time is spent: "
+                                               "90s, 10m, 1h, 1h30m.")] = None,
+    target: Annotated[str | None, typer.Option("--target", help="Unlabelled target domain: adds shift diagnostics "
+                                               "and allows adapt:* strategies.")] = None,
+    target_labels: Annotated[bool, typer.Option("--target-labels", help="The target carries labels (class folders "
+                                                "/ --label-column): every route is also scored on the target; never "
+                                                "used for training or choosing.")] = False,
+    resume: Annotated[bool, typer.Option(help="Continue the comparison in --out: strategies that finished with the "
+                                         "same settings are not run again.")] = False,
+    seed: Annotated[int, typer.Option(help="Seed of the split, the sample and every strategy.")] = 0,
+    sample: Annotated[int | None, typer.Option(help="Compare on a class-stratified subset of this many items.")
+                      ] = None,
+    val: Annotated[float, typer.Option(help="Validation fraction (hyperparameters, early stopping).")] = 0.15,
+    test: Annotated[float, typer.Option(help="Test fraction (reported).")] = 0.15,
+    epochs: Annotated[int, typer.Option(help="Fine-tuning epochs.")] = 3,
+    batch_size: Annotated[int, typer.Option(help="Fine-tuning batch size.")] = 32,
+    lr: Annotated[float | None, typer.Option(help="Fine-tuning learning rate (default: finetune's default).")
+                  ] = None,
+    max_steps: Annotated[int | None, typer.Option(help="Cap on fine-tuning optimizer steps.")] = None,
+    finetune_param: Annotated[list[str] | None, typer.Option("--finetune-param", help="Any other fine-tuning "
+                                                             "setting NAME=VALUE (repeatable), e.g. lora_r=4.")
+                              ] = None,
+    text_column: TextColOpt = "text",
+    label_column: Annotated[str, typer.Option(help="Label column of a table.")] = "label",
+    image_size: Annotated[int | None, typer.Option(help="Input resolution for image models.")] = None,
+    pooling: Annotated[str, typer.Option(help="default, mean, cls, pooler, or layer:NAME.")] = "default",
+    tolerance: Annotated[float, typer.Option(help="Recommendation rule: accuracy points (as a fraction) a cheaper "
+                                             "route may give up against the best.")] = 0.01,
+    tsne_points: Annotated[int, typer.Option(help="Items in the report's t-SNE projections (at most).")] = 1000,
+) -> None:
+    """Run several routes on the same split, write results.json and a self-contained HTML report, recommend one."""
+    from transferkit.adapt import parse_params
+    from transferkit.report import CompareSettings, parse_budget, render_report, run_compare
+
+    budget_s = parse_budget(budget)
+    ft = {"epochs": epochs, "batch_size": batch_size, **({"lr": lr} if lr is not None else {}),
+          **({"max_steps": max_steps} if max_steps is not None else {}), **parse_params(finetune_param or [])}
+    settings = CompareSettings(data=data, model=model, target=target, target_labels=target_labels,
+                               text_column=text_column, label_column=label_column, image_size=image_size,
+                               pooling=pooling, sample=sample, seed=seed, val=val, test=test)
+    doc = run_compare(settings, strategies, out, budget_s=budget_s, resume=resume, finetune_options=ft,
+                      progress=sys.stderr.isatty(), log=_log)
+    _log("rendering the report (plots, t-SNE)")
+    _print_compare(doc, render_report(doc, out, tolerance=tolerance, max_points=tsne_points), tolerance)
+
+
+def _print_compare(doc: dict, page: Path, tolerance: float) -> None:
+    from transferkit.report import summary_lines
+    from transferkit.report.summary import table_rows
+
+    rows, cols = table_rows(doc)
+    _print_table(f"compare on {doc['inputs']['source']['test']} test items ({doc['inputs']['backbone']})", rows, cols)
+    for line in summary_lines(doc, tolerance):
+        console.print(line, soft_wrap=True, highlight=False)
+    console.print(f"report: {page}  (results: {page.parent / 'results.json'})", soft_wrap=True, highlight=False)
 
 
 def main() -> None:

@@ -3,7 +3,8 @@
 Two tasks, no network: VADER tweet sentiment with the all-MiniLM-L6-v2 encoder (baseline: TF-IDF +
 logistic regression) and MNIST digits with ImageNet EfficientNet-Lite0 at 112 px (baseline: the same
 logistic-regression probe on raw pixels). Every head runs on the features; a baseline that wins is
-reported as winning.
+reported as winning. Then `compare` runs the routes side by side on the tweets (probe heads next to
+fine-tuning) and writes a self-contained HTML report.
 """
 
 from __future__ import annotations
@@ -115,3 +116,34 @@ def verdicts(rows: list[dict]) -> list[str]:
         lines.append(f"{task}: {probe['head']} on {probe['method']} {probe['accuracy']:.3f} vs "
                      f"{base['method']} {base['accuracy']:.3f} → {who} ({diff:+.3f})")
     return lines
+
+
+def compare_plan(quick: bool, seed: int = 0) -> tuple[object, str, dict]:
+    """What the demo compares on the tweets: (settings, strategies, fine-tuning options).
+
+    The data are the demo's own tweet subset (600 quick, all 3,432 otherwise), so the probes read the features
+    the demo just cached; fine-tuning is kept short (1 epoch, at most 40 steps; 6 steps in the quick smoke run)."""
+    from transferkit.report import CompareSettings
+
+    task = TASKS[0]
+    settings = CompareSettings(data=f"bundled:{task.dataset}", model=task.backbone, seed=seed,
+                               sample=min(task.n_items, 600) if quick else None)
+    if quick:
+        return settings, "probe:logreg,finetune:head", {"epochs": 1, "max_steps": 6}
+    return settings, "probe:logreg,probe:svm,finetune:head,finetune:lora", {"epochs": 1, "lr": 5e-4, "max_steps": 40}
+
+
+def run_demo_compare(out, *, quick: bool = False, seed: int = 0, progress: bool = False,
+                     log: Callable[[str], None] = lambda m: None) -> tuple[dict, object]:
+    """Run the demo's comparison into `out` (continuing a finished one there) and render its report.
+
+    Returns the results document and the path of index.html."""
+    from pathlib import Path
+
+    from transferkit.report import render_report, run_compare
+
+    settings, strategies, options = compare_plan(quick, seed)
+    out = Path(out)
+    doc = run_compare(settings, strategies, out, resume=(out / "results.json").exists(), finetune_options=options,
+                      progress=progress, log=log)
+    return doc, render_report(doc, out, max_points=300 if quick else 1000)

@@ -110,6 +110,9 @@ def test_demo_quick_runs_offline_and_prints_the_table(tmp_path):
     assert tasks == {"tweet sentiment", "MNIST digits"}
     assert any("baseline" in row["method"] for row in rows)
     assert "tweet sentiment:" in r.stdout and "MNIST digits:" in r.stdout
+    report = json.loads((tmp_path / "compare" / "results.json").read_text())  # demo grows a compare of the routes
+    assert [s["status"] for s in report["strategies"]] == ["ok", "ok"]
+    assert "recommended:" in r.stdout and (tmp_path / "compare" / "index.html").exists()
 
 
 def test_extract_skips_bad_images_when_asked_and_lists_them(tmp_path):

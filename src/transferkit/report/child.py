@@ -1,0 +1,229 @@
+"""One strategy of a comparison, run in its own process: `python -m transferkit.report.child TASK.json`.
+
+A fresh process per strategy makes its peak memory its own (read from its own VmHWM) and keeps a crash
+from taking the other strategies down. The child writes RESULT.json atomically: metrics on the
+shared test split, its own time, trainable parameters, artefacts, or the error that stopped it.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+import traceback
+from pathlib import Path
+
+import numpy as np
+
+from transferkit.data import Split
+from transferkit.io import read_arrays, read_json, write_json
+
+#: Arrays that a head stores but does not fit: input statistics, class ids, remembered training data.
+NOT_FITTED = {"scaler_mean", "scaler_scale", "classes", "X_fit", "y_fit", "support_vectors", "n_support"}
+
+
+def _die_with_parent() -> None:
+    """Ask Linux to send SIGTERM when the compare process dies (a SIGKILLed parent leaves no orphan)."""
+    parent = int(os.environ.get("TRANSFERKIT_COMPARE_PARENT", "0"))
+    try:
+        import ctypes
+        import signal
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(1, int(signal.SIGTERM))  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        return
+    if parent and os.getppid() != parent:  # the parent died before prctl took effect
+        sys.exit(143)
+
+
+def peak_rss_mb() -> float:
+    """This process's own peak resident memory in MB: VmHWM of its address space since exec.
+
+    Not ru_maxrss: Linux carries the forking parent's resident size into a child's ru_maxrss at exec, so a
+    child of a 1 GB parent would report ≥ 1 GB however little it used."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    import resource
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # kB on Linux (bytes on macOS)
+
+
+def _scores(y_true: np.ndarray, y_pred: np.ndarray, prefix: str = "") -> dict[str, float]:
+    from transferkit.heads.metrics import score_all
+
+    return {prefix + k: v for k, v in score_all("classification", y_true, y_pred).items()}
+
+
+def _target(metrics: dict, yt: np.ndarray | None, predict) -> dict:
+    """With target labels: add target metrics; return the target predictions for the confusion matrix."""
+    if yt is None:
+        return {}
+    pred = predict()
+    metrics.update(_scores(yt, pred, "target_"))
+    return {"target_predictions": pred, "target_y_true": yt}
+
+
+def _split(task: dict) -> Split:
+    a = read_arrays(task["split"])
+    return Split(a["train"], a["val"], a["test"])
+
+
+def _features(task: dict) -> tuple[np.ndarray, np.ndarray, np.ndarray | None, np.ndarray | None]:
+    from transferkit.features import FeatureSet
+
+    src = FeatureSet.open(task["features"]["source"])
+    X, y = src.features(), np.asarray(src.labels())
+    Xt = yt = None
+    if task["features"].get("target"):
+        tgt = FeatureSet.open(task["features"]["target"])
+        Xt = tgt.features()
+        if task["settings"]["target_labels"]:
+            yt = np.asarray(tgt.labels())
+    return X, y, Xt, yt
+
+
+def run_probe(task: dict, run_dir: Path) -> dict:
+    """A head on cached frozen features, hyperparameters chosen on the validation split."""
+    from transferkit.heads.persist import save_head
+    from transferkit.heads.probe import fit_and_score
+
+    X, y, Xt, yt = _features(task)
+    split = _split(task)
+    rows, best = fit_and_score(task["strategy"]["method"], X, y, split, "classification", task["settings"]["seed"])
+    row = next(r for r in rows if r["head"] == best.name)
+    pred = best.predict(X[split.test])
+    metrics = _scores(y[split.test], pred)
+    out = _target(metrics, yt, lambda: best.predict(Xt))
+    save_head(best, run_dir / "head")
+    arrays, _ = best.predictor.state()
+    return {**out, "metrics": metrics, "fit_s": float(sum(r["fit_s"] for r in rows)),
+            "chosen": f"{best.name} {row['chosen']}",
+            "trainable_parameters": int(sum(np.asarray(v).size for k, v in arrays.items() if k not in NOT_FITTED)),
+            "predictions": pred, "y_true": y[split.test], "artefacts": {"head": str(run_dir / "head")}}
+
+
+def run_adapt(task: dict, run_dir: Path) -> dict:
+    """A feature-level adaptation method: labelled source train split + unlabelled target features."""
+    from transferkit.adapt import adapt_features, fit_method, save_run
+    from transferkit.adapt.fit import DEFAULTS
+
+    X, y, Xt, yt = _features(task)
+    split, seed, method = _split(task), task["settings"]["seed"], task["strategy"]["method"]
+    names = list(task["class_names"])
+    t0 = time.perf_counter()
+    if method == "auto":  # chosen by the unsupervised validator; it splits train+val itself
+        trval = np.sort(np.concatenate([split.train, split.val]))
+        res = adapt_features(X[trval], y[trval], Xt, names, method="auto", seed=seed)
+        model, chosen, hp = res.model, res.method, res.hyperparameters
+    else:
+        model = fit_method(method, X[split.train], y[split.train], Xt, names, seed=seed)
+        chosen, hp = method, dict(DEFAULTS.get(method, {}))
+    fit_s = time.perf_counter() - t0
+    pred = model.predict(X[split.test])
+    metrics = _scores(y[split.test], pred)
+    out = _target(metrics, yt, lambda: model.predict(Xt))
+    save_run(run_dir / "model", model, backbone=task["backbone_record"], method=chosen, hyperparameters=hp,
+             metrics=metrics, extra={"source": task["settings"]["data"], "target": task["settings"]["target"],
+                                     "seed": seed})
+    fitted = sum(np.asarray(v).size for k, v in model.arrays.items() if k not in ("mean", "std"))
+    return {**out, "metrics": metrics, "fit_s": fit_s, "chosen": f"{chosen} {hp}" if hp else chosen,
+            "trainable_parameters": int(fitted), "predictions": pred, "y_true": y[split.test],
+            "artefacts": {"run": str(run_dir / "model")}}
+
+
+def run_finetune(task: dict, run_dir: Path) -> dict:
+    """Fine-tune the backbone with one strategy on the same split (resuming an interrupted attempt)."""
+    import shutil
+
+    import torch
+
+    from transferkit.finetune import FinetuneConfig, FinetuneError, finetune, load_run
+    from transferkit.report.inputs import CompareSettings, load_backbone_for, load_inputs
+
+    s = CompareSettings(**task["settings"])
+    inputs = load_inputs(s)
+    if inputs.source.fingerprint != task["fingerprint"]:
+        raise RuntimeError(f"the data of {s.data} changed while compare ran (fingerprint differs): rerun compare")
+    config = FinetuneConfig(**{**task["options"], "strategy": task["strategy"]["method"], "val": s.val,
+                               "test": s.test, "seed": s.seed})
+    rebuild = {k: v for k, v in {"pooling": s.pooling, "image_size": s.image_size}.items()
+               if v not in (None, "default")}
+    folder = run_dir / "run"
+
+    def train(resume: bool):
+        return finetune(load_backbone_for(s, inputs.spec), inputs.source, folder, config, resume=resume,
+                        progress=False, log=lambda m: print(m, flush=True),
+                        backbone_options={"pretrained": True, **rebuild})
+
+    if folder.exists():
+        try:
+            result = train(True)
+        except FinetuneError as e:  # a run from other settings: start it again
+            print(f"cannot resume {folder} ({e}); starting it again", flush=True)
+            shutil.rmtree(folder)
+            result = train(False)
+    else:
+        result = train(False)
+    if result.info["data"]["test"] != len(inputs.split.test):
+        raise RuntimeError("the fine-tuning run's test split differs from the comparison's")
+    fitted = load_run(folder)
+    test = inputs.source.subset(inputs.split.test)
+    pred = fitted.predict(test)
+    metrics = _scores(np.asarray(test.labels), pred)
+    out = _target(metrics, inputs.target_labels, lambda: fitted.predict(inputs.target))
+    return {**out, "metrics": metrics, "fit_s": result.wall_time_s, "chosen": f"{result.steps} steps, best epoch "
+            f"{result.best_epoch}", "trainable_parameters": result.trainable_parameters,
+            "total_parameters": result.total_parameters, "history": result.history, "predictions": pred,
+            # on a GPU the loop reports torch's peak allocated GPU memory; on CPU it is the RSS VmHWM already has
+            "gpu_peak_memory_mb": result.peak_memory_mb if torch.cuda.is_available() else None,
+            "y_true": np.asarray(test.labels),
+            "artefacts": {"run": str(folder), "history": str(folder / "history.json")}}
+
+
+ROUTES = {"probe": run_probe, "finetune": run_finetune, "adapt": run_adapt}
+
+
+def main(task_file: str) -> int:
+    _die_with_parent()
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    try:
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.disable_progress_bar()  # per-tensor "Loading weights" bars would fill the log
+    except ImportError:
+        pass
+    task = read_json(task_file)
+    run_dir = Path(task["run_dir"])
+    run_dir.mkdir(parents=True, exist_ok=True)
+    t0 = time.perf_counter()
+    code = 0
+    try:
+        out = ROUTES[task["strategy"]["route"]](task, run_dir)
+        pred, y_true = out.pop("predictions"), out.pop("y_true")
+        preds = {"y_true": np.asarray(y_true).tolist(), "y_pred": np.asarray(pred).tolist()}
+        if "target_predictions" in out:
+            preds.update(target_y_true=np.asarray(out.pop("target_y_true")).tolist(),
+                         target_y_pred=np.asarray(out.pop("target_predictions")).tolist())
+        write_json(run_dir / "predictions.json", preds)
+        out["artefacts"]["predictions"] = str(run_dir / "predictions.json")
+        rec = {"status": "ok", **out}
+    except BaseException as e:  # noqa: BLE001 — every failure is recorded, Ctrl-C included
+        traceback.print_exc()
+        interrupted = isinstance(e, KeyboardInterrupt) or type(e).__name__ == "Interrupted"
+        rec = {"status": "interrupted" if interrupted else "failed",
+               "error": f"{type(e).__name__}: {e}".strip().splitlines()[0][:500]}
+        code = 130 if interrupted else 1
+    rec["wall_s"] = time.perf_counter() - t0
+    rec["peak_memory_mb"] = peak_rss_mb()
+    write_json(task["result"], rec)
+    sys.stdout.flush()
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1]))

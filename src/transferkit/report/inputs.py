@@ -1,0 +1,115 @@
+"""What every strategy of a comparison shares: the settings, the data (sampled the same way), the split.
+
+The parent `compare` process and each strategy's child process load the data through `load_inputs`,
+so they see the same items, labels and test split; the settings are what `--resume` must match.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+
+from transferkit.data import Dataset, Split, load_data, stratified_sample, stratified_split
+from transferkit.errors import DataError
+
+
+@dataclass(frozen=True)
+class CompareSettings:
+    """Model, data, target and split of a comparison (JSON-able; a resumed report must keep all of them)."""
+
+    data: str
+    model: str | None = None
+    target: str | None = None
+    target_labels: bool = False
+    text_column: str = "text"
+    label_column: str = "label"
+    image_size: int | None = None
+    pooling: str = "default"
+    sample: int | None = None
+    seed: int = 0
+    val: float = 0.15
+    test: float = 0.15
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+@dataclass
+class Inputs:
+    """The loaded data: labelled source, its split, the backbone spec, and the target (labels only if asked)."""
+
+    source: Dataset
+    split: Split
+    spec: str
+    target: Dataset | None = None
+    use_target_labels: bool = False
+
+    @property
+    def target_labels(self) -> np.ndarray | None:
+        """The target's labels for evaluation, only when asked for (--target-labels): folders and bundled sets
+        carry labels anyway, and unlabelled must stay unlabelled."""
+        t = self.target
+        if t is None or not self.use_target_labels or t.task != "classification":
+            return None
+        return np.asarray(t.labels)
+
+    def record(self) -> dict:
+        """Facts that identify the inputs (fingerprints, sizes), written to results.json."""
+        rec = {"backbone": self.spec, "source": {"name": self.source.name, "fingerprint": self.source.fingerprint,
+                                                 "n": len(self.source), "classes": list(self.source.class_names),
+                                                 **self.split.sizes()}}
+        if self.target is not None:
+            rec["target"] = {"name": self.target.name, "fingerprint": self.target.fingerprint,
+                             "n": len(self.target), "labelled": self.target_labels is not None}
+        return rec
+
+
+def _is_table(data: str) -> bool:
+    from transferkit.data.loaders import TABLE_EXTENSIONS
+
+    return Path(data).suffix.lower() in TABLE_EXTENSIONS
+
+
+def _load(data: str, text_column: str, label_column: str | None) -> Dataset:
+    kw = {"text_column": text_column, "label_column": label_column} if _is_table(data) else {}
+    return load_data(data, **kw)
+
+
+def load_inputs(s: CompareSettings) -> Inputs:
+    """Load and sample the source (and target), and split the source: the same for every strategy."""
+    from transferkit.backbones import DEFAULT_IMAGE, DEFAULT_TEXT
+
+    src = _load(s.data, s.text_column, s.label_column)
+    if src.task != "classification":
+        raise DataError(f"compare needs class labels in {s.data}: give class folders or a table with "
+                        f"--label-column (now {s.label_column!r})")
+    if s.sample is not None and s.sample < len(src):
+        src = src.subset(stratified_sample(src.labels, s.sample, seed=s.seed), name=f"{src.name}[{s.sample}]")
+    split = stratified_split(src.labels, val=s.val, test=s.test, seed=s.seed, class_names=src.class_names)
+    spec = s.model or (DEFAULT_TEXT if src.modality == "text" else DEFAULT_IMAGE)
+    tgt = None
+    if s.target is not None:
+        tgt = _load(s.target, s.text_column, s.label_column if s.target_labels else None)
+        if s.target_labels:
+            from transferkit.adapt import check_class_names
+
+            if tgt.task != "classification":
+                raise DataError(f"--target-labels given but target {s.target} has no class labels")
+            check_class_names(src.class_names, tgt.class_names)
+        if tgt.modality != src.modality:
+            raise DataError(f"target {s.target} holds {tgt.modality} items but the source {s.data} holds "
+                            f"{src.modality}: give a target of the same kind")
+        if s.sample is not None and s.sample < len(tgt):
+            idx = stratified_sample(tgt.labels if s.target_labels else np.zeros(len(tgt)), s.sample, seed=s.seed,
+                                    classes=s.target_labels)
+            tgt = tgt.subset(idx, name=f"{tgt.name}[{s.sample}]")
+    return Inputs(src, split, spec, tgt, s.target_labels)
+
+
+def load_backbone_for(s: CompareSettings, spec: str):
+    """The backbone of the comparison, built the same way in every process."""
+    from transferkit.backbones import load_backbone
+
+    return load_backbone(spec, pooling=s.pooling, image_size=s.image_size)

@@ -1,0 +1,308 @@
+"""The comparison loop: every strategy on the same split and seed, one child process each, results.json after each.
+
+results.json holds the settings (what `--resume` must match), the shared feature extraction, the shift
+diagnostics (with a target), and one record per strategy: status (pending / ok / failed / skipped /
+interrupted), metrics on the shared test split, times, peak memory of its own process, trainable
+parameters, artefact paths, the error of a failed one, and an attempt counter with timestamps.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime
+from pathlib import Path
+
+import numpy as np
+
+from transferkit.io import read_json, write_arrays, write_json
+from transferkit.report.inputs import CompareSettings, Inputs, load_backbone_for, load_inputs
+from transferkit.report.specs import CompareError, Strategy, parse_strategies
+
+FORMAT = "transferkit-compare"
+RESULTS = "results.json"
+#: Fine-tuning options `compare` passes through (FinetuneConfig fields); all others keep their defaults.
+FINETUNE_DEFAULTS = {"epochs": 3}
+
+
+def _now() -> str:
+    return datetime.now(UTC).isoformat(timespec="milliseconds")
+
+
+def _strategy_options(s: Strategy, finetune_options: dict) -> dict:
+    """The per-strategy settings a finished record must match to be skipped on --resume."""
+    return dict(sorted(finetune_options.items())) if s.route == "finetune" else {}
+
+
+def _check_resume(out: Path, old: dict, new: dict) -> None:
+    if old.get("format") != FORMAT:
+        raise CompareError(f"{out / RESULTS} was not written by `transferkit compare`: choose another --out")
+    changed = [k for k in new["settings"] if old["settings"].get(k) != new["settings"][k]]
+    changed += [f"{k} data" for k in ("source", "target") if (old["inputs"].get(k) or {}).get("fingerprint")
+                != (new["inputs"].get(k) or {}).get("fingerprint")]
+    if old["inputs"].get("backbone") != new["inputs"].get("backbone"):
+        changed.append("model")
+    if changed:
+        raise CompareError(f"--resume {out}: the report was made with other settings ({', '.join(changed)}); "
+                           "resume with the same model, data and split settings, or choose another --out")
+
+
+class Comparison:
+    """One report folder: its results document and how to write it (atomically, after every change)."""
+
+    def __init__(self, out: Path, doc: dict) -> None:
+        self.out, self.doc = out, doc
+
+    def save(self) -> None:
+        self.doc["updated_at"] = _now()
+        write_json(self.out / RESULTS, self.doc)
+
+    def record(self, name: str) -> dict | None:
+        return next((r for r in self.doc["strategies"] if r["name"] == name), None)
+
+    def put(self, rec: dict) -> None:
+        recs = self.doc["strategies"]
+        i = next((i for i, r in enumerate(recs) if r["name"] == rec["name"]), None)
+        if i is None:
+            recs.append(rec)
+        else:
+            recs[i] = rec
+        self.save()
+
+
+def _extract(inputs: Inputs, settings: CompareSettings, log: Callable[[str], None], progress: bool) -> dict:
+    """Features of source (and target) in the feature store; their paths and the time computing them took."""
+    from transferkit.adapt.run import backbone_record
+    from transferkit.features import extract_features
+
+    backbone = load_backbone_for(settings, inputs.spec)
+    out: dict = {"backbone_record": backbone_record(backbone), "seconds": 0.0}
+    for part, ds in (("source", inputs.source), ("target", inputs.target)):
+        if ds is None:
+            continue
+        t0 = time.perf_counter()
+        fs = extract_features(backbone, ds, progress=progress)
+        took = time.perf_counter() - t0
+        cost = float(fs.meta.get("extract_seconds", took))  # what computing them took, even if cached earlier
+        out[part] = str(fs.path)
+        out[f"{part}_s"] = round(cost, 3)
+        out["seconds"] += cost
+        log(f"features of {part} ({len(ds)} items × {fs.feature_dim}): {fs.path} "
+            + (f"(computed in {took:.1f} s)" if took > 1 else f"(cached; computing them took {cost:.1f} s)"))
+    return out
+
+
+def _shift(inputs: Inputs, features: dict, permutations: int, seed: int) -> dict:
+    from transferkit.features import FeatureSet
+    from transferkit.shift import shift_report
+
+    Xs = FeatureSet.open(features["source"]).features()
+    Xt = FeatureSet.open(features["target"]).features()
+    rep = shift_report(Xs, Xt, ys=inputs.source.labels, yt=inputs.target_labels,
+                       class_names=list(inputs.source.class_names), permutations=permutations, seed=seed)
+    return {**rep.as_dict(), "rows": rep.rows()}
+
+
+def _child_env() -> dict:
+    import transferkit
+
+    root = str(Path(transferkit.__file__).resolve().parents[1])  # the child imports this very package
+    path = os.environ.get("PYTHONPATH", "")
+    return {**os.environ, "PYTHONPATH": root + (os.pathsep + path if path else ""),
+            "TRANSFERKIT_COMPARE_PARENT": str(os.getpid()), "TOKENIZERS_PARALLELISM": "false"}
+
+
+def _run_child(task_file: Path, log_file: Path) -> int:
+    """Run one strategy's process to its end; its exit code (negative: killed by that signal)."""
+    with open(log_file, "ab") as logf:
+        proc = subprocess.Popen([sys.executable, "-m", "transferkit.report.child", str(task_file)],
+                                stdout=logf, stderr=subprocess.STDOUT, env=_child_env())
+        interrupted = False
+        while True:
+            try:
+                code = proc.wait()
+                break
+            except KeyboardInterrupt:  # the child got the same Ctrl-C: let it save its state and finish
+                interrupted = True
+    if interrupted:
+        raise _ChildInterrupted(code)
+    return code
+
+
+class _ChildInterrupted(Exception):
+    def __init__(self, code: int) -> None:
+        super().__init__(code)
+        self.code = code
+
+
+def _tail(path: Path, n: int = 3) -> str:
+    try:
+        lines = [ln for ln in path.read_text(errors="replace").splitlines() if ln.strip()]
+    except OSError:
+        return ""
+    return " | ".join(lines[-n:])[-400:]
+
+
+def _run_strategy(cmp: Comparison, s: Strategy, task_base: dict, options: dict, features: dict,
+                  attempt: int) -> dict:
+    run_dir = cmp.out / "runs" / s.folder
+    run_dir.mkdir(parents=True, exist_ok=True)
+    result_file = run_dir / "result.json"
+    result_file.unlink(missing_ok=True)
+    task = {**task_base, "strategy": {"route": s.route, "method": s.method, "name": s.name},
+            "options": options, "run_dir": str(run_dir), "result": str(result_file)}
+    write_json(run_dir / "task.json", task)
+    log_file = run_dir / "log.txt"
+    rec = {"name": s.name, "route": s.route, "method": s.method, "settings": options, "attempt": attempt,
+           "started_at": _now(), "artefacts": {"folder": str(run_dir), "log": str(log_file)}}
+    interrupted = None
+    try:
+        code = _run_child(run_dir / "task.json", log_file)
+    except _ChildInterrupted as e:
+        code, interrupted = e.code, e
+    rec["finished_at"] = _now()
+    res = read_json(result_file) if result_file.exists() else None
+    rec["peak_memory_mb"] = round(res["peak_memory_mb"], 1) if res else None
+    if res is None:
+        how = f"signal {-code}" if code < 0 else f"exit code {code}"
+        rec.update(status="interrupted" if interrupted else "failed",
+                   error=f"the strategy's process ended with {how} before writing its result; "
+                         f"log {log_file}: {_tail(log_file)}")
+    else:
+        rec["status"] = res["status"]
+        rec["process_s"] = round(res["wall_s"], 3)
+        if res["status"] == "ok":
+            # the frozen features a route is built on: source for a probe (target ones only score it), both
+            # domains for adaptation, none for fine-tuning (it runs the backbone itself)
+            feats = {"probe": features["source_s"], "adapt": features["seconds"]}.get(s.route, 0.0)
+            rec.update(metrics=res["metrics"], chosen=res.get("chosen"), fit_s=round(res["fit_s"], 3),
+                       features_s=round(feats, 3), wall_s=round(res["fit_s"] + feats, 3),
+                       trainable_parameters=res["trainable_parameters"],
+                       total_parameters=res.get("total_parameters"), history=res.get("history"),
+                       gpu_peak_memory_mb=res.get("gpu_peak_memory_mb"))
+            rec["artefacts"].update(res["artefacts"])
+        else:
+            rec["error"] = res["error"]
+    if interrupted:
+        cmp.put(rec)
+        raise KeyboardInterrupt
+    return rec
+
+
+def run_compare(
+    settings: CompareSettings,
+    strategies: str,
+    out: str | Path,
+    *,
+    budget_s: float | None = None,
+    resume: bool = False,
+    finetune_options: dict | None = None,
+    permutations: int = 200,
+    progress: bool = False,
+    log: Callable[[str], None] = lambda m: None,
+) -> dict:
+    """Run every strategy (see the module docstring) into report folder `out`; returns the results document."""
+    from filelock import FileLock, Timeout
+
+    from transferkit.finetune import FinetuneConfig
+
+    t_start = time.perf_counter()
+    specs = parse_strategies(strategies, with_target=settings.target is not None)
+    options = {**FINETUNE_DEFAULTS, **(finetune_options or {})}
+    if any(s.route == "finetune" for s in specs):  # bad options fail before any data or model is loaded
+        try:
+            FinetuneConfig(**{**options, "val": settings.val, "test": settings.test, "seed": settings.seed})
+        except TypeError as e:
+            raise CompareError(f"fine-tuning option not known ({e}): use FinetuneConfig field names, "
+                               "e.g. lr=5e-4, lora_r=4") from None
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    lock = FileLock(str(out / ".compare.lock"))
+    try:
+        lock.acquire(timeout=0)
+    except Timeout:
+        raise CompareError(f"another `transferkit compare` is writing {out}: wait for it or choose another --out"
+                           ) from None
+    try:
+        prior = read_json(out / RESULTS) if (out / RESULTS).exists() else None
+        if prior is not None and not resume:
+            raise CompareError(f"{out} already holds a comparison: add --resume to continue it, or choose "
+                               "another --out")
+        inputs = load_inputs(settings)
+        doc = {"format": FORMAT, "version": 1, "settings": settings.to_dict(), "inputs": inputs.record()}
+        if prior is not None:
+            _check_resume(out, prior, doc)
+            doc = {**prior, "settings": doc["settings"], "inputs": doc["inputs"]}
+        else:
+            doc.update(started_at=_now(), strategies=[], shift=None)
+        cmp = Comparison(out, doc)
+        features = _extract(inputs, settings, log, progress)
+        doc["features"] = {k: v for k, v in features.items() if k != "backbone_record"}
+        split = inputs.split
+        write_arrays(out / "split.safetensors", {"train": split.train, "val": split.val, "test": split.test})
+        if inputs.target is not None and not doc.get("shift"):
+            log("shift diagnostics (MMD test, proxy A-distance, per-class drift)")
+            doc["shift"] = _shift(inputs, features, permutations, settings.seed)
+        for s in specs:
+            if cmp.record(s.name) is None:
+                cmp.doc["strategies"].append({"name": s.name, "route": s.route, "method": s.method,
+                                              "status": "pending", "attempt": 0})
+        cmp.save()
+        task_base = {"settings": settings.to_dict(), "fingerprint": inputs.source.fingerprint,
+                     "class_names": list(inputs.source.class_names), "split": str(out / "split.safetensors"),
+                     "features": {k: features.get(k) for k in ("source", "target")},
+                     "backbone_record": features["backbone_record"]}
+        for i, s in enumerate(specs, 1):
+            old = cmp.record(s.name) or {}
+            opts = _strategy_options(s, options)
+            tag = f"[{i}/{len(specs)}] {s.name}"
+            if old.get("status") == "ok" and old.get("settings") == opts:
+                log(f"{tag}: skipped, finished in attempt {old['attempt']} ({old.get('finished_at')})")
+                continue
+            elapsed = time.perf_counter() - t_start
+            if budget_s is not None and elapsed >= budget_s:
+                cmp.put({"name": s.name, "route": s.route, "method": s.method, "status": "skipped",
+                         "attempt": old.get("attempt", 0), "settings": opts,
+                         "error": f"budget {budget_s:g} s spent ({elapsed:.1f} s elapsed) before it started"})
+                log(f"{tag}: skipped, budget spent ({elapsed:.1f} s of {budget_s:g} s)")
+                continue
+            log(f"{tag}: running (attempt {old.get('attempt', 0) + 1})")
+            rec = _run_strategy(cmp, s, task_base, opts, features, old.get("attempt", 0) + 1)
+            cmp.put(rec)
+            if rec["status"] == "ok":
+                m = rec["metrics"]
+                log(f"{tag}: ok, accuracy {m['accuracy']:.4f}"
+                    + (f", target accuracy {m['target_accuracy']:.4f}" if "target_accuracy" in m else "")
+                    + f", {rec['wall_s']:.1f} s, {rec['trainable_parameters']:,} trainable parameters, "
+                    f"peak {rec['peak_memory_mb']:.0f} MB")
+            else:
+                log(f"{tag}: {rec['status']}: {rec.get('error', '')}")
+        cmp.doc["finished_at"] = _now()
+        cmp.save()
+        return cmp.doc
+    finally:
+        lock.release()
+
+
+def primary_metric(doc: dict) -> str:
+    """The metric routes are judged by: target accuracy when the target has labels, else test accuracy."""
+    return "target_accuracy" if (doc["inputs"].get("target") or {}).get("labelled") else "accuracy"
+
+
+def ok_records(doc: dict) -> list[dict]:
+    return [r for r in doc["strategies"] if r.get("status") == "ok"]
+
+
+def predictions(rec: dict, target: bool = False) -> tuple[np.ndarray, np.ndarray] | None:
+    """(y_true, y_pred) of a finished strategy on the test split (or the labelled target), from predictions.json."""
+    p = (rec.get("artefacts") or {}).get("predictions")
+    if not p or not Path(p).exists():
+        return None
+    d = read_json(p)
+    pre = "target_" if target else ""
+    if pre + "y_pred" not in d:
+        return None
+    return np.asarray(d[pre + "y_true"]), np.asarray(d[pre + "y_pred"])

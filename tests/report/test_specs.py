@@ -1,0 +1,64 @@
+"""Strategy specs, budgets and the recommendation rule (pure logic, no models)."""
+
+import pytest
+
+from transferkit.report import CompareError, parse_budget, parse_strategies, valid_specs
+from transferkit.report.summary import pareto_front, recommend
+
+
+def test_specs_come_from_the_route_registries():
+    from transferkit.adapt import METHODS
+    from transferkit.finetune import STRATEGIES
+    from transferkit.heads import HEAD_NAMES
+
+    specs = valid_specs()
+    assert {f"probe:{h}" for h in HEAD_NAMES} <= set(specs)
+    assert {f"finetune:{s}" for s in STRATEGIES} <= set(specs)
+    assert {f"adapt:{m}" for m in METHODS} | {"adapt:auto"} <= set(specs)
+    assert not any(s.startswith("adapt:") for s in valid_specs(with_target=False))
+    got = parse_strategies(" probe:logreg, finetune:lora ,adapt:cdan+e", with_target=True)
+    assert [s.name for s in got] == ["probe:logreg", "finetune:lora", "adapt:cdan+e"]
+    assert got[2].folder == "adapt-cdan-plus-e"
+
+
+@pytest.mark.parametrize("text,words", [
+    ("probe:forest", ["probe:forest", "probe:logreg", "finetune:lora", "adapt:dann"]),
+    ("finetune", ["'finetune'", "finetune:full"]),
+    ("probe:logreg,probe:logreg", ["listed twice"]),
+    ("adapt:coral", ["--target"]),
+    (" , ", ["empty"]),
+])
+def test_bad_specs_are_one_line_errors_naming_the_fix(text, words):
+    with pytest.raises(CompareError) as e:
+        parse_strategies(text, with_target=False)
+    msg = str(e.value)
+    assert "\n" not in msg and all(w in msg for w in words), msg
+
+
+def test_budget_durations():
+    assert parse_budget("90s") == 90 and parse_budget("10m") == 600 and parse_budget("1h") == 3600
+    assert parse_budget("1h30m") == 5400 and parse_budget("45") == 45 and parse_budget(None) is None
+    for bad in ("ten minutes", "10x", "0s", "m"):
+        with pytest.raises(CompareError, match="budget"):
+            parse_budget(bad)
+
+
+def test_pareto_front_keeps_only_undominated_points():
+    pts = [(1.0, 0.80), (2.0, 0.85), (3.0, 0.84), (10.0, 0.90), (10.0, 0.70)]
+    assert pareto_front(pts) == [0, 1, 3]
+
+
+def _doc(rows):
+    recs = [{"name": n, "route": n.split(":")[0], "status": "ok", "wall_s": t, "trainable_parameters": p,
+             "metrics": {"accuracy": a}} for n, a, t, p in rows]
+    return {"strategies": recs, "inputs": {"source": {}}}
+
+
+def test_recommendation_is_the_cheapest_front_point_within_tolerance():
+    doc = _doc([("probe:logreg", 0.905, 2.0, 385), ("finetune:full", 0.912, 300.0, 22_000_000),
+                ("probe:knn", 0.80, 1.0, 0)])
+    rec = recommend(doc, tolerance=0.01)
+    assert rec["name"] == "probe:logreg" and rec["best"] == "finetune:full"
+    assert "0.7 points below the best" in rec["why"] and "within 1.0 points" in rec["rule"]
+    assert recommend(doc, tolerance=0.001)["name"] == "finetune:full"  # tighter rule: only the best qualifies
+    assert recommend(_doc([]), 0.01) is None
