@@ -598,7 +598,8 @@ def main() -> None:
 
 
 def _interrupted() -> None:
-    err_console.print("interrupted: finished work is kept; rerun the same command to resume", highlight=False)
+    err_console.print("interrupted: finished work is kept; rerun the same command to resume "
+                      "(add --resume for finetune and compare)", highlight=False)
     sys.exit(130)
 
 

@@ -18,6 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
+from transferkit.errors import Interrupted
 from transferkit.io import read_json, write_arrays, write_json
 from transferkit.report.inputs import CompareSettings, Inputs, load_backbone_for, load_inputs
 from transferkit.report.specs import CompareError, Strategy, parse_strategies
@@ -188,7 +189,8 @@ def _run_strategy(cmp: Comparison, s: Strategy, task_base: dict, options: dict, 
             rec["error"] = res["error"]
     if interrupted:
         cmp.put(rec)
-        raise KeyboardInterrupt
+        raise Interrupted(f"{s.name} stopped after saving its state; results so far are in {cmp.out / RESULTS}; "
+                          "rerun with --resume to continue")
     return rec
 
 
