@@ -57,9 +57,10 @@ def test_dann_cdan_beat_source_only_on_movies_to_tweets(movies_tweets):
     acc = _accuracies(Xs, ys, Xt, yt, ["negative", "positive"], ["source-only", "dann", "cdan"])
     base = acc["source-only"]
     assert acc["oracle"] > base + 0.05  # a real gap (measured source-only 0.703)
-    # Small but real on this subset (300 held-out tweets, i.e. 3-4 tweets): measured +0.010 (0.713) and +0.013
-    # (0.717). At full size (benchmarks/results/adapt.txt) the gains are larger. Not asserted, because they do NOT
-    # beat source-only here: MMD 0.697 and CORAL 0.620 (per-domain whitening/centring hurts under this task's
-    # label shift: 68% of tweets are positive, movies are balanced).
+    # Small on this subset (300 held-out tweets: 3-4 tweets' difference): measured +0.010 (0.713) and +0.013
+    # (0.717). At full size (benchmarks/results/adapt.txt) DANN is -0.004 and CDAN +0.004 at these defaults (norm=source
+    # gives +0.048/+0.033 there but fails on digits), so the sentiment gain is fragile.
+    # Not asserted, because they do NOT beat source-only here: MMD 0.697 and CORAL 0.620 (per-domain
+    # whitening/centring hurts under this task's label shift: 68% of tweets are positive, movies are balanced).
     assert acc["dann"] > base + 0.005
     assert acc["cdan"] > base + 0.005
