@@ -5,7 +5,9 @@ method at its default settings, next to source-only logistic regression and an o
 target half's labels; then what `--method auto` picks with the DEV and SND validators (no target labels) and how
 often that is the candidate target labels would have picked (pick rate), with the accuracy it gives up (regret).
 
-Run: ``python benchmarks/adapt.py [digits] [sentiment]``; writes benchmarks/results/adapt.txt (+ adapt.json).
+Run: ``python benchmarks/adapt.py [digits] [sentiment[=SRC:TGT,SRC:TGT...]]``, e.g.
+``sentiment=movies:tweets,amazon:nyt`` for a subset of the twelve pairs (the table says which ran); writes
+benchmarks/results/adapt.txt (+ adapt.json).
 Features are cached in the feature store, so a second run does no model work.
 """
 
@@ -43,11 +45,14 @@ def main(names: list[str]) -> None:
     text = [f"# benchmarks/adapt.py on {platform.machine()} {platform.python_version()}, "
             f"{time.strftime('%Y-%m-%d %H:%M')}", ""]
     results = {}
-    for name in names:
+    for arg in names:
+        name, _, spec = arg.partition("=")
+        pairs = [tuple(p.split(":")) for p in spec.split(",")] if spec else None
         t0 = time.perf_counter()
-        res = run_benchmark(name, log=lambda m: print(m, file=sys.stderr, flush=True))
+        res = run_benchmark(name, pairs=pairs, log=lambda m: print(m, file=sys.stderr, flush=True))
         results[name] = res
-        text += [f"## {name} ({time.perf_counter() - t0:.0f} s in all)", fmt_table(table_rows(res)), "",
+        text += [f"## {name} ({len(res['tasks'])} tasks: {', '.join(res['tasks'])}; {time.perf_counter() - t0:.0f} s "
+                 "in all, candidates' DEV/SND scoring included)", fmt_table(table_rows(res)), "",
                  f"validator pick rate (chose the candidate target labels would choose, {len(res['tasks'])} tasks): "
                  f"DEV {res['dev_pick_rate']:.2f}, SND {res['snd_pick_rate']:.2f}; mean regret (target accuracy "
                  f"lost vs the best candidate): DEV {res['dev_mean_regret']:.4f}, SND {res['snd_mean_regret']:.4f}",

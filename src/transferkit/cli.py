@@ -441,7 +441,10 @@ def adapt(
                                                "ignored unless --target-labels).")] = None,
     model: ModelOpt = None,
     method: Annotated[str, typer.Option(help="auto, source-only, coral, sa, source-only-mlp, mmd, dann, cdan, "
-                                        "cdan+e, mcc, self-training.")] = "auto",
+                                        "cdan+e, mcc, self-training (frozen-backbone features); adabn, tent "
+                                        "(source-free: adapt the fine-tuned --source-run's network).")] = "auto",
+    source_run: Annotated[Path | None, typer.Option("--source-run", help="adabn/tent: a finished `transferkit "
+                                                    "finetune` run folder to adapt (no source data needed).")] = None,
     param: Annotated[list[str] | None, typer.Option("--param", help="Hyperparameter NAME=VALUE (repeatable), "
                                                     "e.g. tradeoff=0.3.")] = None,
     validator: Annotated[str, typer.Option(help="Unsupervised validator of --method auto: dev or snd.")] = "dev",
@@ -474,6 +477,14 @@ def adapt(
                       f", SND {res['snd_pick_rate']:.2f}; mean regret DEV {res['dev_mean_regret']:.3f}, "
                       f"SND {res['snd_mean_regret']:.3f}")
         return
+    from transferkit.adapt.source_free import SOURCE_FREE
+
+    if method in SOURCE_FREE:
+        _adapt_source_free(method, source_run, target, out, target_labels, text_column, label_column, seed, as_json)
+        return
+    if source_run is not None:
+        raise TransferkitError(f"--source-run is for --method {' or '.join(SOURCE_FREE)}; --method {method} "
+                               "adapts features: give --source instead")
     if source is None or target is None:
         raise TransferkitError("adapt needs --source and --target (or --benchmark digits|sentiment)")
     from transferkit.adapt import adapt_features, check_class_names, parse_params, save_run
@@ -576,6 +587,36 @@ def _print_compare(doc: dict, page: Path, tolerance: float) -> None:
     for line in summary_lines(doc, tolerance):
         console.print(line, soft_wrap=True, highlight=False)
     console.print(f"report: {page}  (results: {page.parent / 'results.json'})", soft_wrap=True, highlight=False)
+
+
+def _adapt_source_free(method: str, source_run: Path | None, target: str | None, out: Path | None,
+                       target_labels: bool, text_column: str, label_column: str | None, seed: int,
+                       as_json: bool) -> None:
+    """adapt --method adabn|tent: a fine-tuned run + unlabelled target items → a new fine-tuning run folder."""
+    from transferkit.adapt import check_class_names
+    from transferkit.adapt.source_free import adapt_run
+    from transferkit.data import load_data
+    from transferkit.finetune.checkpoint import RunFolder
+
+    if source_run is None or target is None or out is None:
+        raise TransferkitError(f"--method {method} needs --source-run RUN (a finished `transferkit finetune` "
+                               "folder), --target DATA and --out FOLDER")
+    kw = {"text_column": text_column, "label_column": label_column if target_labels else None} \
+        if _is_table(target) else {}
+    tgt = load_data(target, **kw)
+    yt = None
+    if target_labels:
+        if tgt.task != "classification":
+            raise TransferkitError(f"--target-labels given but target {target} has no class labels")
+        names = RunFolder(source_run).read().get("class_names") or []
+        check_class_names(names, tgt.class_names)
+        yt = tgt.labels
+    rec = adapt_run(method, source_run, tgt, out, seed=seed, target_labels=yt)
+    if as_json:
+        console.print_json(json.dumps(rec))
+        return
+    console.print(f"{method}: " + ", ".join(f"{k} {v:.4f}" for k, v in rec.get("metrics", {}).items())
+                  + f" ({rec['fit_s']:.1f} s); run written to {out}", soft_wrap=True)
 
 
 def main() -> None:

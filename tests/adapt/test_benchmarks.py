@@ -1,10 +1,13 @@
-"""On real MNIST → UCI digits features (EfficientNet-Lite0 at 64 px, 600 items a side, the session's shared
-features), CORAL beats source-only logistic regression on the held-out target half by a measured margin.
+"""On real data with seed 0, adaptation beats source-only logistic regression on the held-out target half by a
+measured margin:
 
-Measured with seed 0 (2026-11-29): source-only 0.170, CORAL 0.307, oracle ≈ 0.9. DANN (150/300 steps) 0.123/0.127
-and CDAN (150 steps) 0.140 did NOT beat source-only at this size, so they are not asserted here; the full-size
-numbers are in benchmarks/results/adapt.txt."""
+- MNIST → UCI digits: EfficientNet-Lite0 at 64 px, 600 items a side (the session's shared features);
+- movies → tweets: all-MiniLM-L6-v2 on 1,000 movie snippets and 600 tweets (stratified subsets of the VADER
+  domains, for test time; the full-size numbers are in benchmarks/results/adapt.txt).
 
+Measured margins are in each test's comments; the asserted ones leave room for platform float differences."""
+
+import numpy as np
 import pytest
 
 from transferkit.adapt import adapt_features
@@ -12,19 +15,52 @@ from transferkit.adapt.align import oracle
 from transferkit.adapt.benchmark import target_halves
 
 pytestmark = pytest.mark.slow
-CLASSES = [str(i) for i in range(10)]
+DIGITS = [str(i) for i in range(10)]
 
 
-def test_coral_beats_source_only_on_mnist_to_digits(digit_features):
-    (Xs, ys), (Xt, yt) = digit_features["mnist"], digit_features["digits"]
+def _accuracies(Xs, ys, Xt, yt, classes, methods):
     a, b = target_halves(yt, 0)
+    out = {m: adapt_features(Xs, ys, Xt[a], classes, method=m, seed=0, Xt_eval=Xt[b],
+                             yt_eval=yt[b]).metrics["target_accuracy"] for m in methods}
+    out["oracle"] = float((oracle(Xt[a], yt[a], classes).predict(Xt[b]) == yt[b]).mean())
+    return out
 
-    def acc(method):
-        return adapt_features(Xs, ys, Xt[a], CLASSES, method=method, seed=0, Xt_eval=Xt[b],
-                              yt_eval=yt[b]).metrics["target_accuracy"]
 
-    base, coral = acc("source-only"), acc("coral")
-    ceiling = (oracle(Xt[a], yt[a], CLASSES).predict(Xt[b]) == yt[b]).mean()
-    assert ceiling > 0.8  # the features separate the digits in-domain: the gap is the shift
-    assert 0.12 < base < ceiling - 0.4  # above chance (std floor keeps near-dead units from swamping it) yet far off
-    assert coral > base + 0.08  # measured +0.137
+def test_coral_dann_cdan_mmd_beat_source_only_on_mnist_to_digits(digit_features):
+    (Xs, ys), (Xt, yt) = digit_features["mnist"], digit_features["digits"]
+    acc = _accuracies(Xs, ys, Xt, yt, DIGITS, ["source-only", "coral", "dann", "cdan", "mmd"])
+    base = acc["source-only"]
+    assert acc["oracle"] > 0.8  # the features separate the digits in-domain: the gap is the shift
+    assert 0.12 < base < acc["oracle"] - 0.4  # above chance yet far off
+    assert acc["coral"] > base + 0.08  # measured +0.137 (0.307 vs 0.170)
+    assert acc["dann"] > base + 0.15  # measured +0.240 (0.410)
+    assert acc["cdan"] > base + 0.15  # measured +0.207 (0.377)
+    assert acc["mmd"] > base + 0.15  # measured +0.223 (0.393)
+
+
+@pytest.fixture(scope="module")
+def movies_tweets(minilm):
+    from transferkit import datasets
+    from transferkit.data import stratified_sample
+    from transferkit.features import extract_features
+
+    out = {}
+    for name, n in (("movies", 1000), ("tweets", 600)):
+        ds = datasets.load(f"sentiment-{name}")
+        ds = ds.subset(stratified_sample(ds.labels, n, seed=0), name=f"{name}[{n}]")
+        out[name] = (extract_features(minilm, ds, progress=False).features(), np.asarray(ds.labels))
+    return out
+
+
+def test_dann_cdan_beat_source_only_on_movies_to_tweets(movies_tweets):
+    (Xs, ys), (Xt, yt) = movies_tweets["movies"], movies_tweets["tweets"]
+    acc = _accuracies(Xs, ys, Xt, yt, ["negative", "positive"], ["source-only", "dann", "cdan"])
+    base = acc["source-only"]
+    assert acc["oracle"] > base + 0.05  # a real gap (measured source-only 0.703)
+    # Small on this subset (300 held-out tweets: 3-4 tweets' difference): measured +0.010 (0.713) and +0.013
+    # (0.717). At full size (benchmarks/results/adapt.txt) DANN is -0.004 and CDAN +0.004 at these defaults (norm=source
+    # gives +0.048/+0.033 there but fails on digits), so the sentiment gain is fragile.
+    # Not asserted, because they do NOT beat source-only here: MMD 0.697 and CORAL 0.620 (per-domain
+    # whitening/centring hurts under this task's label shift: 68% of tweets are positive, movies are balanced).
+    assert acc["dann"] > base + 0.005
+    assert acc["cdan"] > base + 0.005

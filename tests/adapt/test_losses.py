@@ -114,3 +114,19 @@ def test_mcc_loss_matches_the_papers_recipe():
     assert float(got) == pytest.approx(expected, rel=1e-10)
     confident = torch.tensor(np.eye(4)[[0, 1, 2, 3, 0, 1]] * 50.0)
     assert float(L.mcc_loss(confident, temperature=1.0)) < 1e-6  # no confusion between classes
+
+
+def test_randomized_multilinear_map_matches_its_formula_and_approximates_the_full_map():
+    g = torch.Generator().manual_seed(0)
+    f = torch.tensor(_rng(7).normal(size=(6, 40)))
+    p = torch.softmax(torch.tensor(_rng(8).normal(size=(6, 5))), 1)
+    rmap = L.RandomizedMultilinearMap(40, 5, 4096, generator=g)
+    out = rmap(f, p)
+    assert out.shape == (6, 4096) and out.dtype == torch.float64
+    Rf, Rg = rmap.Rf.double().numpy(), rmap.Rg.double().numpy()
+    direct = (f.numpy() @ Rf) * (p.numpy() @ Rg) / math.sqrt(4096)
+    assert np.allclose(out.numpy(), direct, rtol=1e-10, atol=1e-12)
+    # E[<T(a), T(b)>] = <f_a ⊗ g_a, f_b ⊗ g_b> = <f_a, f_b>·<g_a, g_b>: the Gram matrices agree to a few per cent
+    full = L.multilinear_map(f, p).numpy()
+    gram, approx = full @ full.T, out.numpy() @ out.numpy().T
+    assert np.abs(approx - gram).max() < 0.1 * np.abs(gram).max()

@@ -100,6 +100,21 @@ def multilinear_map(features: torch.Tensor, probs: torch.Tensor) -> torch.Tensor
     return torch.bmm(probs.unsqueeze(2), features.unsqueeze(1)).reshape(features.shape[0], -1)
 
 
+class RandomizedMultilinearMap:
+    """CDAN's randomized multilinear map for large feature × class dimensions: (f·Rf) ⊙ (g·Rg) / √dim with fixed
+    Gaussian Rf (D, dim), Rg (C, dim); its inner products approximate those of the full map f ⊗ g."""
+
+    def __init__(self, feature_dim: int, n_classes: int, dim: int = 1024,
+                 generator: torch.Generator | None = None) -> None:
+        self.dim = int(dim)
+        self.Rf = torch.randn(feature_dim, self.dim, generator=generator)
+        self.Rg = torch.randn(n_classes, self.dim, generator=generator)
+
+    def __call__(self, features: torch.Tensor, probs: torch.Tensor) -> torch.Tensor:
+        Rf, Rg = self.Rf.to(features), self.Rg.to(features)
+        return (features @ Rf) * (probs @ Rg) / math.sqrt(self.dim)
+
+
 def entropy(probs: torch.Tensor, eps: float = 1e-8) -> torch.Tensor:
     """Per-row Shannon entropy (nats) of class probabilities."""
     return -(probs * torch.log(probs + eps)).sum(1)

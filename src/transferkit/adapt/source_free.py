@@ -1,0 +1,141 @@
+"""Adapt a fine-tuned source run to a target domain without source data: AdaBN and TENT.
+
+Both start from a finished `transferkit finetune` run folder (the source model) and unlabelled target items,
+and write a new run folder of the same kind, so `transferkit predict` and `load_run` read it unchanged.
+
+- adabn (Li et al. 2016): batch-norm running statistics recomputed as exact averages over target batches
+  (`precise_bn`); with `recentre` the head's fixed input centring (`feature_mean`) is also re-estimated on
+  target features. No parameter is trained.
+- tent (Wang et al., ICLR 2021): one streaming pass over target batches; each batch is normalised with its own
+  statistics and the batch-norm scale/shift alone take an Adam step that lowers the mean prediction entropy.
+  The written model predicts in eval mode, so its running statistics are then recomputed on the target (AdaBN).
+
+A network without batch norm cannot use either: that is an error naming the fix (a feature-level method).
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from transferkit.data.dataset import Dataset
+from transferkit.errors import AdaptError
+
+SOURCE_FREE = ("adabn", "tent")
+ADABN_ITEMS = 2048  # target items whose batches give the statistics (a seeded subset when there are more)
+
+
+def _norms(model: nn.Module) -> list[nn.modules.batchnorm._BatchNorm]:
+    return [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.track_running_stats]
+
+
+def _batches(run: Any, target: Dataset, idx: np.ndarray, batch_size: int) -> list[dict[str, torch.Tensor]]:
+    collate = run.backbone.collate
+    return [collate([target.items[int(i)] for i in idx[s: s + batch_size]])
+            for s in range(0, len(idx), batch_size) if len(idx[s: s + batch_size]) > 1]
+
+
+def _check(run: Any, target: Dataset) -> None:
+    if run.task != "classification":
+        raise AdaptError(f"{run.folder.path} is a regression run: source-free adaptation here adapts classifiers")
+    if len(target) < 2:
+        raise AdaptError(f"the target has {len(target)} item(s): batch statistics need at least 2 target items")
+    if target.modality != run.backbone.modality:
+        raise AdaptError(f"the run's backbone reads {run.backbone.modality} items but the target holds "
+                         f"{target.modality} items: give target data of the source's kind")
+    if not _norms(run.model):
+        raise AdaptError(f"{run.backbone.spec} has no batch-norm layers, so AdaBN/TENT have nothing to adapt: use a "
+                         "feature-level method (transferkit adapt --source ... --method coral|dann|...)")
+
+
+def _adabn(run: Any, target: Dataset, *, batch_size: int, seed: int, recentre: bool) -> None:
+    from transferkit.finetune.model import precise_bn
+
+    idx = np.sort(np.random.default_rng(seed).permutation(len(target))[:ADABN_ITEMS])
+    batches = _batches(run, target, idx, batch_size)
+    run.model.eval()
+    precise_bn(run.model, batches)
+    if recentre:
+        with torch.no_grad():
+            feats = torch.cat([run.model.features(b).float() for b in batches])
+            run.model.feature_mean.copy_(feats.mean(0))
+
+
+def _tent(run: Any, target: Dataset, *, batch_size: int, seed: int, lr: float, epochs: int) -> list[str]:
+    """Entropy minimisation on norm affine parameters over streaming target batches; returns their names."""
+    model = run.model
+    for p in model.parameters():
+        p.requires_grad_(False)
+    names = []
+    for mod_name, m in model.named_modules():
+        if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.affine:
+            m.weight.requires_grad_(True)
+            m.bias.requires_grad_(True)
+            names += [f"{mod_name}.weight", f"{mod_name}.bias"]
+    params = [p for p in model.parameters() if p.requires_grad]
+    opt = torch.optim.Adam(params, lr=lr, betas=(0.9, 0.999))
+    model.eval()
+    for m in _norms(model):  # normalise each batch with its own statistics, as at test time in TENT
+        m.train()
+    rng = np.random.default_rng(seed)
+    for _ in range(epochs):
+        for batch in _batches(run, target, rng.permutation(len(target)), batch_size):
+            p = torch.softmax(model(batch).float(), 1)
+            loss = -(p * torch.log(p + 1e-8)).sum(1).mean()
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+    for p in model.parameters():
+        p.requires_grad_(False)
+    model.eval()
+    return names
+
+
+def adapt_run(method: str, source_run: str | Path, target: Dataset, out: str | Path, *, batch_size: int = 64,
+              seed: int = 0, recentre: bool = True, lr: float = 1e-3, epochs: int = 1,
+              target_labels: np.ndarray | None = None, trust_pickle: bool = False) -> dict:
+    """Adapt the fine-tuned run `source_run` to `target` with `method` (adabn or tent) into the run folder `out`.
+
+    target_labels: class ids of the target items in the run's class order, for evaluation only.
+    Returns the record written to run.json's "adaptation" entry (with target accuracy when labels were given).
+    """
+    from transferkit.finetune.checkpoint import RunFolder, model_tensors, save_tensors
+    from transferkit.finetune.run import load_run
+
+    if method not in SOURCE_FREE:
+        raise AdaptError(f"unknown source-free method {method!r}: use one of {', '.join(SOURCE_FREE)}")
+    dest = RunFolder(out)
+    if dest.exists():
+        raise AdaptError(f"{dest.path} already holds a run: choose another --out")
+    run = load_run(source_run, trust_pickle=trust_pickle)
+    _check(run, target)
+    t0 = time.perf_counter()
+    before = None
+    if target_labels is not None:
+        before = float((run.predict(target, batch_size) == target_labels).mean())
+    extra: list[str] = []
+    with torch.enable_grad():
+        if method == "tent":
+            extra = _tent(run, target, batch_size=batch_size, seed=seed, lr=lr, epochs=epochs)
+    _adabn(run, target, batch_size=batch_size, seed=seed, recentre=recentre)
+    fit_s = time.perf_counter() - t0
+    record: dict[str, Any] = {"method": method, "source_run": str(Path(source_run).resolve()),
+                              "target_items": len(target), "target_fingerprint": target.fingerprint,
+                              "hyperparameters": {"batch_size": batch_size, "seed": seed, "recentre": recentre,
+                                                  **({"lr": lr, "epochs": epochs} if method == "tent" else {})},
+                              "fit_s": round(fit_s, 3)}
+    if target_labels is not None:
+        record["metrics"] = {"target_accuracy_before": before,
+                             "target_accuracy": float((run.predict(target, batch_size) == target_labels).mean())}
+    info = dict(run.info)
+    saved = sorted(set(info["saved_parameters"]) | set(extra))
+    info.update({"saved_parameters": saved, "adaptation": record})
+    dest.path.mkdir(parents=True, exist_ok=True)
+    save_tensors(dest.model_file, model_tensors(run.model, set(saved)), metadata={"format": "transferkit-run"})
+    dest.write(info)
+    return record

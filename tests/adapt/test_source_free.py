@@ -1,0 +1,108 @@
+"""Source-free adaptation of a fine-tuned CNN run (AdaBN, TENT): the written run folder is a fine-tuning run that
+`predict` reads, its batch-norm statistics are the target's, TENT moves only norm affine parameters, and user
+errors are clear. A tiny run (EfficientNet-Lite0 at 32 px, head strategy, 120 MNIST digits, one epoch) keeps it fast."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from transferkit import datasets
+from transferkit.adapt.source_free import adapt_run
+from transferkit.data import stratified_sample
+from transferkit.errors import AdaptError
+from transferkit.predict import load_any_run
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def source_run(tmp_path_factory):
+    from transferkit.backbones import load_backbone
+    from transferkit.finetune import FinetuneConfig, finetune
+
+    mnist = datasets.load("mnist")
+    mnist = mnist.subset(stratified_sample(mnist.labels, 120, seed=0), name="mnist[120]")
+    out = tmp_path_factory.mktemp("sf") / "source"
+    finetune(load_backbone("effnet:lite0", image_size=32), mnist, out,
+             FinetuneConfig(strategy="head", epochs=1, batch_size=32, seed=0), backbone_options={"image_size": 32},
+             progress=False)
+    return out
+
+
+@pytest.fixture(scope="module")
+def target():
+    ds = datasets.load("digits")
+    return ds.subset(stratified_sample(ds.labels, 128, seed=0), name="digits[128]")
+
+
+def _first_bn(model):
+    return next(m for m in model.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm))
+
+
+def test_adabn_writes_a_run_whose_bn_statistics_are_the_targets(source_run, target, tmp_path):
+    rec = adapt_run("adabn", source_run, target, tmp_path / "adabn", batch_size=64,
+                    target_labels=np.asarray(target.labels))
+    assert 0.0 <= rec["metrics"]["target_accuracy"] <= 1.0 and rec["target_items"] == 128
+    src, ada = load_any_run(source_run), load_any_run(tmp_path / "adabn")
+    assert ada.info["adaptation"]["method"] == "adabn" and ada.class_names == src.class_names
+    # the first BN layer's running mean is the mean of its input over the target (two equal batches of 64)
+    seen = []
+    bn = _first_bn(src.model)
+    hook = bn.register_forward_hook(lambda m, i, o: seen.append(i[0].detach().double().mean((0, 2, 3))))
+    with torch.no_grad():
+        for s in (0, 64):
+            src.model(src.backbone.collate(list(target.items[s:s + 64])))
+    hook.remove()
+    expected = (seen[0] + seen[1]) / 2
+    got = _first_bn(ada.model).running_mean.double()
+    assert torch.allclose(got, expected, rtol=1e-3, atol=1e-4)
+    assert not torch.allclose(bn.running_mean.double(), expected, rtol=1e-2, atol=1e-3)  # source's were different
+    assert ada.predict(target).shape == (128,)
+
+
+def test_tent_moves_only_norm_affine_parameters(source_run, target, tmp_path):
+    adapt_run("tent", source_run, target, tmp_path / "tent", batch_size=32)
+    src, ten = load_any_run(source_run), load_any_run(tmp_path / "tent")
+    a, b = dict(src.model.named_parameters()), dict(ten.model.named_parameters())
+    norm_params = {f"{n}.{k}" for n, m in src.model.named_modules()
+                   if isinstance(m, torch.nn.modules.batchnorm._BatchNorm) for k in ("weight", "bias")}
+    changed = {n for n in a if not torch.equal(a[n], b[n])}
+    assert changed and changed <= norm_params
+
+
+def test_source_free_user_errors_are_clear(source_run, target, tmp_path):
+    with pytest.raises(AdaptError, match="unknown source-free method"):
+        adapt_run("shot", source_run, target, tmp_path / "x")
+    with pytest.raises(AdaptError, match="at least 2 target items"):
+        adapt_run("adabn", source_run, target.subset([0]), tmp_path / "y")
+    with pytest.raises(AdaptError, match="already holds a run"):
+        adapt_run("adabn", source_run, target, source_run)
+
+
+def test_cli_adapt_adabn_writes_a_run_that_predict_reads(source_run, tmp_path):
+    from PIL import Image
+    from typer.testing import CliRunner
+
+    from transferkit.cli import app
+
+    ds = datasets.load("digits")
+    folder = tmp_path / "digits"
+    for c in range(10):
+        (folder / str(c)).mkdir(parents=True)
+        for i in np.flatnonzero(ds.labels == c)[:4]:
+            Image.fromarray(ds.items[i]).save(folder / str(c) / f"{i}.png")
+    runner = CliRunner()
+    out = tmp_path / "cli-adabn"
+    r = runner.invoke(app, ["adapt", "--method", "adabn", "--source-run", str(source_run), "--target",
+                            str(folder), "--target-labels", "--out", str(out), "--json"])
+    assert r.exit_code == 0, r.output
+    rec = json.loads(r.output)
+    assert rec["method"] == "adabn" and 0.0 <= rec["metrics"]["target_accuracy"] <= 1.0
+    assert rec["target_items"] == 40
+    r = runner.invoke(app, ["predict", str(out), "--data", str(folder), "--out", str(tmp_path / "p.csv")])
+    assert r.exit_code == 0, r.output
+    assert (tmp_path / "p.csv").read_text().count("\n") == 41  # header + 40 digits
+    r = runner.invoke(app, ["adapt", "--method", "adabn", "--target", str(folder), "--out", str(tmp_path / "z")])
+    assert "--source-run" in str(r.exception)
