@@ -441,9 +441,10 @@ def adapt(
                                                "ignored unless --target-labels).")] = None,
     model: ModelOpt = None,
     method: Annotated[str, typer.Option(help="auto, source-only, coral, sa, source-only-mlp, mmd, dann, cdan, "
-                                        "cdan+e, mcc, self-training (frozen-backbone features); adabn, tent "
+                                        "cdan+e, mcc, self-training (frozen-backbone features); dann-e2e, "
+                                        "cdan-e2e, mmd-e2e (end-to-end: fine-tune the backbone too); adabn, tent, shot "
                                         "(source-free: adapt the fine-tuned --source-run's network).")] = "auto",
-    source_run: Annotated[Path | None, typer.Option("--source-run", help="adabn/tent: a finished `transferkit "
+    source_run: Annotated[Path | None, typer.Option("--source-run", help="adabn/tent/shot: a finished `transferkit "
                                                     "finetune` run folder to adapt (no source data needed).")] = None,
     param: Annotated[list[str] | None, typer.Option("--param", help="Hyperparameter NAME=VALUE (repeatable), "
                                                     "e.g. tradeoff=0.3.")] = None,
@@ -461,8 +462,12 @@ def adapt(
     seed: Annotated[int, typer.Option(help="Seed of splits and training.")] = 0,
     device: Annotated[str, typer.Option(help="cpu, cuda, cuda:1, … (feature extraction)")] = "cpu",
     as_json: Annotated[bool, typer.Option("--json", help="Print the result as JSON.")] = False,
+    epochs: Annotated[int | None, typer.Option(help="*-e2e: passes over the source (default 3).")] = None,
+    strategy: Annotated[str | None, typer.Option(help="*-e2e: full (default), last-k, gradual or lora.")] = None,
+    resume: Annotated[bool, typer.Option(help="*-e2e: continue the unfinished run in --out.")] = False,
 ) -> None:
-    """Adapt a classifier on frozen-backbone features from a labelled source to an unlabelled target domain."""
+    """Adapt a classifier from a labelled source to an unlabelled target domain (features, end to end, or
+    source-free)."""
     log = lambda m: err_console.print(f"[dim]{m}[/dim]")  # noqa: E731
     if benchmark is not None:
         from transferkit.adapt.benchmark import run_benchmark, table_rows
@@ -477,8 +482,15 @@ def adapt(
                       f", SND {res['snd_pick_rate']:.2f}; mean regret DEV {res['dev_mean_regret']:.3f}, "
                       f"SND {res['snd_mean_regret']:.3f}")
         return
+    from transferkit.adapt.end_to_end import END_TO_END
     from transferkit.adapt.source_free import SOURCE_FREE
 
+    if method in END_TO_END:
+        _adapt_end_to_end(method, source, target, model, out, target_labels, text_column, label_column, image_size,
+                          seed, epochs, strategy, param or [], resume, as_json)
+        return
+    if epochs is not None or strategy is not None or resume:
+        raise TransferkitError(f"--epochs, --strategy and --resume are for --method {'|'.join(END_TO_END)}")
     if method in SOURCE_FREE:
         _adapt_source_free(method, source_run, target, out, target_labels, text_column, label_column, seed, as_json)
         return
@@ -592,7 +604,7 @@ def _print_compare(doc: dict, page: Path, tolerance: float) -> None:
 def _adapt_source_free(method: str, source_run: Path | None, target: str | None, out: Path | None,
                        target_labels: bool, text_column: str, label_column: str | None, seed: int,
                        as_json: bool) -> None:
-    """adapt --method adabn|tent: a fine-tuned run + unlabelled target items → a new fine-tuning run folder."""
+    """adapt --method adabn|tent|shot: a fine-tuned run + unlabelled target items → a new fine-tuning run folder."""
     from transferkit.adapt import check_class_names
     from transferkit.adapt.source_free import adapt_run
     from transferkit.data import load_data
@@ -617,6 +629,53 @@ def _adapt_source_free(method: str, source_run: Path | None, target: str | None,
         return
     console.print(f"{method}: " + ", ".join(f"{k} {v:.4f}" for k, v in rec.get("metrics", {}).items())
                   + f" ({rec['fit_s']:.1f} s); run written to {out}", soft_wrap=True)
+
+
+def _adapt_end_to_end(method: str, source: str | None, target: str | None, model: str | None, out: Path | None,
+                      target_labels: bool, text_column: str, label_column: str | None, image_size: int | None,
+                      seed: int, epochs: int | None, strategy: str | None, params: list[str], resume: bool,
+                      as_json: bool) -> None:
+    """adapt --method dann-e2e|cdan-e2e|mmd-e2e: fine-tune on --source with a domain loss on --target → run folder.
+
+    --param NAME=VALUE sets any fine-tuning option (batch_size, lr, domain_tradeoff, last_k, …)."""
+    from transferkit.adapt import check_class_names, parse_params
+    from transferkit.adapt.end_to_end import adapt_end_to_end
+    from transferkit.backbones import DEFAULT_IMAGE, DEFAULT_TEXT, load_backbone
+    from transferkit.finetune import FinetuneConfig
+
+    if source is None or target is None or out is None:
+        raise TransferkitError(f"--method {method} needs --source DATA (labelled), --target DATA and --out FOLDER")
+    opts = {"seed": seed, **parse_params(params)}
+    opts.update({k: v for k, v in (("epochs", epochs), ("strategy", strategy)) if v is not None})
+    try:
+        config = FinetuneConfig(**opts)
+    except TypeError as e:
+        raise TransferkitError(f"--param: {e}; use FinetuneConfig option names (batch_size, lr, domain_tradeoff, "
+                               "last_k, …)") from e
+    src = _load_labelled(source, text_column, label_column)
+    kw = {"text_column": text_column, "label_column": label_column if target_labels else None} \
+        if _is_table(target) else {}
+    from transferkit.data import load_data
+
+    tgt = load_data(target, **kw)
+    yt = None
+    if target_labels:
+        if tgt.task != "classification":
+            raise TransferkitError(f"--target-labels given but target {target} has no class labels")
+        check_class_names(src.class_names, tgt.class_names)
+        yt = tgt.labels
+    spec = model or (DEFAULT_TEXT if src.modality == "text" else DEFAULT_IMAGE)
+    rebuild = {"image_size": image_size} if image_size else {}
+    res = adapt_end_to_end(method, load_backbone(spec, **rebuild), src, tgt, out, config, target_labels=yt,
+                           backbone_options=rebuild, resume=resume, progress=sys.stderr.isatty(), log=_log)
+    if as_json:
+        console.print_json(json.dumps(res.info, default=str))
+        return
+    acc = res.info.get("adaptation", {}).get("metrics", {}).get("target_accuracy")
+    console.print(f"{method}: source " + ", ".join(f"{part} accuracy {m.get('accuracy', float('nan')):.4f}"
+                                                   for part, m in res.metrics.items())
+                  + (f", target accuracy {acc:.4f}" if acc is not None else "")
+                  + f" ({res.steps} steps, {res.wall_time_s:.1f} s); run written to {out}", soft_wrap=True)
 
 
 def main() -> None:

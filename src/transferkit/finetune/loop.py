@@ -6,6 +6,10 @@ micro-batches. Losses are summed and divided by the global batch size, so gradie
 the whole batch at once whatever the split. The data order of epoch e is a permutation drawn from
 (seed, e), so a resumed run skips exactly the batches already done and ends where an uninterrupted
 run ends. Ctrl-C (SIGINT/SIGTERM) finishes the current step, saves, and exits.
+
+With `target=` (unlabelled items) and `config.domain_loss`, each source micro-batch is collated together with
+an equally sized target micro-batch (cut from the global target batch exactly as the source batch is) and a
+domain loss is added; see `transferkit.adapt.end_to_end`.
 """
 
 from __future__ import annotations
@@ -23,6 +27,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from transferkit.adapt.end_to_end import target_batch
+from transferkit.adapt.losses import dann_schedule
 from transferkit.backbones.base import Backbone
 from transferkit.data.dataset import Dataset
 from transferkit.data.splits import stratified_split
@@ -130,9 +136,23 @@ class _Batches(torch.utils.data.Dataset):
         return self.collate(items), (self.target.tensor(idx) if self.target else None), len(idx)
 
 
+class _PairBatches(_Batches):
+    """Source index batches paired with target ones → (inputs of source items then target items, targets, n)."""
+
+    def __init__(self, data: Dataset, batches: list[list[int]], collate: Callable, target: _Target,
+                 other: Dataset, other_batches: list[list[int]]) -> None:
+        super().__init__(data, batches, collate, target)
+        self.other, self.other_batches = other, other_batches
+
+    def __getitem__(self, i: int) -> tuple[dict, torch.Tensor | None, int]:
+        idx = self.batches[i]
+        items = [self.data.items[j] for j in idx] + [self.other.items[j] for j in self.other_batches[i]]
+        return self.collate(items), self.target.tensor(idx), len(idx)
+
+
 def _loader(data: Dataset, batches: list[list[int]], collate: Callable, target: _Target | None,
-            num_workers: int) -> Iterator[tuple[dict, torch.Tensor | None, int]]:
-    ds = _Batches(data, batches, collate, target)
+            num_workers: int, ds: _Batches | None = None) -> Iterator[tuple[dict, torch.Tensor | None, int]]:
+    ds = ds or _Batches(data, batches, collate, target)
     if num_workers <= 0 or len(batches) < 2:
         return (ds[i] for i in range(len(ds)))
     loader = torch.utils.data.DataLoader(ds, batch_size=None, shuffle=False, num_workers=num_workers,
@@ -252,7 +272,8 @@ def _accelerator(config: FinetuneConfig) -> Any:
     return Accelerator(cpu=cpu, mixed_precision=mp)
 
 
-def _check_resume(folder: RunFolder, info: dict, config: FinetuneConfig, data: Dataset, spec: str) -> None:
+def _check_resume(folder: RunFolder, info: dict, config: FinetuneConfig, data: Dataset, spec: str,
+                  domain: Dataset | None = None) -> None:
     old = FinetuneConfig.from_dict(info["config"]).to_dict()
     new = config.to_dict()
     changed = [k for k in new if old.get(k) != new[k] and k not in FinetuneConfig.RESUMABLE_CHANGES]
@@ -264,6 +285,9 @@ def _check_resume(folder: RunFolder, info: dict, config: FinetuneConfig, data: D
                             "resume with the same data, or start a new run in another --out")
     if info["backbone"]["spec"] != spec:
         raise FinetuneError(f"--resume {folder.path}: the run started from {info['backbone']['spec']}, not {spec}")
+    if domain is not None and (info.get("adaptation") or {}).get("target_fingerprint") != domain.fingerprint:
+        raise FinetuneError(f"--resume {folder.path}: the target data differ from those the run started on; "
+                            "resume with the same --target, or start a new run in another --out")
 
 
 def finetune(
@@ -277,17 +301,26 @@ def finetune(
     progress: bool = True,
     log: Callable[[str], None] = lambda m: None,
     stop_after_steps: int | None = None,
+    target: Dataset | None = None,
 ) -> FinetuneResult:
     """Fine-tune `backbone` on `data` into the run folder `out`; see the module docstring for the mechanics.
 
     backbone_options: how to rebuild the backbone from its spec (pretrained, pooling, image_size,
     max_length) — written to run.json so `load_run` and `--resume` rebuild the same network.
     stop_after_steps: stop (as on Ctrl-C, state saved) once this many optimizer steps are done — for tests.
+    target: unlabelled target-domain items for `config.domain_loss` (end-to-end domain adaptation).
     """
     config = config or FinetuneConfig()
     folder = RunFolder(out)
     t_start = time.perf_counter()
-    target = make_target(data)
+    domain, target = target, make_target(data)  # `target` below means the training labels
+    if (domain is None) != (config.domain_loss is None):
+        raise FinetuneError("end-to-end adaptation needs both target items and domain_loss: give "
+                            + ("config.domain_loss (dann, cdan or mmd)" if domain is not None else "target=DATA"))
+    if domain is not None:
+        from transferkit.adapt.end_to_end import check_target
+
+        check_target(domain, backbone.modality, target.task)
     check_strategy(config, backbone)
     prior = folder.read() if folder.exists() else None
     if prior and not resume:
@@ -298,7 +331,7 @@ def finetune(
     if resume and not prior:
         raise FinetuneError(f"--resume {folder.path}: there is no run there to resume; drop --resume to start one")
     if prior:
-        _check_resume(folder, prior, config, data, backbone.spec)
+        _check_resume(folder, prior, config, data, backbone.spec, domain)
         if prior.get("status") == "complete":
             log(f"{folder.path} is already complete; nothing to do")
             return result_from_folder(folder)
@@ -338,6 +371,16 @@ def finetune(
     model.to(accelerator.device)
 
     groups = param_groups(model, backbone, config, trained_names)
+    term = None
+    if domain is not None:  # the domain discriminator trains with the head's rate; it is never part of the model
+        from transferkit.adapt.end_to_end import DomainTerm
+
+        term = DomainTerm(config.domain_loss, backbone.feature_dim, target.n_outputs, config.seed)
+        term.to(accelerator.device)
+        if any(True for _ in term.parameters()):
+            groups.append({"params": list(term.parameters()), "names": [f"domain.{n}" for n, _ in
+                                                                       term.named_parameters()],
+                           "lr": config.head_rate, "weight_decay": config.weight_decay})
     optimizer = make_optimizer(groups, config)
     steps_per_epoch = math.ceil(len(train_idx) / config.batch_size)
     total_steps = steps_per_epoch * config.epochs
@@ -365,7 +408,11 @@ def finetune(
     trainer = folder.read_trainer() if prior else None
     if trainer:
         st = folder.load_state(trainer, rank)
-        load_model_tensors(model, st["weights"], folder.state)
+        load_model_tensors(model, {k: v for k, v in st["weights"].items() if not k.startswith("domain.")},
+                           folder.state)
+        if term is not None:
+            load_model_tensors(term, {k.removeprefix("domain."): v for k, v in st["weights"].items()
+                                      if k.startswith("domain.")}, folder.state)
         optimizer_from_files(optimizer, st["optimizer"], trainer["optimizer"])
         scheduler.load_state_dict(trainer["scheduler"])
         if st["rng"] is not None:
@@ -399,6 +446,10 @@ def finetune(
         "processes": world,
         "precision": accelerator.mixed_precision,
     }
+    if domain is not None:
+        info["adaptation"] = {"method": f"{config.domain_loss}-e2e", "tradeoff": config.domain_tradeoff,
+                              "target": domain.name, "target_items": len(domain),
+                              "target_fingerprint": domain.fingerprint}
     if accelerator.is_main_process:
         folder.path.mkdir(parents=True, exist_ok=True)
         folder.write({**(prior or {}), **info})
@@ -407,6 +458,8 @@ def finetune(
     ddp_model = accelerator.prepare_model(model)
     optimizer = accelerator.prepare_optimizer(optimizer)
     unwrapped: TransferModel = accelerator.unwrap_model(ddp_model)
+    has_disc = term is not None and term.disc is not None
+    ddp_term = accelerator.prepare_model(term) if has_disc else term
     device = accelerator.device
 
     def save(step_now: int, epoch_now: int, pos_now: int, new_best: bool) -> None:
@@ -419,7 +472,10 @@ def finetune(
                 "bad_epochs": bad_epochs, "epoch_loss": epoch_loss, "epoch_items": epoch_items,
                 "files": (folder.read_trainer() or {}).get("files", {}),
             }
-            folder.save_state(step=step_now, trainer=trainer_json, weights=model_tensors(unwrapped, saved_names),
+            weights = model_tensors(unwrapped, saved_names)
+            if term is not None:
+                weights.update({f"domain.{k}": v for k, v in term.state_dict().items()})
+            folder.save_state(step=step_now, trainer=trainer_json, weights=weights,
                               optimizer=optimizer.optimizer if hasattr(optimizer, "optimizer") else optimizer,
                               best=best_weights if new_best else None)
             folder.write_history(history)
@@ -438,6 +494,8 @@ def finetune(
                 p.requires_grad_(n in (trained_names if world > 1 else now_training))
             frozen_now = [p for n, p in model.named_parameters() if n in trained_names and n not in now_training]
             ddp_model.train()
+            if term is not None:
+                term.train()
             if k == 0 and config.strategy != "lora":
                 unwrapped.backbone.eval()  # frozen backbone: no dropout, fixed statistics, as a probe sees it
             frozen_norm_eval(unwrapped, all_norms=not bn_train)
@@ -449,7 +507,13 @@ def finetune(
             micro = [local_micro_batches(train_idx[b], rank, world, config.grad_accum) for b in todo]
             flat = [m for ms in micro for m in ms]
             sizes = [len(b) for b in todo]
-            it = _loader(data, flat, backbone.collate, target, config.num_workers)
+            pairs = None
+            if domain is not None:  # the target batch of each source batch, split across processes the same way
+                tb = [target_batch(len(domain), len(b), config.batch_size, config.seed, epoch, pos + i)
+                      for i, b in enumerate(todo)]
+                tflat = [m for t in tb for m in local_micro_batches(t, rank, world, config.grad_accum)]
+                pairs = _PairBatches(data, flat, backbone.collate, target, domain, tflat)
+            it = _loader(data, flat, backbone.collate, target, config.num_workers, pairs)
             bar = _progress(len(batches), pos, f"epoch {epoch + 1}/{config.epochs}",
                             progress and accelerator.is_main_process)
             for b_i, ms in enumerate(micro):
@@ -460,21 +524,34 @@ def finetune(
                     inputs = {kk: v.to(device, non_blocking=True) for kk, v in inputs.items()}
                     y = y.to(device)
                     sync = m_i == len(ms) - 1
-                    ctx = contextlib.nullcontext() if sync or world == 1 else accelerator.no_sync(ddp_model)
-                    with ctx, accelerator.autocast():
-                        loss = loss_sum(ddp_model(inputs), y) * (world / n_global)
+                    ctx = contextlib.ExitStack()
+                    if not sync and world > 1:
+                        ctx.enter_context(accelerator.no_sync(ddp_model))
+                        if has_disc:
+                            ctx.enter_context(accelerator.no_sync(ddp_term))
                     with ctx:
+                        with accelerator.autocast():
+                            if term is None:
+                                loss = loss_sum(ddp_model(inputs), y) * (world / n_global)
+                            else:
+                                out_all, feats = ddp_model(inputs, with_features=True)
+                                m = len(y)
+                                dom = ddp_term(feats, out_all, m, dann_schedule(step / max(total_steps, 1)))
+                                loss = (loss_sum(out_all[:m], y) + config.domain_tradeoff * dom) * (world / n_global)
                         accelerator.backward(loss)
                     loss_total += loss.detach()
                 if not ms:  # this process got no items of a tiny last batch: join the all-reduce with zeros
                     with accelerator.autocast():
                         dummy = ddp_model({kk: v.to(device) for kk, v in
                                            backbone.collate([data.items[int(train_idx[0])]]).items()})
+                    if has_disc:
+                        dummy = dummy.sum() * 0.0 + ddp_term.idle(device)
                     accelerator.backward(dummy.sum() * 0.0)
                 for p in frozen_now:
                     p.grad = None
                 if config.clip:
-                    accelerator.clip_grad_norm_([p for p in model.parameters() if p.grad is not None], config.clip)
+                    clipped = list(model.parameters()) + (list(term.parameters()) if term is not None else [])
+                    accelerator.clip_grad_norm_([p for p in clipped if p.grad is not None], config.clip)
                 optimizer.step()
                 scheduler.step()
                 optimizer.zero_grad(set_to_none=True)

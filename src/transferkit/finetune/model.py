@@ -34,8 +34,11 @@ class TransferModel(nn.Module):
         """Pooled backbone features (N, D)."""
         return self._encode(self.backbone, batch)
 
-    def forward(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
-        return self.head((self.features(batch).float() - self.feature_mean) / self.feature_scale)
+    def forward(self, batch: dict[str, torch.Tensor],
+                with_features: bool = False) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+        """Head outputs; with_features: also the standardised features the head reads (domain losses use them)."""
+        z = (self.features(batch).float() - self.feature_mean) / self.feature_scale
+        return (self.head(z), z) if with_features else self.head(z)
 
     @torch.no_grad()
     def calibrate(self, features: torch.Tensor) -> None:

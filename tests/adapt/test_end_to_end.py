@@ -1,0 +1,137 @@
+"""End-to-end DANN / CDAN / MMD through the fine-tuning loop, on a tiny real task (100 MNIST → 100 UCI digits,
+EfficientNet-Lite0 at 32 px, last block + head, 2 × 5 steps): the domain loss changes the backbone, a stopped and
+resumed run is bit-identical to an uninterrupted one, the folder is a fine-tuning run that `predict` reads without
+the discriminator, and bad targets are one-line errors."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from transferkit import datasets
+from transferkit.adapt.end_to_end import adapt_end_to_end
+from transferkit.backbones import load_backbone
+from transferkit.data import stratified_sample
+from transferkit.errors import AdaptError, TransferkitError
+from transferkit.finetune import FinetuneConfig, FinetuneError, Interrupted, finetune
+from transferkit.finetune.checkpoint import load_tensors
+from transferkit.predict import load_any_run
+
+pytestmark = pytest.mark.slow
+
+# 80 training items / batch 16 = 5 steps per epoch; dropout in the discriminator makes the RNG part of the state
+CONFIG = dict(strategy="last-k", last_k=1, epochs=2, batch_size=16, lr=3e-4, val=0.2, test=0.0, checkpoint_every=4)
+
+
+def _bb():
+    return load_backbone("effnet:lite0", image_size=32)
+
+
+@pytest.fixture(scope="module")
+def source():
+    ds = datasets.load("mnist")
+    return ds.subset(stratified_sample(ds.labels, 100, seed=0), name="mnist[100]")
+
+
+@pytest.fixture(scope="module")
+def target():
+    ds = datasets.load("digits")
+    return ds.subset(stratified_sample(ds.labels, 100, seed=0), name="digits[100]")
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory, source, target):
+    root = tmp_path_factory.mktemp("e2e")
+    out = {"source-only": finetune(_bb(), source, root / "source-only", FinetuneConfig(**CONFIG), progress=False,
+                                   backbone_options={"image_size": 32})}
+    for method in ("dann-e2e", "cdan-e2e", "mmd-e2e"):
+        out[method] = adapt_end_to_end(method, _bb(), source, target, root / method, FinetuneConfig(**CONFIG),
+                                       target_labels=target.labels, backbone_options={"image_size": 32},
+                                       progress=False)
+    return out
+
+
+@pytest.mark.parametrize("method", ["dann-e2e", "cdan-e2e", "mmd-e2e"])
+def test_domain_loss_changes_the_backbone(method, runs):
+    base = load_tensors(runs["source-only"].out / "model.safetensors")
+    adapted = load_tensors(runs[method].out / "model.safetensors")
+    assert base.keys() == adapted.keys()
+    trained = [k for k in base if k.startswith("backbone.") and base[k].is_floating_point() and "running" not in k]
+    assert trained, "last-k should train backbone parameters"
+    assert any(not torch.equal(base[k], adapted[k]) for k in trained)
+    info = runs[method].info
+    assert info["config"]["domain_loss"] == method.removesuffix("-e2e")
+    assert info["adaptation"]["target_items"] == 100
+    assert 0.0 <= info["adaptation"]["metrics"]["target_accuracy"] <= 1.0
+
+
+def test_written_run_is_backbone_and_head_only_and_predict_reads_it(runs, target, tmp_path):
+    from typer.testing import CliRunner
+
+    from transferkit.cli import app
+
+    run = runs["dann-e2e"].out
+    saved = load_tensors(run / "model.safetensors")
+    assert not any(k.startswith("domain.") or "disc" in k for k in saved)
+    assert not (run / "state").exists()
+    model = load_any_run(run)
+    assert not any("disc" in n for n, _ in model.model.named_parameters())
+    acc = float((model.predict(target) == target.labels).mean())
+    assert acc == pytest.approx(json.loads((run / "run.json").read_text())["adaptation"]["metrics"]
+                                ["target_accuracy"])
+    from PIL import Image
+
+    folder = tmp_path / "digits"
+    for c in range(10):
+        (folder / str(c)).mkdir(parents=True)
+        for i in np.flatnonzero(target.labels == c)[:2]:
+            Image.fromarray(target.items[i]).save(folder / str(c) / f"{i}.png")
+    r = CliRunner().invoke(app, ["predict", str(run), "--data", str(folder), "--out", str(tmp_path / "p.csv")])
+    assert r.exit_code == 0, r.output
+    assert (tmp_path / "p.csv").read_text().count("\n") == 21  # header + 20 digits
+
+
+def test_stop_and_resume_is_bit_identical(runs, source, target, tmp_path):
+    out = tmp_path / "run"
+    with pytest.raises(Interrupted, match="--resume"):
+        adapt_end_to_end("dann-e2e", _bb(), source, target, out, FinetuneConfig(**CONFIG),
+                         backbone_options={"image_size": 32}, progress=False, stop_after_steps=7)
+    state = load_tensors(next((out / "state").glob("weights-*.safetensors")))
+    assert any(k.startswith("domain.disc.") for k in state)  # the discriminator is part of the resume state
+    with pytest.raises(FinetuneError, match="target data differ"):
+        adapt_end_to_end("dann-e2e", _bb(), source, target.subset(range(90)), out, FinetuneConfig(**CONFIG),
+                         backbone_options={"image_size": 32}, progress=False, resume=True)
+    resumed = adapt_end_to_end("dann-e2e", _bb(), source, target, out, FinetuneConfig(**CONFIG),
+                               backbone_options={"image_size": 32}, progress=False, resume=True)
+    ref = load_tensors(runs["dann-e2e"].out / "model.safetensors")
+    got = load_tensors(out / "model.safetensors")
+    assert ref.keys() == got.keys()
+    for k in ref:
+        assert torch.equal(ref[k], got[k]), k
+    assert [h["train_loss"] for h in resumed.history] == [h["train_loss"] for h in runs["dann-e2e"].history]
+
+
+def test_bad_targets_are_one_line_errors(source, target, tmp_path):
+    from typer.testing import CliRunner
+
+    from transferkit.cli import app
+    from transferkit.data.dataset import Dataset
+
+    cfg = FinetuneConfig(**CONFIG)
+    text = Dataset(["a fine film", "a dull film"], None, (), "text", name="reviews")
+    with pytest.raises(AdaptError, match="reads image items but the target 'reviews' holds text items"):
+        adapt_end_to_end("mmd-e2e", _bb(), source, text, tmp_path / "b", cfg, progress=False)
+    with pytest.raises(FinetuneError, match="domain_loss"):
+        finetune(_bb(), source, tmp_path / "c", cfg, target=target, progress=False)
+    with pytest.raises(FinetuneError, match="backbone must train"):
+        FinetuneConfig(**{**CONFIG, "strategy": "head"}, domain_loss="dann")
+    with pytest.raises(AdaptError, match="unknown end-to-end method"):
+        adapt_end_to_end("dann", _bb(), source, target, tmp_path / "d", cfg, progress=False)
+    assert not any((tmp_path / n).exists() for n in "bcd")
+    # an empty target folder through the command: a TransferkitError (main() prints it as one line)
+    (tmp_path / "empty").mkdir()
+    r = CliRunner().invoke(app, ["adapt", "--method", "dann-e2e", "--source", "bundled:digits", "--target",
+                                 str(tmp_path / "empty"), "--out", str(tmp_path / "e")])
+    assert isinstance(r.exception, TransferkitError) and "is empty" in str(r.exception)
+    assert "\n" not in str(r.exception)
