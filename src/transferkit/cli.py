@@ -668,6 +668,8 @@ def _adapt_end_to_end(method: str, source: str | None, target: str | None, model
     rebuild = {"image_size": image_size} if image_size else {}
     res = adapt_end_to_end(method, load_backbone(spec, **rebuild), src, tgt, out, config, target_labels=yt,
                            backbone_options=rebuild, resume=resume, progress=sys.stderr.isatty(), log=_log)
+    if int(os.environ.get("RANK", "0")) != 0:  # under torchrun / accelerate launch only the main process reports
+        return
     if as_json:
         console.print_json(json.dumps(res.info, default=str))
         return

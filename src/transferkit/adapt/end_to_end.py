@@ -16,6 +16,7 @@ backbone + head only, so `transferkit predict` reads the folder like any fine-tu
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
@@ -57,7 +58,11 @@ class DomainTerm(nn.Module):
             self.disc = _discriminator(dim) if method in ("dann", "cdan") else None
         self.in_dim = dim
 
-    def forward(self, features: torch.Tensor, logits: torch.Tensor, m: int, coeff: float) -> torch.Tensor:
+    def forward(self, features: torch.Tensor | None, logits: torch.Tensor | None, m: int,
+                coeff: float) -> torch.Tensor:
+        if features is None:  # a process with no items must still join DDP's all-reduce: a zero touching every weight
+            w = next(self.disc.parameters())
+            return self.disc(torch.zeros(1, self.in_dim, device=w.device)).sum() * 0.0
         f = features.float()
         if self.method == "mmd":
             return L.multi_kernel_mmd(f[:m], f[m:]) * m
@@ -67,12 +72,6 @@ class DomainTerm(nn.Module):
         d = self.disc(L.grad_reverse(f, coeff))
         is_src = torch.cat([torch.ones(m), torch.zeros(len(f) - m)]).to(d.device)
         return L.domain_adversarial_loss(d, is_src) * len(f) / 2.0
-
-    def idle(self, device: torch.device) -> torch.Tensor:
-        """A zero that touches every parameter (a process with no items must still join DDP's all-reduce)."""
-        if self.disc is None:
-            return torch.zeros((), device=device)
-        return self.disc(torch.zeros(1, self.in_dim, device=device)).sum() * 0.0
 
 
 def check_target(target: Dataset, modality: str, task: str) -> None:
@@ -112,7 +111,7 @@ def adapt_end_to_end(method: str, backbone, source: Dataset, target: Dataset, ou
     config.validate()
     res = finetune(backbone, source, out, config, target=target, backbone_options=backbone_options, resume=resume,
                    progress=progress, log=log, stop_after_steps=stop_after_steps)
-    if target_labels is not None:
+    if target_labels is not None and int(os.environ.get("RANK", "0")) == 0:  # under DDP the main process scores
         folder = RunFolder(out)
         info = folder.read()
         acc = float((load_run(out).predict(target) == np.asarray(target_labels)).mean())

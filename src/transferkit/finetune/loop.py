@@ -545,7 +545,7 @@ def finetune(
                         dummy = ddp_model({kk: v.to(device) for kk, v in
                                            backbone.collate([data.items[int(train_idx[0])]]).items()})
                     if has_disc:
-                        dummy = dummy.sum() * 0.0 + ddp_term.idle(device)
+                        dummy = dummy.sum() * 0.0 + ddp_term(None, None, 0, 0.0)
                     accelerator.backward(dummy.sum() * 0.0)
                 for p in frozen_now:
                     p.grad = None
