@@ -82,6 +82,20 @@ def test_cdan_multilinear_map_is_the_flattened_outer_product():
         assert np.allclose(out[n].numpy(), np.outer(p[n].numpy(), f[n].numpy()).ravel())
 
 
+def test_information_maximization_matches_a_direct_float64_computation():
+    logits = _rng(3).normal(size=(7, 4)) * 2
+    p = np.exp(logits - logits.max(1, keepdims=True))
+    p /= p.sum(1, keepdims=True)
+    ent = -(p * np.log(p + 1e-5)).sum(1).mean()
+    mean = p.mean(0)
+    div = -(mean * np.log(mean + 1e-5)).sum()
+    got = L.information_maximization(torch.as_tensor(logits, dtype=torch.float32))
+    assert float(got) == pytest.approx(ent - div, abs=1e-5)
+    # confident, evenly spread predictions score lower than uniform ones
+    sharp = torch.eye(4).repeat(2, 1) * 20
+    assert float(L.information_maximization(sharp)) < float(L.information_maximization(torch.zeros(8, 4)))
+
+
 def test_entropy_weights_and_weighted_domain_loss():
     p = torch.tensor([[1.0, 0.0], [0.5, 0.5]], dtype=torch.float64)
     w = L.entropy_weights(p)

@@ -72,9 +72,49 @@ def test_tent_moves_only_norm_affine_parameters(source_run, target, tmp_path):
     assert changed and changed <= norm_params
 
 
+def test_shot_pseudo_labels_are_the_nearest_refined_centroids():
+    from transferkit.adapt.source_free import shot_pseudo_labels
+
+    rng = np.random.default_rng(0)
+    feats = rng.normal(size=(40, 6)) + np.repeat(np.eye(6)[:4] * 3, 10, axis=0)
+    probs = rng.dirichlet(np.ones(4), size=40)
+    # direct float64 computation of SHOT's obtain_label: augmented unit features, soft then hard centroids
+    f = np.hstack([feats, np.ones((40, 1))])
+    f /= np.linalg.norm(f, axis=1, keepdims=True)
+    c = probs.T @ f / probs.sum(0)[:, None]
+    lab = np.argmax(f @ (c / np.linalg.norm(c, axis=1, keepdims=True)).T, 1)
+    onehot = np.eye(4)[lab]
+    c = onehot.T @ f / (onehot.sum(0)[:, None] + 1e-8)
+    lab = np.argmax(f @ (c / np.maximum(np.linalg.norm(c, axis=1, keepdims=True), 1e-12)).T, 1)
+    got = shot_pseudo_labels(torch.as_tensor(feats, dtype=torch.float32), torch.as_tensor(probs))
+    assert got.tolist() == lab.tolist()
+    assert len(set(lab.tolist())) > 1
+
+
+def test_shot_trains_the_backbone_only_and_lowers_information_maximization(source_run, target, tmp_path):
+    from transferkit.adapt.losses import information_maximization
+
+    rec = adapt_run("shot", source_run, target, tmp_path / "shot", batch_size=32, epochs=1,
+                    target_labels=np.asarray(target.labels))
+    assert rec["method"] == "shot" and rec["hyperparameters"]["beta"] == 0.3
+    assert 0.0 <= rec["metrics"]["target_accuracy"] <= 1.0
+    src, shot = load_any_run(source_run), load_any_run(tmp_path / "shot")
+    a, b = dict(src.model.named_parameters()), dict(shot.model.named_parameters())
+    assert torch.equal(a["head.weight"], b["head.weight"]) and torch.equal(a["head.bias"], b["head.bias"])
+    assert any(not torch.equal(a[n], b[n]) for n in a if n.startswith("backbone."))
+    for x, y in zip(src.model.buffers(), shot.model.buffers()):  # batch-norm statistics stay the source run's
+        assert torch.equal(x, y)
+
+    def im(run):
+        return float(information_maximization(torch.as_tensor(run.outputs(target))))
+
+    assert im(shot) < im(src)
+    assert shot.predict(target).shape == (128,)
+
+
 def test_source_free_user_errors_are_clear(source_run, target, tmp_path):
     with pytest.raises(AdaptError, match="unknown source-free method"):
-        adapt_run("shot", source_run, target, tmp_path / "x")
+        adapt_run("jigsaw", source_run, target, tmp_path / "x")
     with pytest.raises(AdaptError, match="at least 2 target items"):
         adapt_run("adabn", source_run, target.subset([0]), tmp_path / "y")
     with pytest.raises(AdaptError, match="already holds a run"):

@@ -120,6 +120,14 @@ def entropy(probs: torch.Tensor, eps: float = 1e-8) -> torch.Tensor:
     return -(probs * torch.log(probs + eps)).sum(1)
 
 
+def information_maximization(logits: torch.Tensor, eps: float = 1e-5) -> torch.Tensor:
+    """SHOT's information-maximisation loss (Liang et al. 2020): the mean per-item prediction entropy minus the
+    entropy of the mean prediction; low when each prediction is confident and the classes are used evenly."""
+    p = torch.softmax(logits.float(), 1)
+    mean = p.mean(0)
+    return (-(p * torch.log(p + eps)).sum(1)).mean() + (mean * torch.log(mean + eps)).sum()
+
+
 def entropy_weights(probs: torch.Tensor) -> torch.Tensor:
     """CDAN+E example weights 1 + exp(-H(p)) (detached): confident predictions count more."""
     return 1.0 + torch.exp(-entropy(probs.detach()))

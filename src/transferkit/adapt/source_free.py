@@ -1,4 +1,4 @@
-"""Adapt a fine-tuned source run to a target domain without source data: AdaBN and TENT.
+"""Adapt a fine-tuned source run to a target domain without source data: AdaBN, TENT and SHOT.
 
 Both start from a finished `transferkit finetune` run folder (the source model) and unlabelled target items,
 and write a new run folder of the same kind, so `transferkit predict` and `load_run` read it unchanged.
@@ -9,8 +9,17 @@ and write a new run folder of the same kind, so `transferkit predict` and `load_
 - tent (Wang et al., ICLR 2021): one streaming pass over target batches; each batch is normalised with its own
   statistics and the batch-norm scale/shift alone take an Adam step that lowers the mean prediction entropy.
   The written model predicts in eval mode, so its running statistics are then recomputed on the target (AdaBN).
+- shot (Liang et al., ICML 2020): the head (the source hypothesis) is frozen and the backbone trains on target
+  batches to lower information maximisation (mean prediction entropy minus the entropy of the mean prediction)
+  + beta × cross-entropy to pseudo labels, which are recomputed at each epoch start as the nearest
+  (cosine) of class centroids in feature space: first weighted by the predicted probabilities, then one
+  refinement from the hard labels. Batch-norm layers keep the source run's statistics throughout (no AdaBN
+  afterwards). It is a short dedicated pass rather than `finetune()`: that loop trains on fixed labels with a
+  labelled validation split and best-epoch selection, none of which exist here, and SHOT's labels change every
+  epoch.
 
-A network without batch norm cannot use either: that is an error naming the fix (a feature-level method).
+A network without batch norm cannot use AdaBN or TENT: that is an error naming the fix (a feature-level method
+or shot).
 """
 
 from __future__ import annotations
@@ -26,7 +35,7 @@ from torch import nn
 from transferkit.data.dataset import Dataset
 from transferkit.errors import AdaptError
 
-SOURCE_FREE = ("adabn", "tent")
+SOURCE_FREE = ("adabn", "tent", "shot")
 ADABN_ITEMS = 2048  # target items whose batches give the statistics (a seeded subset when there are more)
 
 
@@ -40,7 +49,7 @@ def _batches(run: Any, target: Dataset, idx: np.ndarray, batch_size: int) -> lis
             for s in range(0, len(idx), batch_size) if len(idx[s: s + batch_size]) > 1]
 
 
-def _check(run: Any, target: Dataset) -> None:
+def _check(run: Any, target: Dataset, method: str) -> None:
     if run.task != "classification":
         raise AdaptError(f"{run.folder.path} is a regression run: source-free adaptation here adapts classifiers")
     if len(target) < 2:
@@ -48,9 +57,9 @@ def _check(run: Any, target: Dataset) -> None:
     if target.modality != run.backbone.modality:
         raise AdaptError(f"the run's backbone reads {run.backbone.modality} items but the target holds "
                          f"{target.modality} items: give target data of the source's kind")
-    if not _norms(run.model):
+    if method != "shot" and not _norms(run.model):
         raise AdaptError(f"{run.backbone.spec} has no batch-norm layers, so AdaBN/TENT have nothing to adapt: use a "
-                         "feature-level method (transferkit adapt --source ... --method coral|dann|...)")
+                         "feature-level method (transferkit adapt --source ... --method coral|dann|...) or shot")
 
 
 def _adabn(run: Any, target: Dataset, *, batch_size: int, seed: int, recentre: bool) -> None:
@@ -96,11 +105,69 @@ def _tent(run: Any, target: Dataset, *, batch_size: int, seed: int, lr: float, e
     return names
 
 
-def adapt_run(method: str, source_run: str | Path, target: Dataset, out: str | Path, *, batch_size: int = 64,
-              seed: int = 0, recentre: bool = True, lr: float = 1e-3, epochs: int = 1,
-              target_labels: np.ndarray | None = None, trust_pickle: bool = False) -> dict:
-    """Adapt the fine-tuned run `source_run` to `target` with `method` (adabn or tent) into the run folder `out`.
+@torch.no_grad()
+def shot_pseudo_labels(features: torch.Tensor, probs: torch.Tensor) -> torch.Tensor:
+    """SHOT's self-supervised labels: cosine-nearest class centroid of the (1-augmented, unit-norm) features, with
+    centroids first weighted by the predicted probabilities, then recomputed once from the resulting hard labels."""
+    f = torch.cat([features.double(), torch.ones(len(features), 1, dtype=torch.float64)], 1)
+    f = f / f.norm(dim=1, keepdim=True)
+    weights = probs.double()
+    for _ in range(2):
+        centroids = weights.T @ f / (weights.sum(0)[:, None] + 1e-8)
+        labels = (f @ (centroids / centroids.norm(dim=1, keepdim=True).clamp_min(1e-12)).T).argmax(1)
+        weights = torch.nn.functional.one_hot(labels, probs.shape[1]).double()
+    return labels
 
+
+def _shot(run: Any, target: Dataset, *, batch_size: int, seed: int, lr: float, epochs: int, beta: float) -> list[str]:
+    """SHOT on the run's backbone (head frozen); returns the names of the parameters it trained."""
+    from transferkit.adapt.losses import information_maximization
+    from transferkit.finetune.model import frozen_norm_eval
+
+    model = run.model
+    for n, p in model.named_parameters():
+        p.requires_grad_(not n.startswith("head."))
+    params = [p for p in model.parameters() if p.requires_grad]
+    opt = torch.optim.AdamW(params, lr=lr, weight_decay=0.01)
+    torch.manual_seed(seed)
+    rng = np.random.default_rng(seed)
+    all_idx = np.arange(len(target))
+    for _ in range(epochs):
+        model.eval()
+        with torch.no_grad():
+            outs = [model(b, with_features=True) for b in _batches(run, target, all_idx, batch_size)]
+        n_full = sum(len(o[0]) for o in outs)
+        if n_full < len(target):  # a last single item that _batches leaves out
+            outs.append(model(run.backbone.collate([target.items[-1]]), with_features=True))
+        logits, feats = torch.cat([o[0] for o in outs]), torch.cat([o[1] for o in outs])
+        pseudo = shot_pseudo_labels(feats, torch.softmax(logits.float(), 1))
+        model.train()
+        frozen_norm_eval(model, all_norms=True)  # the source run's batch-norm statistics stay
+        order = rng.permutation(len(target))
+        for s in range(0, len(order), batch_size):
+            idx = order[s: s + batch_size]
+            if len(idx) < 2:
+                continue
+            out = model(run.backbone.collate([target.items[int(i)] for i in idx]))
+            loss = information_maximization(out) + beta * torch.nn.functional.cross_entropy(
+                out.float(), pseudo[torch.as_tensor(idx)])
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+    trained = [n for n, p in model.named_parameters() if p.requires_grad and p.grad is not None]
+    for p in model.parameters():
+        p.requires_grad_(False)
+    model.eval()
+    return trained
+
+
+def adapt_run(method: str, source_run: str | Path, target: Dataset, out: str | Path, *, batch_size: int = 64,
+              seed: int = 0, recentre: bool = True, lr: float | None = None, epochs: int | None = None,
+              beta: float = 0.3, target_labels: np.ndarray | None = None, trust_pickle: bool = False) -> dict:
+    """Adapt the fine-tuned run `source_run` to `target` with `method` (adabn, tent or shot) into the run folder `out`.
+
+    lr / epochs default to 1e-3 / 1 (tent: Adam on norm affine parameters) and 1e-4 / 3 (shot: AdamW on the
+    backbone); beta weighs SHOT's pseudo-label cross-entropy.
     target_labels: class ids of the target items in the run's class order, for evaluation only.
     Returns the record written to run.json's "adaptation" entry (with target accuracy when labels were given).
     """
@@ -113,7 +180,9 @@ def adapt_run(method: str, source_run: str | Path, target: Dataset, out: str | P
     if dest.exists():
         raise AdaptError(f"{dest.path} already holds a run: choose another --out")
     run = load_run(source_run, trust_pickle=trust_pickle)
-    _check(run, target)
+    _check(run, target, method)
+    lr = lr if lr is not None else (1e-4 if method == "shot" else 1e-3)
+    epochs = epochs if epochs is not None else (3 if method == "shot" else 1)
     t0 = time.perf_counter()
     before = None
     if target_labels is not None:
@@ -122,12 +191,16 @@ def adapt_run(method: str, source_run: str | Path, target: Dataset, out: str | P
     with torch.enable_grad():
         if method == "tent":
             extra = _tent(run, target, batch_size=batch_size, seed=seed, lr=lr, epochs=epochs)
-    _adabn(run, target, batch_size=batch_size, seed=seed, recentre=recentre)
+        if method == "shot":
+            extra = _shot(run, target, batch_size=batch_size, seed=seed, lr=lr, epochs=epochs, beta=beta)
+    if method != "shot":
+        _adabn(run, target, batch_size=batch_size, seed=seed, recentre=recentre)
     fit_s = time.perf_counter() - t0
     record: dict[str, Any] = {"method": method, "source_run": str(Path(source_run).resolve()),
                               "target_items": len(target), "target_fingerprint": target.fingerprint,
-                              "hyperparameters": {"batch_size": batch_size, "seed": seed, "recentre": recentre,
-                                                  **({"lr": lr, "epochs": epochs} if method == "tent" else {})},
+                              "hyperparameters": {"batch_size": batch_size, "seed": seed,
+                                                  **({"recentre": recentre} if method != "shot" else {"beta": beta}),
+                                                  **({"lr": lr, "epochs": epochs} if method != "adabn" else {})},
                               "fit_s": round(fit_s, 3)}
     if target_labels is not None:
         record["metrics"] = {"target_accuracy_before": before,
