@@ -135,3 +135,25 @@ def test_bad_targets_are_one_line_errors(source, target, tmp_path):
                                  str(tmp_path / "empty"), "--out", str(tmp_path / "e")])
     assert isinstance(r.exception, TransferkitError) and "is empty" in str(r.exception)
     assert "\n" not in str(r.exception)
+
+
+def test_target_batches_are_seeded_and_split_across_processes_like_source_batches():
+    from transferkit.adapt.end_to_end import target_batch
+    from transferkit.finetune.loop import global_batches, local_micro_batches
+
+    n_source, n_target, bs = 70, 45, 16
+    for epoch in (0, 1):
+        batches = global_batches(n_source, bs, 0, epoch)
+        tbs = [target_batch(n_target, len(b), bs, 0, epoch, i) for i, b in enumerate(batches)]
+        assert [len(t) for t in tbs] == [len(b) for b in batches]
+        # within an epoch the target items are a cycled permutation: every item once before any repeats
+        flat = np.concatenate(tbs)
+        assert sorted(flat[:n_target].tolist()) == list(range(n_target))
+        assert np.array_equal(tbs[2], target_batch(n_target, len(batches[2]), bs, 0, epoch, 2))  # pure function
+        for b, t in zip(batches, tbs):
+            for world, accum in ((1, 1), (2, 2), (4, 1)):
+                src = [local_micro_batches(b, r, world, accum) for r in range(world)]
+                tgt = [local_micro_batches(t, r, world, accum) for r in range(world)]
+                assert [[len(m) for m in ms] for ms in src] == [[len(m) for m in ms] for ms in tgt]
+                assert sorted(i for ms in tgt for m in ms for i in m) == sorted(t.tolist())
+    assert not np.array_equal(target_batch(n_target, 16, bs, 0, 0, 0), target_batch(n_target, 16, bs, 0, 1, 0))
