@@ -6,8 +6,9 @@ import json
 import os
 import sys
 import time
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from rich.console import Console
@@ -601,28 +602,36 @@ def _print_compare(doc: dict, page: Path, tolerance: float) -> None:
     console.print(f"report: {page}  (results: {page.parent / 'results.json'})", soft_wrap=True, highlight=False)
 
 
+def _load_target(target: str, text_column: str, label_column: str | None, target_labels: bool,
+                 source_classes: Callable[[], Sequence[str]]) -> tuple[Any, Any]:
+    """(target data, its labels or None): labels are read only with --target-labels, and then must name the
+    source's classes (they score the adapted model; nothing trains on them)."""
+    from transferkit.adapt import check_class_names
+    from transferkit.data import load_data
+
+    kw = {"text_column": text_column, "label_column": label_column if target_labels else None} \
+        if _is_table(target) else {}
+    tgt = load_data(target, **kw)
+    if not target_labels:
+        return tgt, None
+    if tgt.task != "classification":
+        raise TransferkitError(f"--target-labels given but target {target} has no class labels")
+    check_class_names(list(source_classes()), tgt.class_names)
+    return tgt, tgt.labels
+
+
 def _adapt_source_free(method: str, source_run: Path | None, target: str | None, out: Path | None,
                        target_labels: bool, text_column: str, label_column: str | None, seed: int,
                        as_json: bool) -> None:
     """adapt --method adabn|tent|shot: a fine-tuned run + unlabelled target items → a new fine-tuning run folder."""
-    from transferkit.adapt import check_class_names
     from transferkit.adapt.source_free import adapt_run
-    from transferkit.data import load_data
     from transferkit.finetune.checkpoint import RunFolder
 
     if source_run is None or target is None or out is None:
         raise TransferkitError(f"--method {method} needs --source-run RUN (a finished `transferkit finetune` "
                                "folder), --target DATA and --out FOLDER")
-    kw = {"text_column": text_column, "label_column": label_column if target_labels else None} \
-        if _is_table(target) else {}
-    tgt = load_data(target, **kw)
-    yt = None
-    if target_labels:
-        if tgt.task != "classification":
-            raise TransferkitError(f"--target-labels given but target {target} has no class labels")
-        names = RunFolder(source_run).read().get("class_names") or []
-        check_class_names(names, tgt.class_names)
-        yt = tgt.labels
+    tgt, yt = _load_target(target, text_column, label_column, target_labels,
+                           lambda: RunFolder(source_run).read().get("class_names") or [])
     rec = adapt_run(method, source_run, tgt, out, seed=seed, target_labels=yt)
     if as_json:
         console.print_json(json.dumps(rec))
@@ -638,7 +647,7 @@ def _adapt_end_to_end(method: str, source: str | None, target: str | None, model
     """adapt --method dann-e2e|cdan-e2e|mmd-e2e: fine-tune on --source with a domain loss on --target → run folder.
 
     --param NAME=VALUE sets any fine-tuning option (batch_size, lr, domain_tradeoff, last_k, …)."""
-    from transferkit.adapt import check_class_names, parse_params
+    from transferkit.adapt import parse_params
     from transferkit.adapt.end_to_end import adapt_end_to_end
     from transferkit.backbones import DEFAULT_IMAGE, DEFAULT_TEXT, load_backbone
     from transferkit.finetune import FinetuneConfig
@@ -653,17 +662,7 @@ def _adapt_end_to_end(method: str, source: str | None, target: str | None, model
         raise TransferkitError(f"--param: {e}; use FinetuneConfig option names (batch_size, lr, domain_tradeoff, "
                                "last_k, …)") from e
     src = _load_labelled(source, text_column, label_column)
-    kw = {"text_column": text_column, "label_column": label_column if target_labels else None} \
-        if _is_table(target) else {}
-    from transferkit.data import load_data
-
-    tgt = load_data(target, **kw)
-    yt = None
-    if target_labels:
-        if tgt.task != "classification":
-            raise TransferkitError(f"--target-labels given but target {target} has no class labels")
-        check_class_names(src.class_names, tgt.class_names)
-        yt = tgt.labels
+    tgt, yt = _load_target(target, text_column, label_column, target_labels, lambda: src.class_names)
     spec = model or (DEFAULT_TEXT if src.modality == "text" else DEFAULT_IMAGE)
     rebuild = {"image_size": image_size} if image_size else {}
     res = adapt_end_to_end(method, load_backbone(spec, **rebuild), src, tgt, out, config, target_labels=yt,
