@@ -8,6 +8,7 @@ import shutil
 import sys
 import warnings
 from collections.abc import Callable
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -173,3 +174,19 @@ class InferenceRunner:
             else:
                 out = self.backbone.forward(batch)
         return out.float().cpu().numpy()
+
+
+def peak_rss_mb() -> float:
+    """This process's own peak resident memory in MB: VmHWM of its address space since exec.
+
+    Not ru_maxrss: Linux carries the forking parent's resident size into a child's ru_maxrss at exec, so a
+    child of a 1 GB parent would report ≥ 1 GB however little it used."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    import resource
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # kB on Linux (bytes on macOS)

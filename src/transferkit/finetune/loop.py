@@ -33,6 +33,7 @@ from transferkit.backbones.base import Backbone
 from transferkit.data.dataset import Dataset
 from transferkit.data.splits import stratified_split
 from transferkit.errors import DataError
+from transferkit.features.runtime import peak_rss_mb
 from transferkit.finetune import lora
 from transferkit.finetune.checkpoint import (
     RunFolder,
@@ -253,9 +254,7 @@ def recompute_bn_statistics(model: TransferModel, data: Dataset, train_idx: np.n
 def _peak_memory_mb(device: torch.device) -> float:
     if device.type == "cuda":
         return torch.cuda.max_memory_allocated(device) / 2**20
-    import resource
-
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # kB on Linux
+    return peak_rss_mb()  # this process's own peak, also when started by torchrun or a compare child
 
 
 def _accelerator(config: FinetuneConfig) -> Any:

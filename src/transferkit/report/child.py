@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from transferkit.data import Split
+from transferkit.features.runtime import peak_rss_mb
 from transferkit.io import read_arrays, read_json, write_json
 
 #: Arrays that a head stores but does not fit: input statistics, class ids, remembered training data.
@@ -35,22 +36,6 @@ def _die_with_parent() -> None:
         return
     if parent and os.getppid() != parent:  # the parent died before prctl took effect
         sys.exit(143)
-
-
-def peak_rss_mb() -> float:
-    """This process's own peak resident memory in MB: VmHWM of its address space since exec.
-
-    Not ru_maxrss: Linux carries the forking parent's resident size into a child's ru_maxrss at exec, so a
-    child of a 1 GB parent would report ≥ 1 GB however little it used."""
-    try:
-        for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) / 1024
-    except OSError:
-        pass
-    import resource
-
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # kB on Linux (bytes on macOS)
 
 
 def _scores(y_true: np.ndarray, y_pred: np.ndarray, prefix: str = "") -> dict[str, float]:
