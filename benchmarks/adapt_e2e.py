@@ -14,7 +14,6 @@ writes benchmarks/results/adapt_e2e.txt (+ .json).
 from __future__ import annotations
 
 import argparse
-import json
 import platform
 import sys
 import tempfile
@@ -28,17 +27,13 @@ except ModuleNotFoundError:  # running from a checkout without `pip install -e .
     sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
 import numpy as np
+from adapt_source_free import IMAGE_SIZE, N, mnist_to_digits, write_results  # same task, same results format
 
-from transferkit import datasets
 from transferkit.adapt.end_to_end import adapt_end_to_end
 from transferkit.adapt.source_free import adapt_run
 from transferkit.backbones import load_backbone
-from transferkit.data import stratified_sample
 from transferkit.finetune import FinetuneConfig, finetune
 from transferkit.finetune.run import load_run
-
-RESULTS = Path(__file__).resolve().parent / "results"
-IMAGE_SIZE, N = 64, 600
 
 
 def main() -> None:
@@ -47,11 +42,7 @@ def main() -> None:
     ap.add_argument("--methods", nargs="+", default=["dann-e2e", "cdan-e2e", "mmd-e2e", "shot"])
     args = ap.parse_args()
     warnings.filterwarnings("ignore")
-    mnist = datasets.load("mnist")
-    mnist = mnist.subset(stratified_sample(mnist.labels, N, seed=0), name=f"mnist[{N}]")
-    digits = datasets.load("digits")
-    digits = digits.subset(stratified_sample(digits.labels, N, seed=0), name=f"digits[{N}]")
-    yt = np.asarray(digits.labels)
+    mnist, digits, yt = mnist_to_digits()
     base = dict(strategy="full", epochs=3, batch_size=32, seed=0)
     opts = {"image_size": IMAGE_SIZE}
     rows = []
@@ -91,11 +82,7 @@ def main() -> None:
                      f"{src:>15} {r['wall_s']:>8.1f}")
     lines.append("shot's wall_s includes the source-only fine-tune it starts from; the *-e2e rows train on source + "
                  "target batches (twice the images per step)")
-    text = "\n".join(lines) + "\n"
-    RESULTS.mkdir(exist_ok=True)
-    (RESULTS / "adapt_e2e.txt").write_text(text)
-    (RESULTS / "adapt_e2e.json").write_text(json.dumps(rows, indent=1) + "\n")
-    print(text)
+    write_results("adapt_e2e", lines, rows)
 
 
 if __name__ == "__main__":

@@ -38,13 +38,27 @@ RESULTS = Path(__file__).resolve().parent / "results"
 IMAGE_SIZE, N = 64, 600
 
 
-def main() -> None:
-    warnings.filterwarnings("ignore")
+def mnist_to_digits() -> tuple[object, object, np.ndarray]:
+    """(MNIST[N] source, UCI digits[N] target, target labels): stratified, seed 0 — shared with adapt_e2e.py."""
     mnist = datasets.load("mnist")
     mnist = mnist.subset(stratified_sample(mnist.labels, N, seed=0), name=f"mnist[{N}]")
     digits = datasets.load("digits")
     digits = digits.subset(stratified_sample(digits.labels, N, seed=0), name=f"digits[{N}]")
-    yt = np.asarray(digits.labels)
+    return mnist, digits, np.asarray(digits.labels)
+
+
+def write_results(name: str, lines: list[str], rows: list[dict]) -> None:
+    """benchmarks/results/NAME.txt (the printed table) and NAME.json (the rows); prints the table."""
+    text = "\n".join(lines) + "\n"
+    RESULTS.mkdir(exist_ok=True)
+    (RESULTS / f"{name}.txt").write_text(text)
+    (RESULTS / f"{name}.json").write_text(json.dumps(rows, indent=1) + "\n")
+    print(text)
+
+
+def main() -> None:
+    warnings.filterwarnings("ignore")
+    mnist, digits, yt = mnist_to_digits()
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         for bn_train in (False, True):  # BN statistics kept at ImageNet's (default) / updated on MNIST batches
@@ -72,11 +86,7 @@ def main() -> None:
     for r in rows:
         gain = r["target_acc"] - r.get("vs", r["target_acc"])
         lines.append(f"{r['method']:<40} {r['target_acc']:>10.4f} {gain:>+14.4f} {r['wall_s']:>8.1f}")
-    text = "\n".join(lines) + "\n"
-    RESULTS.mkdir(exist_ok=True)
-    (RESULTS / "adapt_source_free.txt").write_text(text)
-    (RESULTS / "adapt_source_free.json").write_text(json.dumps(rows, indent=1) + "\n")
-    print(text)
+    write_results("adapt_source_free", lines, rows)
 
 
 if __name__ == "__main__":
