@@ -64,7 +64,7 @@ def main() -> None:
             for method in (m for m in args.methods if m != "shot"):
                 t0 = time.perf_counter()
                 res = adapt_end_to_end(method, load_backbone("effnet:lite0", image_size=IMAGE_SIZE), mnist, digits,
-                                       Path(tmp) / f"{method}-{lam}", FinetuneConfig(**base, domain_tradeoff=lam),
+                                       Path(tmp) / f"{method}-{lam}", FinetuneConfig(**base), tradeoff=lam,
                                        target_labels=yt, backbone_options=opts, progress=False)
                 rows.append({"method": f"{method}, tradeoff {lam:g}",
                              "target_acc": res.info["adaptation"]["metrics"]["target_accuracy"],

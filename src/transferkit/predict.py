@@ -30,7 +30,10 @@ class AdaptedModel:
         return self.run.class_names
 
     def predict_proba(self, data: Dataset, batch_size: int = 64) -> np.ndarray:
-        return self.run.predict_proba(self.backbone.embed(list(data.items), batch_size=batch_size))
+        from transferkit.features import embed_items
+
+        return self.run.predict_proba(embed_items(self.backbone, list(data.items), batch_size=batch_size,
+                                                  precision=self.run.meta.get("precision", "fp32")))
 
     def predict(self, data: Dataset, batch_size: int = 64) -> np.ndarray:
         return self.predict_proba(data, batch_size).argmax(1)

@@ -72,7 +72,7 @@ class FeatureExtractor(TransformerMixin, BaseEstimator):
         check_is_fitted(self, "backbone_")
         data = self._dataset(X)
         if not self.cache:
-            return self.backbone_.embed(data.items, batch_size=self.batch_size)
+            return self.backbone_.embed(data.items, batch_size=self.batch_size, precision=self.precision)
         store = FeatureStore(Path(self.cache_dir) / "features" if self.cache_dir else None)
         fs = extract_features(self.backbone_, data, store=store, batch_size=self.batch_size,
                               precision=self.precision, progress=self.progress)

@@ -12,11 +12,12 @@ from transferkit.adapt import (
     check_class_names,
     fit_method,
     load_run,
-    parse_params,
+    parse_hyperparameters,
     save_run,
 )
 from transferkit.adapt.validate import dev_risk, snd_score
 from transferkit.errors import AdaptError
+from transferkit.params import ParamError
 
 CLASSES = ["a", "b", "c"]
 FAST = {"steps": 30}
@@ -140,7 +141,7 @@ def test_other_user_errors_are_clear(domains):
     Xs, ys, Xt, _ = domains
     with pytest.raises(AdaptError, match="unknown adaptation method 'fancy'"):
         adapt_features(Xs, ys, Xt, CLASSES, method="fancy")
-    with pytest.raises(AdaptError, match="no hyperparameter"):
+    with pytest.raises(ParamError, match="method 'coral' has no such setting; it takes C, lam"):
         fit_method("coral", Xs, ys, Xt, CLASSES, hyperparameters={"tradeoff": 1.0})
     with pytest.raises(AdaptError, match="same backbone"):
         adapt_features(Xs, ys, Xt[:, :4], CLASSES, method="coral")
@@ -148,9 +149,13 @@ def test_other_user_errors_are_clear(domains):
         adapt_features(Xs, np.zeros_like(ys), Xt, CLASSES, method="coral")
     with pytest.raises(AdaptError, match="validator"):
         adapt_features(Xs, ys, Xt, CLASSES, validator="oracle")
-    with pytest.raises(AdaptError, match="NAME=VALUE"):
-        parse_params(["tradeoff"])
-    assert parse_params(["tradeoff=0.3", "steps=10"]) == {"tradeoff": 0.3, "steps": 10}
+    with pytest.raises(ParamError, match="NAME=VALUE"):
+        parse_hyperparameters("dann", ["tradeoff"])
+    assert parse_hyperparameters("dann", ["tradeoff=0.3", "steps=10"]) == {"tradeoff": 0.3, "steps": 10}
+    with pytest.raises(ParamError, match="steps='abc' is not a whole number"):
+        parse_hyperparameters("dann", ["steps=abc"])
+    with pytest.raises(AdaptError, match="norm=.3. is not one of domain, source"):  # a word setting: its words only
+        fit_method("dann", Xs, ys, Xt, CLASSES, hyperparameters={"norm": "3", "steps": 2})
 
 
 def test_differing_class_sets_are_refused():

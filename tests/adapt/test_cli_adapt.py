@@ -63,7 +63,7 @@ def test_adapt_writes_a_run_folder_that_load_run_reads(folders, tmp_path):
     r = run("adapt", "--source", str(folders["mnist"]), "--target", str(folders["digits"]), "--image-size", "64",
             "--method", "coral", "--target-labels", "--out", str(out))
     assert r.returncode == 0, r.stderr
-    assert "target_accuracy" in r.stdout and "run written to" in r.stdout
+    assert "target_accuracy" in r.stdout and "model written to" in r.stdout
     doc = json.loads((out / "run.json").read_text())
     assert doc["kind"] == "adapt-features" and doc["method"] == "coral"
     assert doc["backbone"]["spec"] == "effnet:lite0" and doc["backbone"]["image_size"] == 64

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from transferkit import datasets
-from transferkit.adapt.end_to_end import adapt_end_to_end
+from transferkit.adapt.end_to_end import DomainTerm, adapt_end_to_end
 from transferkit.backbones import load_backbone
 from transferkit.data import stratified_sample
 from transferkit.errors import AdaptError, TransferkitError
@@ -61,8 +61,10 @@ def test_domain_loss_changes_the_backbone(method, runs):
     assert trained, "last-k should train backbone parameters"
     assert any(not torch.equal(base[k], adapted[k]) for k in trained)
     info = runs[method].info
-    assert info["config"]["domain_loss"] == method.removesuffix("-e2e")
-    assert info["adaptation"]["target_items"] == 100
+    assert "domain_loss" not in info["config"]  # the loop's config knows nothing of domain adaptation
+    assert info["terms"]["domain"]["method"] == method.removesuffix("-e2e")
+    assert info["terms"]["domain"]["target_items"] == 100
+    assert info["adaptation"]["method"] == method
     assert 0.0 <= info["adaptation"]["metrics"]["target_accuracy"] <= 1.0
 
 
@@ -122,10 +124,13 @@ def test_bad_targets_are_one_line_errors(source, target, tmp_path):
     text = Dataset(["a fine film", "a dull film"], None, (), "text", name="reviews")
     with pytest.raises(AdaptError, match="reads image items but the target 'reviews' holds text items"):
         adapt_end_to_end("mmd-e2e", _bb(), source, text, tmp_path / "b", cfg, progress=False)
-    with pytest.raises(FinetuneError, match="domain_loss"):
-        finetune(_bb(), source, tmp_path / "c", cfg, target=target, progress=False)
-    with pytest.raises(FinetuneError, match="backbone must train"):
-        FinetuneConfig(**{**CONFIG, "strategy": "head"}, domain_loss="dann")
+    with pytest.raises(FinetuneError, match="is named 'head'"):
+        term = DomainTerm("dann", target, 1280, 10)
+        term.name = "head"  # would clash with the model's own tensors in the resume files
+        finetune(_bb(), source, tmp_path / "c", cfg, terms=[term], progress=False)
+    with pytest.raises(AdaptError, match="backbone must train"):
+        adapt_end_to_end("dann-e2e", _bb(), source, target, tmp_path / "c", FinetuneConfig(**{**CONFIG,
+                         "strategy": "head"}), progress=False)
     with pytest.raises(AdaptError, match="unknown end-to-end method"):
         adapt_end_to_end("dann", _bb(), source, target, tmp_path / "d", cfg, progress=False)
     assert not any((tmp_path / n).exists() for n in "bcd")
@@ -139,7 +144,7 @@ def test_bad_targets_are_one_line_errors(source, target, tmp_path):
 
 def test_target_batches_are_seeded_and_split_across_processes_like_source_batches():
     from transferkit.adapt.end_to_end import target_batch
-    from transferkit.finetune.loop import global_batches, local_micro_batches
+    from transferkit.finetune.batches import global_batches, local_micro_batches
 
     n_source, n_target, bs = 70, 45, 16
     for epoch in (0, 1):

@@ -4,7 +4,6 @@ import json
 import os
 import subprocess
 import sys
-import time
 
 import numpy as np
 import pandas as pd
@@ -35,7 +34,7 @@ def test_extract_then_probe_on_a_review_table(reviews_csv, tmp_path):
     r = run("extract", "--model", "st:all-MiniLM-L6-v2", "--data", str(reviews_csv), "--text-column", "text",
             "--label-column", "label", "--out", str(tmp_path / "feats"))
     assert r.returncode == 0, r.stderr
-    assert "300 items × 384 features" in r.stdout and "1/1 shards computed" in r.stdout
+    assert "300 labelled items × 384 features" in r.stdout and "1/1 shards computed" in r.stdout
     again = run("extract", "--model", "st:all-MiniLM-L6-v2", "--data", str(reviews_csv), "--label-column", "label",
                 "--out", str(tmp_path / "feats"))
     assert again.returncode == 0 and "already complete: no model work" in again.stdout
@@ -88,17 +87,17 @@ def test_models_lists_offline_backbones_and_bundled_data():
         assert word in r.stdout
 
 
-def test_every_command_has_help_and_help_starts_fast():
+def test_every_command_has_help():
+    """Each command answers --help (that it imports nothing heavy for it: tests/architecture/test_layers.py)."""
+    from typer.testing import CliRunner
+
     from transferkit.cli import app
 
     names = [c.name or c.callback.__name__.replace("_", "-") for c in app.registered_commands]
     assert {"demo", "models", "extract", "probe", "rank", "finetune", "predict", "adapt"} <= set(names)
     for cmd in names:
-        t0 = time.perf_counter()
-        r = run(cmd, "--help")
-        assert r.returncode == 0 and "Usage" in r.stdout, (cmd, r.stderr)
-        # --help must not import torch/transformers (~6 s): a git-like CLI answers at once
-        assert time.perf_counter() - t0 < 5, f"transferkit {cmd} --help took {time.perf_counter() - t0:.1f} s"
+        r = CliRunner().invoke(app, [cmd, "--help"])
+        assert r.exit_code == 0 and "Usage" in r.output, (cmd, r.output)
 
 
 @pytest.mark.slow

@@ -12,7 +12,7 @@ DataLoader worker's RSS is reported by the benchmark, not asserted (a forked wor
 touches the parent's copy-on-write pages, bounded by the parent's size).
 
 Why this used to climb (issue 7): glibc kept freed batch tensors in its heap (see
-`transferkit.features.runtime.release_free_memory`, now called after every shard), and `load_backbone`
+`transferkit.runtime.release_free_memory`, now called after every shard), and `load_backbone`
 dropped `image_size` for an `nn.Module`, so this test ran at 224 px with 29 MB batches. With both fixed the
 anonymous RSS is flat to within 1 MB over the 2,000 files.
 
@@ -31,7 +31,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from transferkit.features.runtime import release_free_memory
+from transferkit.runtime import release_free_memory
 
 BENCH = Path(__file__).resolve().parents[2] / "benchmarks" / "soak_extract.py"
 N, SHARD = 2000, 100

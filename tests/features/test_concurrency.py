@@ -30,7 +30,7 @@ def _writer(out, counts):
     bb = _tiny_backbone()
     inner, calls = bb.encode, []
     bb.encode = lambda m, b: calls.append(1) or inner(m, b)
-    extract_features(bb, _data(), out=out, batch_size=10, shard_size=20, progress=False)
+    extract_features(bb, _data(), out=out, batch_size=10, shard_size=20, precision="fp32", progress=False)
     counts.put(len(calls))
 
 
@@ -46,5 +46,6 @@ def test_two_writers_share_one_store(tmp_path):
     calls = sorted(counts.get(timeout=5) for _ in procs)
     assert calls == [0, 12]  # one writer computed all 12 batches; the other found the set complete
     fs = FeatureSet.open(tmp_path / "f")
-    np.testing.assert_allclose(fs.features(), _tiny_backbone().embed(list(_data().items)), atol=1e-5)
+    np.testing.assert_allclose(fs.features(), _tiny_backbone().embed(list(_data().items), precision="fp32"),
+                               atol=1e-5)
     assert not list((tmp_path / "f").glob(".*.tmp"))

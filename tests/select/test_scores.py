@@ -179,7 +179,7 @@ def test_scores_reject_bad_inputs():
 def test_source_probabilities_are_the_models_own_predictions(lite0_small, digits_small):
     """softmax(source_head(cached features)) equals softmax of the full model's forward pass."""
     items = list(digits_small.items[:6])
-    feats = lite0_small.embed(items)
+    feats = lite0_small.embed(items, precision="fp32")
     probs = source_probabilities(lite0_small, feats)
     with torch.inference_mode():
         logits = lite0_small.model(lite0_small.collate(items)["pixel_values"])

@@ -8,11 +8,11 @@ from transferkit.adapt.fit import (
     check_class_names,
     check_domains,
     fit_method,
-    parse_params,
+    parse_hyperparameters,
 )
 from transferkit.adapt.model import FeatureClassifier
 from transferkit.adapt.run import AdaptRun, load_run, save_run
 from transferkit.adapt.validate import dev_risk, snd_score
 
 __all__ = ["GRID", "METHODS", "AdaptResult", "AdaptRun", "FeatureClassifier", "adapt_features", "check_class_names",
-           "check_domains", "dev_risk", "fit_method", "load_run", "parse_params", "save_run", "snd_score"]
+           "check_domains", "dev_risk", "fit_method", "load_run", "parse_hyperparameters", "save_run", "snd_score"]

@@ -26,10 +26,12 @@ BENCHMARKS = ("digits", "sentiment")
 DIGITS_IMAGE_SIZE = 112
 MNIST_ITEMS = 2000
 SENTIMENT_DOMAINS = ("movies", "tweets", "amazon", "nyt")
+#: the benchmark's features are fp32 on every host, so its tables are the same on machines with and without bf16
+PRECISION = "fp32"
 
 
 def digits_features(*, image_size: int = DIGITS_IMAGE_SIZE, mnist_items: int = MNIST_ITEMS, seed: int = 0,
-                    progress: bool = False) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+                    progress: bool = False, precision: str = PRECISION) -> dict[str, tuple[np.ndarray, np.ndarray]]:
     """{'mnist': (X, y), 'digits': (X, y)}: EfficientNet-Lite0 features, cached in the feature store."""
     from transferkit import datasets
     from transferkit.backbones import load_backbone
@@ -42,11 +44,13 @@ def digits_features(*, image_size: int = DIGITS_IMAGE_SIZE, mnist_items: int = M
         mnist = mnist.subset(stratified_sample(mnist.labels, mnist_items, seed=seed), name=f"mnist[{mnist_items}]")
     out = {}
     for name, ds in (("mnist", mnist), ("digits", datasets.load("digits"))):
-        out[name] = (extract_features(backbone, ds, progress=progress).features(), np.asarray(ds.labels))
+        out[name] = (extract_features(backbone, ds, precision=precision, progress=progress).features(),
+                     np.asarray(ds.labels))
     return out
 
 
-def sentiment_features(*, progress: bool = False) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+def sentiment_features(*, progress: bool = False,
+                       precision: str = PRECISION) -> dict[str, tuple[np.ndarray, np.ndarray]]:
     """{domain: (X, y)} for the four VADER domains: all-MiniLM-L6-v2 features, cached in the feature store."""
     from transferkit import datasets
     from transferkit.backbones import load_backbone
@@ -56,7 +60,8 @@ def sentiment_features(*, progress: bool = False) -> dict[str, tuple[np.ndarray,
     out = {}
     for d in SENTIMENT_DOMAINS:
         ds = datasets.load(f"sentiment-{d}")
-        out[d] = (extract_features(backbone, ds, progress=progress).features(), np.asarray(ds.labels))
+        out[d] = (extract_features(backbone, ds, precision=precision, progress=progress).features(),
+                  np.asarray(ds.labels))
     return out
 
 

@@ -1,8 +1,8 @@
 """End-to-end domain adaptation through the fine-tuning loop: DANN, CDAN and MMD train the backbone too.
 
-`finetune(..., target=unlabelled)` with `FinetuneConfig(domain_loss=...)` draws, for every source batch, a
-target batch of the same size (order a pure function of (seed, epoch), so resume stays exact), encodes both in
-one forward pass of the same network and adds `domain_tradeoff` × one of:
+`DomainTerm` is a loss term of the fine-tuning loop (`transferkit.finetune.terms`): for every source batch it draws
+a target batch of the same size (order a pure function of (seed, epoch), so resume stays exact), the loop encodes
+both in one forward pass of the same network, and the term adds `domain_tradeoff` × one of:
 
 - dann (Ganin et al. 2016): a domain discriminator behind gradient reversal, coefficient 2/(1+exp(-10p))-1;
 - cdan (Long et al. 2018): the discriminator reads the multilinear map features ⊗ predictions (the randomized map
@@ -18,32 +18,45 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable
-from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 import torch
-from torch import nn
 
 from transferkit.adapt import losses as L
 from transferkit.adapt.adapters import RANDOMIZED_ABOVE, _discriminator
+from transferkit.adapt.losses import dann_schedule
+from transferkit.backbones.base import Backbone
 from transferkit.data.dataset import Dataset
 from transferkit.errors import AdaptError
+from transferkit.finetune.config import FinetuneConfig
+from transferkit.finetune.loop import FinetuneResult
+from transferkit.finetune.terms import LossTerm, TermBatch
 
-#: CLI method name → FinetuneConfig.domain_loss
+#: CLI method name → the domain loss of `DomainTerm`
 END_TO_END = {"dann-e2e": "dann", "cdan-e2e": "cdan", "mmd-e2e": "mmd"}
+DOMAIN_LOSSES = tuple(END_TO_END.values())
 
 
-class DomainTerm(nn.Module):
-    """The domain loss of one micro-batch whose first `m` rows are source items and the last `m` target items.
+class DomainTerm(LossTerm):
+    """The domain loss of end-to-end adaptation, as a loss term of the fine-tuning loop.
 
-    forward returns the term on a "sum over m source items" scale (BCE summed over both domains / 2, or MMD × m),
-    so the loop scales it like its summed classification loss. Initialised from `seed` alone.
+    Each source batch is paired with as many target items (`extra_items`, a per-epoch permutation of the target
+    drawn from (seed, epoch), cycled), and `loss` returns `tradeoff` × the domain loss on the loop's "sum over the
+    source items" scale (BCE summed over both domains / 2, or MMD × the source items). Initialised from `seed`.
     """
 
-    def __init__(self, method: str, feature_dim: int, n_classes: int, seed: int) -> None:
+    name = "domain"
+
+    def __init__(self, method: str, target: Dataset, feature_dim: int, n_classes: int, *, tradeoff: float = 1.0,
+                 batch_size: int = 32, seed: int = 0) -> None:
         super().__init__()
-        self.method = method
+        if method not in DOMAIN_LOSSES:
+            raise AdaptError(f"unknown domain loss {method!r}: use one of {', '.join(DOMAIN_LOSSES)}")
+        if tradeoff < 0:
+            raise AdaptError(f"domain_tradeoff={tradeoff} is negative: give a weight ≥ 0 for the domain loss")
+        self.method, self.items, self.tradeoff, self.seed = method, target, float(tradeoff), seed
+        self.batch_size = batch_size  # the run's global batch: where each batch's target items start
         self.rmap: L.RandomizedMultilinearMap | None = None
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
@@ -56,22 +69,40 @@ class DomainTerm(nn.Module):
             else:
                 dim = feature_dim
             self.disc = _discriminator(dim) if method in ("dann", "cdan") else None
-        self.in_dim = dim
 
-    def forward(self, features: torch.Tensor | None, logits: torch.Tensor | None, m: int,
-                coeff: float) -> torch.Tensor:
-        if features is None:  # a process with no items must still join DDP's all-reduce: a zero touching every weight
-            w = next(self.disc.parameters())
-            return self.disc(torch.zeros(1, self.in_dim, device=w.device)).sum() * 0.0
-        f = features.float()
+    def extra_items(self, epoch: int, position: int, size: int) -> np.ndarray:
+        return target_batch(len(self.items), size, self.batch_size, self.seed, epoch, position)
+
+    def loss(self, batch: TermBatch, progress: float) -> torch.Tensor:
+        m = len(batch.source_features)
+        f = torch.cat([batch.source_features, batch.features]).float()
         if self.method == "mmd":
-            return L.multi_kernel_mmd(f[:m], f[m:]) * m
+            return self.tradeoff * L.multi_kernel_mmd(f[:m], f[m:]) * m
         if self.method == "cdan":
+            logits = torch.cat([batch.source_outputs, batch.outputs])
             probs = torch.softmax(logits.float(), 1).detach()
             f = self.rmap(f, probs) if self.rmap is not None else L.multilinear_map(f, probs)
-        d = self.disc(L.grad_reverse(f, coeff))
+        d = self.disc(L.grad_reverse(f, dann_schedule(progress)))
         is_src = torch.cat([torch.ones(m), torch.zeros(len(f) - m)]).to(d.device)
-        return L.domain_adversarial_loss(d, is_src) * len(f) / 2.0
+        return self.tradeoff * L.domain_adversarial_loss(d, is_src) * len(f) / 2.0
+
+    def record(self) -> dict:
+        return {"method": self.method, "tradeoff": self.tradeoff, "target": self.items.name,
+                "target_items": len(self.items), "target_fingerprint": self.items.fingerprint}
+
+    def mismatch(self, prior: dict) -> str | None:
+        if "terms" in prior:
+            old = prior["terms"].get(self.name) or {}
+        else:  # a run folder of an earlier version: the domain loss sat in its config and "adaptation" record
+            config = prior.get("config") or {}
+            old = {**(prior.get("adaptation") or {}), "method": config.get("domain_loss"),
+                   "tradeoff": float(config.get("domain_tradeoff", 1.0))}
+        if old.get("target_fingerprint") != self.items.fingerprint:
+            return "the target data differ from those the run started on (resume with the same --target)"
+        if (old.get("method"), old.get("tradeoff")) != (self.method, self.tradeoff):
+            return (f"the run started with domain loss {old.get('method')} × {old.get('tradeoff')}, not "
+                    f"{self.method} × {self.tradeoff}")
+        return None
 
 
 def check_target(target: Dataset, modality: str, task: str) -> None:
@@ -92,33 +123,46 @@ def target_batch(n_target: int, size: int, batch_size: int, seed: int, epoch: in
     return order[(position * batch_size + np.arange(size)) % n_target]
 
 
-def adapt_end_to_end(method: str, backbone, source: Dataset, target: Dataset, out: str | Path,  # noqa: ANN001
-                     config=None, *, target_labels: np.ndarray | None = None,  # noqa: ANN001
-                     backbone_options: dict | None = None, resume: bool = False, progress: bool = True,
-                     log: Callable[[str], None] = lambda m: None, stop_after_steps: int | None = None):  # noqa: ANN201
-    """Fine-tune `backbone` on labelled `source` with `method`'s domain loss on unlabelled `target` into `out`.
+def adapt_end_to_end(method: str, backbone: Backbone, source: Dataset, target: Dataset, out: str | Path,
+                     config: FinetuneConfig | None = None, *, tradeoff: float = 1.0,
+                     target_labels: np.ndarray | None = None, backbone_options: dict | None = None,
+                     resume: bool = False, progress: bool = True, log: Callable[[str], None] = lambda m: None,
+                     stop_after_steps: int | None = None, device: str = "auto") -> FinetuneResult:
+    """Fine-tune `backbone` on labelled `source` with `method`'s domain loss (weight `tradeoff`) on unlabelled
+    `target` into `out`.
 
     target_labels (class ids in the source's class order) are used after training, to score the written model
-    on the target, and nothing else. Returns the FinetuneResult; run.json gains an "adaptation" record.
+    on the target, and nothing else. Returns the FinetuneResult; run.json gains an "adaptation" record (the method,
+    the term's record and, with target labels, the target accuracy).
     """
     from transferkit.finetune import FinetuneConfig, finetune
+    from transferkit.finetune.batches import make_targets
     from transferkit.finetune.checkpoint import RunFolder
     from transferkit.finetune.run import load_run
 
     if method not in END_TO_END:
         raise AdaptError(f"unknown end-to-end method {method!r}: use one of {', '.join(END_TO_END)}")
-    config = replace(config or FinetuneConfig(), domain_loss=END_TO_END[method])
-    config.validate()
-    res = finetune(backbone, source, out, config, target=target, backbone_options=backbone_options, resume=resume,
-                   progress=progress, log=log, stop_after_steps=stop_after_steps)
-    if target_labels is not None and int(os.environ.get("RANK", "0")) == 0:  # under DDP the main process scores
+    config = config or FinetuneConfig()
+    if config.strategy == "head":
+        raise AdaptError(f"--method {method} aligns backbone features, so the backbone must train: use strategy "
+                         "full, last-k, gradual or lora")
+    labels = make_targets(source)
+    check_target(target, backbone.modality, labels.task)
+    term = DomainTerm(END_TO_END[method], target, backbone.feature_dim, labels.n_outputs, tradeoff=tradeoff,
+                      batch_size=config.batch_size, seed=config.seed)
+    res = finetune(backbone, source, out, config, terms=[term], backbone_options=backbone_options, resume=resume,
+                   progress=progress, log=log, stop_after_steps=stop_after_steps, device=device)
+    if int(os.environ.get("RANK", "0")) == 0:  # under DDP the main process writes the record
         folder = RunFolder(out)
         info = folder.read()
-        acc = float((load_run(out).predict(target) == np.asarray(target_labels)).mean())
-        info["adaptation"] = {**info.get("adaptation", {}), "metrics": {"target_accuracy": acc}}
+        record = {**info.get("adaptation", {}), **term.record(), "method": method}
+        if target_labels is not None:
+            acc = float((load_run(out).predict(target) == np.asarray(target_labels)).mean())
+            record["metrics"] = {"target_accuracy": acc}
+        info["adaptation"] = record
         folder.write(info)
         res.info = info
     return res
 
 
-__all__ = ["END_TO_END", "DomainTerm", "adapt_end_to_end", "check_target", "target_batch"]
+__all__ = ["DOMAIN_LOSSES", "END_TO_END", "DomainTerm", "adapt_end_to_end", "check_target", "target_batch"]

@@ -14,6 +14,7 @@ from transferkit.adapt import adapters, align
 from transferkit.adapt.model import FeatureClassifier
 from transferkit.adapt.validate import VALIDATORS, dev_risk, snd_score
 from transferkit.errors import AdaptError
+from transferkit.params import defaults_schema, parse_params
 
 CLOSED_FORM = ("source-only", "coral", "sa")
 METHODS = CLOSED_FORM + adapters.TRAINABLE
@@ -83,11 +84,7 @@ def fit_method(method: str, Xs: np.ndarray, ys: np.ndarray, Xt: np.ndarray, clas
     """Fit one method on labelled source and unlabelled target features."""
     if method not in METHODS:
         raise AdaptError(f"unknown adaptation method {method!r}: use one of {', '.join(METHODS)} or auto")
-    hp = {**DEFAULTS[method], **(hyperparameters or {})}
-    allowed = set(DEFAULTS[method]) | (set(adapters.DEFAULTS) if method in adapters.TRAINABLE else set())
-    unknown = set(hp) - allowed
-    if unknown:
-        raise AdaptError(f"method {method!r} has no hyperparameter(s) {sorted(unknown)}: it takes {sorted(allowed)}")
+    hp = {**DEFAULTS[method], **parse_hyperparameters(method, hyperparameters or {})}
     with adapters.single_thread():  # small problems: extra threads on a shared CPU only add contention
         return _fit(method, Xs, ys, Xt, class_names, hp, seed)
 
@@ -187,19 +184,14 @@ def adapt_features(Xs: np.ndarray, ys: np.ndarray, Xt: np.ndarray, class_names: 
     return AdaptResult(models[best], pick["method"], pick["hyperparameters"], metrics, rows, validator)
 
 
-def parse_params(items: list[str]) -> dict[str, Any]:
-    """NAME=VALUE strings (CLI --param) to a dict; values become int or float when they parse as numbers."""
-    out: dict[str, Any] = {}
-    for item in items:
-        name, sep, value = item.partition("=")
-        if not sep or not name.strip():
-            raise AdaptError(f"--param {item!r} is not NAME=VALUE: write e.g. --param tradeoff=0.3")
-        v: Any = value.strip()
-        for cast in (int, float):
-            try:
-                v = cast(v)
-                break
-            except ValueError:
-                continue
-        out[name.strip()] = v
-    return out
+def hyperparameter_schema(method: str) -> dict[str, Any]:
+    """{name: type} of the hyperparameters `method` takes (its own plus, for adapters, the training ones)."""
+    if method not in METHODS:
+        raise AdaptError(f"unknown adaptation method {method!r}: use one of {', '.join(METHODS)} or auto")
+    table = {**DEFAULTS[method], **(adapters.DEFAULTS if method in adapters.TRAINABLE else {})}
+    return defaults_schema(table)
+
+
+def parse_hyperparameters(method: str, items: list[str] | dict[str, Any]) -> dict[str, Any]:
+    """`--param NAME=VALUE` strings (or a dict) for `method`, checked by name and converted to their types."""
+    return parse_params(items, hyperparameter_schema(method), what=f"method {method!r}")

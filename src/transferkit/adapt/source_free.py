@@ -43,9 +43,14 @@ def _norms(model: nn.Module) -> list[nn.modules.batchnorm._BatchNorm]:
     return [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.track_running_stats]
 
 
+def _collate(run: Any, items: list) -> dict[str, torch.Tensor]:
+    """A batch of raw items, on the device of the run's network."""
+    dev = next(run.model.parameters()).device
+    return {k: v.to(dev) for k, v in run.backbone.collate(items).items()}
+
+
 def _batches(run: Any, target: Dataset, idx: np.ndarray, batch_size: int) -> list[dict[str, torch.Tensor]]:
-    collate = run.backbone.collate
-    return [collate([target.items[int(i)] for i in idx[s: s + batch_size]])
+    return [_collate(run, [target.items[int(i)] for i in idx[s: s + batch_size]])
             for s in range(0, len(idx), batch_size) if len(idx[s: s + batch_size]) > 1]
 
 
@@ -138,7 +143,7 @@ def _shot(run: Any, target: Dataset, *, batch_size: int, seed: int, lr: float, e
             outs = [model(b, with_features=True) for b in _batches(run, target, all_idx, batch_size)]
         n_full = sum(len(o[0]) for o in outs)
         if n_full < len(target):  # a last single item that _batches leaves out
-            outs.append(model(run.backbone.collate([target.items[-1]]), with_features=True))
+            outs.append(model(_collate(run, [target.items[-1]]), with_features=True))
         logits, feats = torch.cat([o[0] for o in outs]), torch.cat([o[1] for o in outs])
         pseudo = shot_pseudo_labels(feats, torch.softmax(logits.float(), 1))
         model.train()
@@ -148,9 +153,9 @@ def _shot(run: Any, target: Dataset, *, batch_size: int, seed: int, lr: float, e
             idx = order[s: s + batch_size]
             if len(idx) < 2:
                 continue
-            out = model(run.backbone.collate([target.items[int(i)] for i in idx]))
+            out = model(_collate(run, [target.items[int(i)] for i in idx]))
             loss = information_maximization(out) + beta * torch.nn.functional.cross_entropy(
-                out.float(), pseudo[torch.as_tensor(idx)])
+                out.float(), pseudo[torch.as_tensor(idx)].to(out.device))
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
@@ -163,12 +168,14 @@ def _shot(run: Any, target: Dataset, *, batch_size: int, seed: int, lr: float, e
 
 def adapt_run(method: str, source_run: str | Path, target: Dataset, out: str | Path, *, batch_size: int = 64,
               seed: int = 0, recentre: bool = True, lr: float | None = None, epochs: int | None = None,
-              beta: float = 0.3, target_labels: np.ndarray | None = None, trust_pickle: bool = False) -> dict:
+              beta: float = 0.3, target_labels: np.ndarray | None = None, trust_pickle: bool = False,
+              device: str = "cpu") -> dict:
     """Adapt the fine-tuned run `source_run` to `target` with `method` (adabn, tent or shot) into the run folder `out`.
 
     lr / epochs default to 1e-3 / 1 (tent: Adam on norm affine parameters) and 1e-4 / 3 (shot: AdamW on the
     backbone); beta weighs SHOT's pseudo-label cross-entropy.
     target_labels: class ids of the target items in the run's class order, for evaluation only.
+    device: where the network runs ("auto": CUDA when present).
     Returns the record written to run.json's "adaptation" entry (with target accuracy when labels were given).
     """
     from transferkit.finetune.checkpoint import RunFolder, model_tensors, save_tensors
@@ -179,7 +186,7 @@ def adapt_run(method: str, source_run: str | Path, target: Dataset, out: str | P
     dest = RunFolder(out)
     if dest.exists():
         raise AdaptError(f"{dest.path} already holds a run: choose another --out")
-    run = load_run(source_run, trust_pickle=trust_pickle)
+    run = load_run(source_run, trust_pickle=trust_pickle, device=device)
     _check(run, target, method)
     lr = lr if lr is not None else (1e-4 if method == "shot" else 1e-3)
     epochs = epochs if epochs is not None else (3 if method == "shot" else 1)

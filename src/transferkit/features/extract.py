@@ -21,8 +21,9 @@ from tqdm.auto import tqdm
 from transferkit.backbones.base import Backbone
 from transferkit.data.dataset import Dataset
 from transferkit.errors import DataError, FeatureStoreError
-from transferkit.features.runtime import InferenceRunner, choose_optimization, release_free_memory, resolve_precision
+from transferkit.features.inference import InferenceRunner, choose_optimization
 from transferkit.features.store import FeatureSet, FeatureStore, feature_key, shard_name
+from transferkit.runtime import release_free_memory, resolve_precision
 
 
 class _Items(torch.utils.data.Dataset):
@@ -40,10 +41,34 @@ class _Items(torch.utils.data.Dataset):
 
 def _batches(data: Dataset, start: int, stop: int, batch_size: int) -> list[list[int]]:
     """Index batches for one shard; text is sorted by length so batches carry little padding."""
-    idx = list(range(start, stop))
-    if data.modality == "text":
-        idx.sort(key=lambda i: len(data.items[i]))
+    return plan_batches(data.items, data.modality, batch_size, start, stop)
+
+
+def plan_batches(items: Sequence[Any], modality: str, batch_size: int, start: int = 0,
+                 stop: int | None = None) -> list[list[int]]:
+    """Index batches of items[start:stop]; text sorted by length (stable) so batches carry little padding."""
+    idx = list(range(start, len(items) if stop is None else stop))
+    if modality == "text":
+        idx.sort(key=lambda i: len(items[i]))
     return [idx[i : i + batch_size] for i in range(0, len(idx), batch_size)]
+
+
+def embed_items(backbone: Backbone, items: Sequence[Any], *, batch_size: int = 64, precision: str = "auto",
+                progress: bool = False) -> np.ndarray:
+    """Features (N, D) of raw items, computed the way extraction computes them (the same batching, precision
+    policy, memory layout and inference runner) but without the store: what a model folder predicts from."""
+    prec = resolve_precision(precision, backbone)
+    runner = InferenceRunner(backbone, prec, "none")
+    out = np.empty((len(items), backbone.feature_dim), np.float32)
+    plan = plan_batches(items, backbone.modality, batch_size)
+    bar = tqdm(total=len(items), desc=f"embed {backbone.spec}", unit="item", disable=not progress, leave=False)
+    try:
+        for idx in plan:
+            out[np.asarray(idx)] = runner(backbone.collate([items[i] for i in idx]))
+            bar.update(len(idx))
+    finally:
+        bar.close()
+    return out
 
 
 def default_workers(data: Dataset) -> int:

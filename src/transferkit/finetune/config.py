@@ -11,14 +11,14 @@ from typing import Any
 
 from transferkit.errors import FinetuneError, Interrupted
 
-__all__ = ["DOMAIN_LOSSES", "FinetuneConfig", "FinetuneError", "Interrupted", "OPTIMIZERS", "PRECISIONS", "SCHEDULES",
-           "STRATEGIES"]
+__all__ = ["FinetuneConfig", "FinetuneError", "Interrupted", "OPTIMIZERS", "PRECISIONS", "SCHEDULES", "STRATEGIES"]
 
 STRATEGIES = ("head", "full", "last-k", "gradual", "lora")
 OPTIMIZERS = ("adamw", "sgd")
 SCHEDULES = ("cosine", "onecycle", "constant")
 PRECISIONS = ("auto", "fp32", "bf16")
-DOMAIN_LOSSES = ("dann", "cdan", "mmd")
+#: settings earlier versions kept in the config; they now belong to loss terms (see terms.py) and are dropped on read
+RETIRED = ("domain_loss", "domain_tradeoff")
 
 
 @dataclass
@@ -33,8 +33,7 @@ class FinetuneConfig:
     False for pretrained backbones and True for random-init ones, which have no statistics to keep.
     batch_size is the global batch: split across processes under `accelerate launch`, and over
     `grad_accum` micro-batches.
-    domain_loss (dann, cdan or mmd; needs `finetune(..., target=...)`) adds domain_tradeoff × that term on
-    unlabelled target batches (end-to-end domain adaptation, see `transferkit.adapt.end_to_end`).
+    Extra losses (domain adaptation, say) are not settings here: they are `LossTerm`s given to `finetune`.
     """
 
     strategy: str = "full"
@@ -68,8 +67,6 @@ class FinetuneConfig:
     num_workers: int = 0
     checkpoint_every: int = 50
     max_steps: int | None = None
-    domain_loss: str | None = None
-    domain_tradeoff: float = 1.0
 
     def __post_init__(self) -> None:
         self.validate()
@@ -113,13 +110,6 @@ class FinetuneConfig:
             raise bad("class_weights", self.class_weights, "use 'balanced' or None")
         if self.max_steps is not None and self.max_steps < 1:
             raise bad("max_steps", self.max_steps, "give a number of optimizer steps ≥ 1, or None")
-        if self.domain_loss not in (None, *DOMAIN_LOSSES):
-            raise bad("domain_loss", self.domain_loss, "use one of " + ", ".join(DOMAIN_LOSSES) + ", or None")
-        if self.domain_tradeoff < 0:
-            raise bad("domain_tradeoff", self.domain_tradeoff, "give a weight ≥ 0 for the domain loss")
-        if self.domain_loss and self.strategy == "head":
-            raise bad("strategy", self.strategy, f"domain_loss={self.domain_loss!r} aligns backbone features, so "
-                      "the backbone must train: use full, last-k, gradual or lora")
 
     def to_dict(self) -> dict:
         """JSON-able dict of every field."""
@@ -129,6 +119,7 @@ class FinetuneConfig:
     def from_dict(cls, d: dict) -> FinetuneConfig:
         """Rebuild from `to_dict` output; unknown keys are an error (a run folder from another version)."""
         names = {f.name for f in fields(cls)}
+        d = {k: v for k, v in d.items() if k not in RETIRED}
         unknown = sorted(set(d) - names)
         if unknown:
             raise FinetuneError(f"run config has unknown settings {unknown}: it was written by another version")

@@ -1,15 +1,10 @@
 """The training loop: seeded, resumable at any optimizer step, data-parallel through Hugging Face Accelerate.
 
-One global batch of `batch_size` items is cut into equal slices per process (so 1 process and
-`accelerate launch --num_processes N` see the same global batch) and each slice into `grad_accum`
-micro-batches. Losses are summed and divided by the global batch size, so gradients equal those of
-the whole batch at once whatever the split. The data order of epoch e is a permutation drawn from
-(seed, e), so a resumed run skips exactly the batches already done and ends where an uninterrupted
-run ends. Ctrl-C (SIGINT/SIGTERM) finishes the current step, saves, and exits.
-
-With `target=` (unlabelled items) and `config.domain_loss`, each source micro-batch is collated together with
-an equally sized target micro-batch (cut from the global target batch exactly as the source batch is) and a
-domain loss is added; see `transferkit.adapt.end_to_end`.
+Batches are cut as `batches.py` says (the same global batch for one process or N); losses are summed and divided
+by the global batch size, so gradients equal those of the whole batch at once whatever the split. A resumed run
+skips exactly the batches already done and ends where an uninterrupted run ends. Ctrl-C (SIGINT/SIGTERM)
+finishes the current step, saves, and exits. Extra loss terms (`terms.py`, e.g. domain adaptation) plug in
+without the loop knowing what they compute.
 """
 
 from __future__ import annotations
@@ -18,7 +13,7 @@ import contextlib
 import math
 import signal
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -27,14 +22,18 @@ import numpy as np
 import torch
 from torch import nn
 
-from transferkit.adapt.end_to_end import target_batch
-from transferkit.adapt.losses import dann_schedule
 from transferkit.backbones.base import Backbone
 from transferkit.data.dataset import Dataset
 from transferkit.data.splits import stratified_split
-from transferkit.errors import DataError
-from transferkit.features.runtime import peak_rss_mb
 from transferkit.finetune import lora
+from transferkit.finetune.batches import (
+    Batches,
+    Targets,
+    global_batches,
+    loader,
+    local_micro_batches,
+    make_targets,
+)
 from transferkit.finetune.checkpoint import (
     RunFolder,
     load_model_tensors,
@@ -59,7 +58,10 @@ from transferkit.finetune.model import (
     unused_parameters,
 )
 from transferkit.finetune.optim import make_optimizer, make_scheduler, param_groups
+from transferkit.finetune.state import LoopState
+from transferkit.finetune.terms import LossTerm, TermBatch, check_terms
 from transferkit.heads.metrics import PRIMARY_METRIC, score_all
+from transferkit.runtime import peak_rss_mb, resolve_device, resolve_precision
 
 #: Training items whose pretrained features set the head's input standardisation.
 CALIBRATION_ITEMS = 128
@@ -81,106 +83,6 @@ class FinetuneResult:
     info: dict = field(default_factory=dict)
 
 
-@dataclass
-class _Target:
-    """Training targets: class ids (classification) or standardised values (regression)."""
-
-    task: str
-    y: np.ndarray
-    class_names: tuple[str, ...]
-    mean: float = 0.0
-    std: float = 1.0
-
-    @property
-    def n_outputs(self) -> int:
-        return len(self.class_names) if self.task == "classification" else 1
-
-    def tensor(self, idx: Sequence[int]) -> torch.Tensor:
-        v = self.y[np.asarray(idx, dtype=np.int64)]
-        if self.task == "classification":
-            return torch.as_tensor(v, dtype=torch.long)
-        return torch.as_tensor((v - self.mean) / self.std, dtype=torch.float32)
-
-
-def make_target(data: Dataset) -> _Target:
-    """Check the labels and encode them for training."""
-    if data.labels is None:
-        raise DataError(f"data set {data.name!r} has no labels: fine-tuning needs a label per item")
-    if data.task == "classification":
-        y = np.asarray(data.labels, dtype=np.int64)
-        present = np.unique(y)
-        if len(present) < 2:
-            raise DataError(f"data set {data.name!r} has only one class ({data.class_names[present[0]]!r}): "
-                            "a classifier needs at least two")
-        return _Target("classification", y, tuple(data.class_names))
-    y = np.asarray(data.labels, dtype=np.float64)
-    if not np.isfinite(y).all():
-        raise DataError(f"data set {data.name!r} has NaN or infinite targets: clean them before fine-tuning")
-    return _Target("regression", y, (), float(y.mean()), float(y.std() or 1.0))
-
-
-# ---- batches --------------------------------------------------------------------------------------
-
-
-class _Batches(torch.utils.data.Dataset):
-    """Index batches → (collated inputs, targets); a DataLoader over it collates in worker processes."""
-
-    def __init__(self, data: Dataset, batches: list[list[int]], collate: Callable, target: _Target | None) -> None:
-        self.data, self.batches, self.collate, self.target = data, batches, collate, target
-
-    def __len__(self) -> int:
-        return len(self.batches)
-
-    def __getitem__(self, i: int) -> tuple[dict, torch.Tensor | None, int]:
-        idx = self.batches[i]
-        items = [self.data.items[j] for j in idx]
-        return self.collate(items), (self.target.tensor(idx) if self.target else None), len(idx)
-
-
-class _PairBatches(_Batches):
-    """Source index batches paired with target ones → (inputs of source items then target items, targets, n)."""
-
-    def __init__(self, data: Dataset, batches: list[list[int]], collate: Callable, target: _Target,
-                 other: Dataset, other_batches: list[list[int]]) -> None:
-        super().__init__(data, batches, collate, target)
-        self.other, self.other_batches = other, other_batches
-
-    def __getitem__(self, i: int) -> tuple[dict, torch.Tensor | None, int]:
-        idx = self.batches[i]
-        items = [self.data.items[j] for j in idx] + [self.other.items[j] for j in self.other_batches[i]]
-        return self.collate(items), self.target.tensor(idx), len(idx)
-
-
-def _loader(data: Dataset, batches: list[list[int]], collate: Callable, target: _Target | None,
-            num_workers: int, ds: _Batches | None = None) -> Iterator[tuple[dict, torch.Tensor | None, int]]:
-    ds = ds or _Batches(data, batches, collate, target)
-    if num_workers <= 0 or len(batches) < 2:
-        return (ds[i] for i in range(len(ds)))
-    loader = torch.utils.data.DataLoader(ds, batch_size=None, shuffle=False, num_workers=num_workers,
-                                         generator=torch.Generator().manual_seed(0),
-                                         persistent_workers=False, multiprocessing_context="spawn")
-    return iter(loader)
-
-
-def epoch_order(n: int, seed: int, epoch: int) -> np.ndarray:
-    """The permutation of training items in `epoch` (a pure function of seed and epoch)."""
-    return np.random.default_rng([seed, epoch]).permutation(n)
-
-
-def global_batches(n: int, batch_size: int, seed: int, epoch: int) -> list[np.ndarray]:
-    order = epoch_order(n, seed, epoch)
-    return [order[i : i + batch_size] for i in range(0, n, batch_size)]
-
-
-def local_micro_batches(batch: np.ndarray, rank: int, world: int, grad_accum: int) -> list[list[int]]:
-    """This process's micro-batches of one global batch: equal contiguous slices, then `grad_accum` parts."""
-    mine = np.array_split(batch, world)[rank]
-    return [m.tolist() for m in np.array_split(mine, grad_accum) if len(m)]
-
-
-# ---- evaluation -----------------------------------------------------------------------------------
-
-
 @torch.inference_mode()
 def predict_outputs(model: TransferModel, data: Dataset, collate: Callable, *, indices: np.ndarray | None = None,
                     batch_size: int = 64, device: torch.device | None = None,
@@ -193,7 +95,7 @@ def predict_outputs(model: TransferModel, data: Dataset, collate: Callable, *, i
     batches = [idx[i : i + batch_size].tolist() for i in range(0, len(idx), batch_size)]
     out = []
     try:
-        for inputs, _, _ in _loader(data, batches, collate, None, num_workers):
+        for inputs, _, _ in loader(Batches(data, batches, collate, None), num_workers):
             inputs = {k: v.to(device, non_blocking=True) for k, v in inputs.items()}
             with autocast() if autocast else contextlib.nullcontext():
                 out.append(model(inputs).float().cpu().numpy())
@@ -202,7 +104,7 @@ def predict_outputs(model: TransferModel, data: Dataset, collate: Callable, *, i
     return np.concatenate(out) if out else np.zeros((0, model.head.out_features), np.float32)
 
 
-def _scores(target: _Target, outputs: np.ndarray, idx: np.ndarray) -> dict[str, float]:
+def _scores(target: Targets, outputs: np.ndarray, idx: np.ndarray) -> dict[str, float]:
     y = target.y[idx]
     if target.task == "classification":
         return score_all("classification", y, outputs.argmax(1))
@@ -257,24 +159,30 @@ def _peak_memory_mb(device: torch.device) -> float:
     return peak_rss_mb()  # this process's own peak, also when started by torchrun or a compare child
 
 
-def _accelerator(config: FinetuneConfig) -> Any:
+def _accelerator(config: FinetuneConfig, device: str) -> Any:
+    """Accelerate's accelerator on `device` (auto: CUDA when present) with bf16 autocast as the runtime policy says."""
     from accelerate import Accelerator
 
-    from transferkit.features.runtime import native_bf16
-
-    cpu = not torch.cuda.is_available()
-    device = torch.device("cpu" if cpu else "cuda")
-    if config.precision == "bf16" or (config.precision == "auto" and native_bf16(device)):
-        mp = "bf16"
-    else:
-        mp = "no"
-    return Accelerator(cpu=cpu, mixed_precision=mp)
+    dev = resolve_device(device)
+    if dev.type == "cuda" and dev.index is not None:
+        raise FinetuneError(f"--device {device}: fine-tuning places its processes itself; pick the GPU with "
+                            f"CUDA_VISIBLE_DEVICES={dev.index} and --device cuda")
+    if dev.type not in ("cpu", "cuda"):
+        raise FinetuneError(f"--device {device}: fine-tuning runs on cpu or cuda")
+    mp = "bf16" if resolve_precision(config.precision, dev) == "bf16" else "no"
+    return Accelerator(cpu=dev.type == "cpu", mixed_precision=mp)
 
 
 def _check_resume(folder: RunFolder, info: dict, config: FinetuneConfig, data: Dataset, spec: str,
-                  domain: Dataset | None = None) -> None:
+                  terms: Sequence[LossTerm]) -> None:
     old = FinetuneConfig.from_dict(info["config"]).to_dict()
     new = config.to_dict()
+    for reason in [t.mismatch(info) for t in terms] + [f"the run started with a {name} loss term, not given now"
+                                                         for name in (info.get("terms") or {})
+                                                         if name not in {t.name for t in terms}]:
+        if reason:
+            raise FinetuneError(f"--resume {folder.path}: {reason}; resume with the same settings, or start a new "
+                                "run in another --out")
     changed = [k for k in new if old.get(k) != new[k] and k not in FinetuneConfig.RESUMABLE_CHANGES]
     if changed:
         raise FinetuneError(f"--resume {folder.path}: settings changed since the run started ({', '.join(changed)}); "
@@ -284,9 +192,6 @@ def _check_resume(folder: RunFolder, info: dict, config: FinetuneConfig, data: D
                             "resume with the same data, or start a new run in another --out")
     if info["backbone"]["spec"] != spec:
         raise FinetuneError(f"--resume {folder.path}: the run started from {info['backbone']['spec']}, not {spec}")
-    if domain is not None and (info.get("adaptation") or {}).get("target_fingerprint") != domain.fingerprint:
-        raise FinetuneError(f"--resume {folder.path}: the target data differ from those the run started on; "
-                            "resume with the same --target, or start a new run in another --out")
 
 
 def finetune(
@@ -300,26 +205,23 @@ def finetune(
     progress: bool = True,
     log: Callable[[str], None] = lambda m: None,
     stop_after_steps: int | None = None,
-    target: Dataset | None = None,
+    terms: Sequence[LossTerm] = (),
+    device: str = "auto",
 ) -> FinetuneResult:
     """Fine-tune `backbone` on `data` into the run folder `out`; see the module docstring for the mechanics.
 
     backbone_options: how to rebuild the backbone from its spec (pretrained, pooling, image_size,
     max_length) — written to run.json so `load_run` and `--resume` rebuild the same network.
     stop_after_steps: stop (as on Ctrl-C, state saved) once this many optimizer steps are done — for tests.
-    target: unlabelled target-domain items for `config.domain_loss` (end-to-end domain adaptation).
+    terms: extra loss terms (`LossTerm`, e.g. `transferkit.adapt.end_to_end.DomainTerm`) added to the loss.
+    device: "auto" (CUDA when present), "cpu" or "cuda"; under `accelerate launch` each process takes its own.
     """
     config = config or FinetuneConfig()
+    terms = list(terms)
+    check_terms(terms)
     folder = RunFolder(out)
     t_start = time.perf_counter()
-    domain, target = target, make_target(data)  # `target` below means the training labels
-    if (domain is None) != (config.domain_loss is None):
-        raise FinetuneError("end-to-end adaptation needs both target items and domain_loss: give "
-                            + ("config.domain_loss (dann, cdan or mmd)" if domain is not None else "target=DATA"))
-    if domain is not None:
-        from transferkit.adapt.end_to_end import check_target
-
-        check_target(domain, backbone.modality, target.task)
+    target = make_targets(data)
     check_strategy(config, backbone)
     prior = folder.read() if folder.exists() else None
     if prior and not resume:
@@ -330,12 +232,13 @@ def finetune(
     if resume and not prior:
         raise FinetuneError(f"--resume {folder.path}: there is no run there to resume; drop --resume to start one")
     if prior:
-        _check_resume(folder, prior, config, data, backbone.spec, domain)
+        _check_resume(folder, prior, config, data, backbone.spec, terms)
         if prior.get("status") == "complete":
             log(f"{folder.path} is already complete; nothing to do")
             return result_from_folder(folder)
 
-    accelerator = _accelerator(config)
+    accelerator = _accelerator(config, device)
+    precision = "bf16" if accelerator.mixed_precision == "bf16" else "fp32"
     world, rank = accelerator.num_processes, accelerator.process_index
     if config.batch_size % (world * config.grad_accum):
         raise FinetuneError(f"batch_size={config.batch_size} cannot be split into {world} processes × "
@@ -353,7 +256,8 @@ def finetune(
     init_head(model.head, config.seed)
     calib = np.sort(np.random.default_rng([config.seed, 1]).permutation(train_idx)[:CALIBRATION_ITEMS])
     if backbone.pretrained:  # random weights have no feature statistics worth fixing
-        model.calibrate(torch.as_tensor(backbone.embed([data.items[int(i)] for i in calib], batch_size=64)))
+        model.calibrate(torch.as_tensor(backbone.embed([data.items[int(i)] for i in calib], batch_size=64,
+                                                       precision=precision)))
     if config.grad_checkpointing:
         enable_grad_checkpointing(backbone)
     nb = n_blocks(backbone)
@@ -370,15 +274,11 @@ def finetune(
     model.to(accelerator.device)
 
     groups = param_groups(model, backbone, config, trained_names)
-    term = None
-    if domain is not None:  # the domain discriminator trains with the head's rate; it is never part of the model
-        from transferkit.adapt.end_to_end import DomainTerm
-
-        term = DomainTerm(config.domain_loss, backbone.feature_dim, target.n_outputs, config.seed)
-        term.to(accelerator.device)
-        if any(True for _ in term.parameters()):
-            groups.append({"params": list(term.parameters()), "names": [f"domain.{n}" for n, _ in
-                                                                       term.named_parameters()],
+    for t in terms:  # a term's own parameters train at the head's rate; they are never part of the written model
+        t.to(accelerator.device)
+        params = list(t.named_parameters())
+        if params:
+            groups.append({"params": [p for _, p in params], "names": [f"{t.name}.{n}" for n, _ in params],
                            "lr": config.head_rate, "weight_decay": config.weight_decay})
     optimizer = make_optimizer(groups, config)
     steps_per_epoch = math.ceil(len(train_idx) / config.batch_size)
@@ -400,28 +300,24 @@ def finetune(
         return nn.functional.mse_loss(out[:, 0].float(), y, reduction="sum")
 
     # --- state (fresh or resumed) ---
-    step, epoch, pos, history = 0, 0, 0, []
-    epoch_loss, epoch_items = 0.0, 0
-    best_score, best_epoch, bad_epochs = -math.inf, None, 0
+    state = LoopState()
     best_weights: dict[str, torch.Tensor] | None = None
     trainer = folder.read_trainer() if prior else None
     if trainer:
         st = folder.load_state(trainer, rank)
-        load_model_tensors(model, {k: v for k, v in st["weights"].items() if not k.startswith("domain.")},
+        prefixes = tuple(f"{t.name}." for t in terms)
+        load_model_tensors(model, {k: v for k, v in st["weights"].items() if not k.startswith(prefixes)},
                            folder.state)
-        if term is not None:
-            load_model_tensors(term, {k.removeprefix("domain."): v for k, v in st["weights"].items()
-                                      if k.startswith("domain.")}, folder.state)
+        for t in terms:
+            load_model_tensors(t, {k.removeprefix(f"{t.name}."): v for k, v in st["weights"].items()
+                                   if k.startswith(f"{t.name}.")}, folder.state)
         optimizer_from_files(optimizer, st["optimizer"], trainer["optimizer"])
         scheduler.load_state_dict(trainer["scheduler"])
         if st["rng"] is not None:
             restore_rng(st["rng"])
-        step, epoch, pos = trainer["step"], trainer["epoch"], trainer["position"]
-        history, bad_epochs = trainer["history"], trainer["bad_epochs"]
-        epoch_loss, epoch_items = trainer["epoch_loss"], trainer["epoch_items"]
-        best_score = trainer["best_score"] if trainer["best_score"] is not None else -math.inf
-        best_epoch, best_weights = trainer["best_epoch"], st["best"]
-        log(f"resuming {folder.path} at step {step}/{total_steps} (epoch {epoch + 1}, batch {pos})")
+        state, best_weights = LoopState.from_json(trainer), st["best"]
+        log(f"resuming {folder.path} at step {state.step}/{total_steps} (epoch {state.epoch + 1}, "
+            f"batch {state.position})")
     elif prior:
         log(f"{folder.path}: the run stopped before its first checkpoint; starting it again")
     if not trainer:
@@ -443,12 +339,9 @@ def finetune(
         "trainable_parameters": trainable,
         "total_parameters": total,
         "processes": world,
-        "precision": accelerator.mixed_precision,
+        "precision": precision,
+        "terms": {t.name: t.record() for t in terms},
     }
-    if domain is not None:
-        info["adaptation"] = {"method": f"{config.domain_loss}-e2e", "tradeoff": config.domain_tradeoff,
-                              "target": domain.name, "target_items": len(domain),
-                              "target_fingerprint": domain.fingerprint}
     if accelerator.is_main_process:
         folder.path.mkdir(parents=True, exist_ok=True)
         folder.write({**(prior or {}), **info})
@@ -457,35 +350,49 @@ def finetune(
     ddp_model = accelerator.prepare_model(model)
     optimizer = accelerator.prepare_optimizer(optimizer)
     unwrapped: TransferModel = accelerator.unwrap_model(ddp_model)
-    has_disc = term is not None and term.disc is not None
-    ddp_term = accelerator.prepare_model(term) if has_disc else term
+    # terms with parameters are wrapped like the model, so their gradients are all-reduced too
+    ddp_terms = [accelerator.prepare_model(t) if any(True for _ in t.parameters()) else t for t in terms]
+    synced = [(t, d) for t, d in zip(terms, ddp_terms) if d is not t]
     device = accelerator.device
 
-    def save(step_now: int, epoch_now: int, pos_now: int, new_best: bool) -> None:
-        folder.save_rng(step_now, rank)
+    def save(new_best: bool) -> None:
+        folder.save_rng(state.step, rank)
         accelerator.wait_for_everyone()
         if accelerator.is_main_process:
-            trainer_json = {
-                "epoch": epoch_now, "position": pos_now, "scheduler": scheduler.state_dict(), "history": history,
-                "best_score": None if best_score == -math.inf else best_score, "best_epoch": best_epoch,
-                "bad_epochs": bad_epochs, "epoch_loss": epoch_loss, "epoch_items": epoch_items,
-                "files": (folder.read_trainer() or {}).get("files", {}),
-            }
+            trainer_json = {**state.to_json(), "scheduler": scheduler.state_dict(),
+                            "files": (folder.read_trainer() or {}).get("files", {})}
             weights = model_tensors(unwrapped, saved_names)
-            if term is not None:
-                weights.update({f"domain.{k}": v for k, v in term.state_dict().items()})
-            folder.save_state(step=step_now, trainer=trainer_json, weights=weights,
+            for t in terms:
+                weights.update({f"{t.name}.{k}": v for k, v in t.state_dict().items()})
+            folder.save_state(step=state.step, trainer=trainer_json, weights=weights,
                               optimizer=optimizer.optimizer if hasattr(optimizer, "optimizer") else optimizer,
                               best=best_weights if new_best else None)
-            folder.write_history(history)
+            folder.write_history(state.history)
         accelerator.wait_for_everyone()
+
+    def validate(row: dict) -> bool:
+        """Score the validation split into `row`; keep the weights when they are the best so far."""
+        nonlocal best_weights
+        if not len(val_idx):
+            return False
+        outputs = predict_outputs(unwrapped, data, backbone.collate, indices=val_idx,
+                                  batch_size=max(config.batch_size, 64), device=device,
+                                  autocast=accelerator.autocast, num_workers=config.num_workers)
+        scores = _scores(target, outputs, val_idx)
+        row.update({f"val_{kk}": v for kk, v in scores.items()})
+        if state.best_score is None or scores[metric] > state.best_score:
+            state.best_score, state.best_epoch, state.bad_epochs = scores[metric], row["epoch"], 0
+            best_weights = {kk: v.detach().cpu().clone() for kk, v in model_tensors(unwrapped, saved_names).items()}
+            return True
+        state.bad_epochs += 1
+        return False
 
     metric = PRIMARY_METRIC[target.task]
     bn_train = config.bn_train if config.bn_train is not None else not backbone.pretrained
     stop_reason = None
     with _StopFlag() as flag:
-        while epoch < config.epochs and step < total_steps:
-            k = trainable_blocks(config, nb, epoch)
+        while state.epoch < config.epochs and state.step < total_steps:
+            k = trainable_blocks(config, nb, state.epoch)
             set_trainable(model, backbone, config, k)
             now_training = {n for n, p in model.named_parameters() if p.requires_grad} & trained_names
             for n, p in model.named_parameters():
@@ -493,118 +400,126 @@ def finetune(
                 p.requires_grad_(n in (trained_names if world > 1 else now_training))
             frozen_now = [p for n, p in model.named_parameters() if n in trained_names and n not in now_training]
             ddp_model.train()
-            if term is not None:
-                term.train()
+            for t in terms:
+                t.train()
             if k == 0 and config.strategy != "lora":
                 unwrapped.backbone.eval()  # frozen backbone: no dropout, fixed statistics, as a probe sees it
             frozen_norm_eval(unwrapped, all_norms=not bn_train)
 
-            batches = global_batches(len(train_idx), config.batch_size, config.seed, epoch)
-            todo = batches[pos:]
+            batches = global_batches(len(train_idx), config.batch_size, config.seed, state.epoch)
+            start = state.position
+            todo = batches[start:]
             if config.max_steps:
-                todo = todo[: max(0, total_steps - step)]
+                todo = todo[: max(0, total_steps - state.step)]
             micro = [local_micro_batches(train_idx[b], rank, world, config.grad_accum) for b in todo]
             flat = [m for ms in micro for m in ms]
             sizes = [len(b) for b in todo]
-            pairs = None
-            if domain is not None:  # the target batch of each source batch, split across processes the same way
-                tb = [target_batch(len(domain), len(b), config.batch_size, config.seed, epoch, pos + i)
-                      for i, b in enumerate(todo)]
-                tflat = [m for t in tb for m in local_micro_batches(t, rank, world, config.grad_accum)]
-                pairs = _PairBatches(data, flat, backbone.collate, target, domain, tflat)
-            it = _loader(data, flat, backbone.collate, target, config.num_workers, pairs)
-            bar = _progress(len(batches), pos, f"epoch {epoch + 1}/{config.epochs}",
+            extras = []  # each term's extra items, cut across processes and micro-batches like the source batch
+            for t in terms:
+                picks = [t.extra_items(state.epoch, start + i, len(b)) for i, b in enumerate(todo)]
+                if all(p is None for p in picks):
+                    extras.append(None)
+                    continue
+                if any(p is None or len(p) != len(b) for p, b in zip(picks, todo)):
+                    raise FinetuneError(f"loss term {t.name!r} must pair every source batch with as many extra "
+                                        "items as the batch has (or with none at all)")
+                local = [local_micro_batches(np.asarray(p, dtype=np.int64), rank, world, config.grad_accum)
+                         for p in picks]
+                extras.append([m for ms in local for m in ms])
+            it = loader(Batches(data, flat, backbone.collate, target,
+                                [(t.items, e) for t, e in zip(terms, extras) if e is not None]), config.num_workers)
+            bar = _progress(len(batches), start, f"epoch {state.epoch + 1}/{config.epochs}",
                             progress and accelerator.is_main_process)
+            fi = -1  # index of the current micro-batch in `flat` (and in each term's extras)
             for b_i, ms in enumerate(micro):
                 n_global = sizes[b_i]
                 loss_total = torch.zeros((), device=device)
                 for m_i in range(len(ms)):
+                    fi += 1
                     inputs, y, _ = next(it)
                     inputs = {kk: v.to(device, non_blocking=True) for kk, v in inputs.items()}
                     y = y.to(device)
-                    sync = m_i == len(ms) - 1
                     ctx = contextlib.ExitStack()
-                    if not sync and world > 1:
-                        ctx.enter_context(accelerator.no_sync(ddp_model))
-                        if has_disc:
-                            ctx.enter_context(accelerator.no_sync(ddp_term))
+                    if m_i < len(ms) - 1 and world > 1:  # accumulate locally; all-reduce on the last micro-batch
+                        for d in [ddp_model, *(d for _, d in synced)]:
+                            ctx.enter_context(accelerator.no_sync(d))
                     with ctx:
                         with accelerator.autocast():
-                            if term is None:
-                                loss = loss_sum(ddp_model(inputs), y) * (world / n_global)
+                            if not terms:
+                                loss = loss_sum(ddp_model(inputs), y)
                             else:
-                                out_all, feats = ddp_model(inputs, with_features=True)
-                                m = len(y)
-                                dom = ddp_term(feats, out_all, m, dann_schedule(step / max(total_steps, 1)))
-                                loss = (loss_sum(out_all[:m], y) + config.domain_tradeoff * dom) * (world / n_global)
+                                outputs, feats = ddp_model(inputs, with_features=True)
+                                loss = loss_sum(outputs[: len(y)], y)
+                                at = len(y)
+                                for d, e in zip(ddp_terms, extras):
+                                    n_extra = len(e[fi]) if e is not None else 0
+                                    part = TermBatch(outputs[: len(y)], feats[: len(y)], outputs[at: at + n_extra],
+                                                     feats[at: at + n_extra])
+                                    at += n_extra
+                                    loss = loss + d(part, state.step / max(total_steps, 1))
+                            loss = loss * (world / n_global)
                         accelerator.backward(loss)
                     loss_total += loss.detach()
                 if not ms:  # this process got no items of a tiny last batch: join the all-reduce with zeros
                     with accelerator.autocast():
                         dummy = ddp_model({kk: v.to(device) for kk, v in
-                                           backbone.collate([data.items[int(train_idx[0])]]).items()})
-                    if has_disc:
-                        dummy = dummy.sum() * 0.0 + ddp_term(None, None, 0, 0.0)
-                    accelerator.backward(dummy.sum() * 0.0)
+                                           backbone.collate([data.items[int(train_idx[0])]]).items()}).sum() * 0.0
+                    for _, d in synced:
+                        dummy = dummy + d(None)
+                    accelerator.backward(dummy)
                 for p in frozen_now:
                     p.grad = None
                 if config.clip:
-                    clipped = list(model.parameters()) + (list(term.parameters()) if term is not None else [])
+                    clipped = list(model.parameters()) + [p for t in terms for p in t.parameters()]
                     accelerator.clip_grad_norm_([p for p in clipped if p.grad is not None], config.clip)
                 optimizer.step()
                 scheduler.step()
                 optimizer.zero_grad(set_to_none=True)
-                step += 1
-                pos += 1
+                state.step += 1
+                state.position += 1
                 batch_loss = float(accelerator.reduce(loss_total, reduction="sum")) / world
-                epoch_loss += batch_loss * n_global
-                epoch_items += n_global
+                state.epoch_loss += batch_loss * n_global
+                state.epoch_items += n_global
                 if bar is not None:
                     bar.update(1)
                     bar.set_postfix(loss=f"{batch_loss:.4f}", lr=f"{scheduler.get_last_lr()[-1]:.2e}")
-                stop_now = flag.raised or (stop_after_steps is not None and step >= stop_after_steps)
-                if stop_now or (step % config.checkpoint_every == 0 and pos < len(batches)):
-                    save(step, epoch, pos, False)
+                stop_now = flag.raised or (stop_after_steps is not None and state.step >= stop_after_steps)
+                if stop_now or (state.step % config.checkpoint_every == 0 and state.position < len(batches)):
+                    save(False)
                 if stop_now:
                     if bar is not None:
                         bar.close()
-                    raise Interrupted(f"stopped at step {step}/{total_steps}; state saved in {folder.state}: "
+                    raise Interrupted(f"stopped at step {state.step}/{total_steps}; state saved in {folder.state}: "
                                       "rerun the same command with --resume to continue")
             if bar is not None:
                 bar.close()
-            if pos < len(batches):  # max_steps ended the run inside this epoch
-                break
-            # --- end of epoch: validate, track the best, maybe stop early ---
+            partial = state.position < len(batches)  # max_steps ended the run inside this epoch
+            # --- end of epoch (or of the part of it max_steps allowed): validate, track the best, maybe stop early
             if bn_train:
                 recompute_bn_statistics(unwrapped, data, train_idx, backbone.collate, config, device)
-            row = {"epoch": epoch + 1, "step": step, "train_loss": epoch_loss / max(epoch_items, 1),
-                   "lr": scheduler.get_last_lr()[-1], "trainable_parameters": count_parameters(model, now_training),
+            row = {"epoch": state.epoch + (state.position / len(batches) if partial else 1), "step": state.step,
+                   "train_loss": state.epoch_loss / max(state.epoch_items, 1), "lr": scheduler.get_last_lr()[-1],
+                   "trainable_parameters": count_parameters(model, now_training),
                    "time_s": round(time.perf_counter() - t_start, 3)}
-            new_best = False
-            if len(val_idx):
-                outputs = predict_outputs(unwrapped, data, backbone.collate, indices=val_idx,
-                                          batch_size=max(config.batch_size, 64), device=device,
-                                          autocast=accelerator.autocast, num_workers=config.num_workers)
-                scores = _scores(target, outputs, val_idx)
-                row.update({f"val_{kk}": v for kk, v in scores.items()})
-                if scores[metric] > best_score:
-                    best_score, best_epoch, bad_epochs, new_best = scores[metric], epoch + 1, 0, True
-                    best_weights = {kk: v.detach().cpu().clone()
-                                    for kk, v in model_tensors(unwrapped, saved_names).items()}
-                else:
-                    bad_epochs += 1
-            history.append(row)
+            if partial:
+                row.update(partial=True, batches=state.position, of_batches=len(batches))
+            new_best = validate(row)
+            state.history.append(row)
             if accelerator.is_main_process:
-                log("epoch {epoch}: loss {train_loss:.4f}".format(**row)
-                    + (f", val {metric} {row.get('val_' + metric):.4f}" if len(val_idx) else ""))
-            epoch += 1
-            pos, epoch_loss, epoch_items = 0, 0.0, 0
-            if config.patience and bad_epochs >= config.patience:
-                stop_reason = f"early stop: val {metric} did not improve for {bad_epochs} epochs"
-                log(stop_reason)
-                save(step, epoch, pos, new_best)
+                log(f"epoch {row['epoch']:.3g}: loss {row['train_loss']:.4f}"
+                    + (f", val {metric} {row.get('val_' + metric):.4f}" if len(val_idx) else "")
+                    + (f" (max_steps reached after {state.position} of {len(batches)} batches)" if partial else ""))
+            if partial:
+                stop_reason = (f"max_steps={config.max_steps} reached inside epoch {state.epoch + 1} "
+                               f"({state.position} of {len(batches)} batches)")
                 break
-            save(step, epoch, pos, new_best)
+            state.start_epoch()
+            if config.patience and state.bad_epochs >= config.patience:
+                stop_reason = f"early stop: val {metric} did not improve for {state.bad_epochs} epochs"
+                log(stop_reason)
+                save(new_best)
+                break
+            save(new_best)
 
     # --- finish: best weights, final metrics, artefacts ---
     if best_weights is not None:
@@ -618,18 +533,18 @@ def finetune(
             metrics[part] = _scores(target, outputs, idx)
     wall = time.perf_counter() - t_start + (prior or {}).get("wall_time_s", 0.0)
     peak = _peak_memory_mb(device)
-    done = {**info, "status": "complete", "metrics": metrics, "best_epoch": best_epoch, "steps": step,
+    done = {**info, "status": "complete", "metrics": metrics, "best_epoch": state.best_epoch, "steps": state.step,
             "stopped": stop_reason, "wall_time_s": wall, "peak_memory_mb": peak}
     if accelerator.is_main_process:
         save_tensors(folder.model_file, model_tensors(unwrapped, saved_names), metadata={"format": "transferkit-run"})
-        folder.write_history(history)
+        folder.write_history(state.history)
         folder.write(done)
         if folder.state.exists():
             import shutil
 
             shutil.rmtree(folder.state, ignore_errors=True)
     accelerator.wait_for_everyone()
-    return result_from_info(folder, done, history)
+    return result_from_info(folder, done, state.history)
 
 
 def _progress(total: int, start: int, desc: str, enabled: bool) -> Any:

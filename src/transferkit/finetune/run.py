@@ -82,6 +82,11 @@ class FineTunedModel:
                        info={**self.backbone.info, "run": str(self.folder.path.resolve()), "base": self.backbone.spec})
 
 
+def run_backbone(path: str, *, trust_pickle: bool = False) -> Backbone:
+    """The `run:PATH` backbone source: a finished run's network as a Backbone (see `FineTunedModel.as_backbone`)."""
+    return load_run(path, trust_pickle=trust_pickle).as_backbone()
+
+
 def _as_dataset(items: Any, modality: str) -> Dataset:
     from transferkit.data.loaders import from_arrays
 
@@ -126,7 +131,9 @@ def load_run(path: str | Path, *, device: str = "cpu", backbone: Backbone | None
             raise FinetuneError(f"the weights {spec} loads now differ from those {folder.path} was trained on "
                                 "(digest mismatch): use the same weights version")
     load_model_tensors(model, load_tensors(folder.model_file), folder.model_file)
-    model.to(device).eval()
+    from transferkit.runtime import resolve_device
+
+    model.to(resolve_device(device)).eval()
     return FineTunedModel(folder, info, backbone, model)
 
 

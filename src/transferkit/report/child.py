@@ -16,8 +16,8 @@ from pathlib import Path
 import numpy as np
 
 from transferkit.data import Split
-from transferkit.features.runtime import peak_rss_mb
 from transferkit.io import read_arrays, read_json, write_json
+from transferkit.runtime import peak_rss_mb
 
 #: Arrays that a head stores but does not fit: input statistics, class ids, remembered training data.
 NOT_FITTED = {"scaler_mean", "scaler_scale", "classes", "X_fit", "y_fit", "support_vectors", "n_support"}
@@ -128,20 +128,20 @@ def run_finetune(task: dict, run_dir: Path) -> dict:
     import torch
 
     from transferkit.finetune import FinetuneConfig, FinetuneError, finetune, load_run
-    from transferkit.report.inputs import CompareSettings, load_backbone_for, load_inputs
+    from transferkit.report.inputs import CompareSettings, build_options, load_backbone_for, load_inputs
 
-    s = CompareSettings(**task["settings"])
+    s = CompareSettings.from_dict(task["settings"])
     inputs = load_inputs(s)
     if inputs.source.fingerprint != task["fingerprint"]:
         raise RuntimeError(f"the data of {s.data} changed while compare ran (fingerprint differs): rerun compare")
     config = FinetuneConfig(**{**task["options"], "strategy": task["strategy"]["method"], "val": s.val,
-                               "test": s.test, "seed": s.seed})
-    rebuild = {k: v for k, v in {"pooling": s.pooling, "image_size": s.image_size}.items()
-               if v not in (None, "default")}
+                               "test": s.test, "seed": s.seed, "precision": s.precision})
+    rebuild = build_options(s)
     folder = run_dir / "run"
 
     def train(resume: bool):
-        return finetune(load_backbone_for(s, inputs.spec), inputs.source, folder, config, resume=resume,
+        return finetune(load_backbone_for(s, inputs.spec, task.get("trust")), inputs.source, folder, config,
+                        resume=resume, device=s.device,
                         progress=False, log=lambda m: print(m, flush=True),
                         backbone_options={"pretrained": True, **rebuild})
 

@@ -6,7 +6,7 @@ so they see the same items, labels and test split; the settings are what `--resu
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
 import numpy as np
@@ -24,9 +24,13 @@ class CompareSettings:
     target: str | None = None
     target_labels: bool = False
     text_column: str = "text"
-    label_column: str = "label"
+    label_column: str | None = None
+    on_bad_input: str = "fail"
     image_size: int | None = None
+    max_length: int | None = None
     pooling: str = "default"
+    device: str = "auto"
+    precision: str = "auto"
     sample: int | None = None
     seed: int = 0
     val: float = 0.15
@@ -34,6 +38,12 @@ class CompareSettings:
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> CompareSettings:
+        """Settings from results.json; keys an earlier version did not write take their defaults."""
+        names = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in d.items() if k in names})
 
 
 @dataclass
@@ -72,8 +82,13 @@ def _is_table(data: str) -> bool:
     return Path(data).suffix.lower() in TABLE_EXTENSIONS
 
 
-def _load(data: str, text_column: str, label_column: str | None) -> Dataset:
-    kw = {"text_column": text_column, "label_column": label_column} if _is_table(data) else {}
+def _load(s: CompareSettings, data: str, labels: bool) -> Dataset:
+    from transferkit.data.loaders import AUTO
+
+    kw: dict = {"text_column": s.text_column, "label_column": (s.label_column or AUTO) if labels else None} \
+        if _is_table(data) else {}
+    if not data.startswith("bundled:"):
+        kw["on_bad_input"] = s.on_bad_input
     return load_data(data, **kw)
 
 
@@ -81,17 +96,17 @@ def load_inputs(s: CompareSettings) -> Inputs:
     """Load and sample the source (and target), and split the source: the same for every strategy."""
     from transferkit.backbones import DEFAULT_IMAGE, DEFAULT_TEXT
 
-    src = _load(s.data, s.text_column, s.label_column)
+    src = _load(s, s.data, True)
     if src.task != "classification":
-        raise DataError(f"compare needs class labels in {s.data}: give class folders or a table with "
-                        f"--label-column (now {s.label_column!r})")
+        raise DataError(f"{s.data} has no class labels, and comparing routes needs them: give class folders or a "
+                        "table with a `label` column (or name yours with --label-column)")
     if s.sample is not None and s.sample < len(src):
         src = src.subset(stratified_sample(src.labels, s.sample, seed=s.seed), name=f"{src.name}[{s.sample}]")
     split = stratified_split(src.labels, val=s.val, test=s.test, seed=s.seed, class_names=src.class_names)
     spec = s.model or (DEFAULT_TEXT if src.modality == "text" else DEFAULT_IMAGE)
     tgt = None
     if s.target is not None:
-        tgt = _load(s.target, s.text_column, s.label_column if s.target_labels else None)
+        tgt = _load(s, s.target, s.target_labels)
         if s.target_labels:
             from transferkit.adapt import check_class_names
 
@@ -108,8 +123,15 @@ def load_inputs(s: CompareSettings) -> Inputs:
     return Inputs(src, split, spec, tgt, s.target_labels)
 
 
-def load_backbone_for(s: CompareSettings, spec: str):
-    """The backbone of the comparison, built the same way in every process."""
+def build_options(s: CompareSettings) -> dict:
+    """The backbone build options the settings name (those that differ from the defaults)."""
+    return {k: v for k, v in {"pooling": s.pooling, "image_size": s.image_size, "max_length": s.max_length}.items()
+            if v not in (None, "default")}
+
+
+def load_backbone_for(s: CompareSettings, spec: str, trust: dict | None = None):
+    """The backbone of the comparison, built the same way in every process (`trust`: trust_pickle and
+    trust_remote_code, which are never recorded in results.json)."""
     from transferkit.backbones import load_backbone
 
-    return load_backbone(spec, pooling=s.pooling, image_size=s.image_size)
+    return load_backbone(spec, device=s.device, **build_options(s), **(trust or {}))

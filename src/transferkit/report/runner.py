@@ -41,7 +41,8 @@ def _strategy_options(s: Strategy, finetune_options: dict) -> dict:
 def _check_resume(out: Path, old: dict, new: dict) -> None:
     if old.get("format") != FORMAT:
         raise CompareError(f"{out / RESULTS} was not written by `transferkit compare`: choose another --out")
-    changed = [k for k in new["settings"] if old["settings"].get(k) != new["settings"][k]]
+    before = CompareSettings.from_dict(old["settings"]).to_dict()  # keys added since then take their defaults
+    changed = [k for k in new["settings"] if before.get(k) != new["settings"][k]]
     changed += [f"{k} data" for k in ("source", "target") if (old["inputs"].get(k) or {}).get("fingerprint")
                 != (new["inputs"].get(k) or {}).get("fingerprint")]
     if old["inputs"].get("backbone") != new["inputs"].get("backbone"):
@@ -74,18 +75,19 @@ class Comparison:
         self.save()
 
 
-def _extract(inputs: Inputs, settings: CompareSettings, log: Callable[[str], None], progress: bool) -> dict:
+def _extract(inputs: Inputs, settings: CompareSettings, log: Callable[[str], None], progress: bool,
+             trust: dict) -> dict:
     """Features of source (and target) in the feature store; their paths and the time computing them took."""
     from transferkit.adapt.run import backbone_record
     from transferkit.features import extract_features
 
-    backbone = load_backbone_for(settings, inputs.spec)
+    backbone = load_backbone_for(settings, inputs.spec, trust)
     out: dict = {"backbone_record": backbone_record(backbone), "seconds": 0.0}
     for part, ds in (("source", inputs.source), ("target", inputs.target)):
         if ds is None:
             continue
         t0 = time.perf_counter()
-        fs = extract_features(backbone, ds, progress=progress)
+        fs = extract_features(backbone, ds, precision=settings.precision, progress=progress)
         took = time.perf_counter() - t0
         cost = float(fs.meta.get("extract_seconds", took))  # what computing them took, even if cached earlier
         out[part] = str(fs.path)
@@ -205,8 +207,11 @@ def run_compare(
     permutations: int = 200,
     progress: bool = False,
     log: Callable[[str], None] = lambda m: None,
+    trust: dict | None = None,
 ) -> dict:
-    """Run every strategy (see the module docstring) into report folder `out`; returns the results document."""
+    """Run every strategy (see the module docstring) into report folder `out`; returns the results document.
+
+    trust: {"trust_pickle": bool, "trust_remote_code": bool} for loading the backbone (never recorded)."""
     from filelock import FileLock, Timeout
 
     from transferkit.finetune import FinetuneConfig
@@ -241,7 +246,8 @@ def run_compare(
         else:
             doc.update(started_at=_now(), strategies=[], shift=None)
         cmp = Comparison(out, doc)
-        features = _extract(inputs, settings, log, progress)
+        trust = {k: bool(v) for k, v in (trust or {}).items() if v}
+        features = _extract(inputs, settings, log, progress, trust)
         doc["features"] = {k: v for k, v in features.items() if k != "backbone_record"}
         split = inputs.split
         write_arrays(out / "split.safetensors", {"train": split.train, "val": split.val, "test": split.test})
@@ -256,7 +262,7 @@ def run_compare(
         task_base = {"settings": settings.to_dict(), "fingerprint": inputs.source.fingerprint,
                      "class_names": list(inputs.source.class_names), "split": str(out / "split.safetensors"),
                      "features": {k: features.get(k) for k in ("source", "target")},
-                     "backbone_record": features["backbone_record"]}
+                     "backbone_record": features["backbone_record"], "trust": trust}
         for i, s in enumerate(specs, 1):
             old = cmp.record(s.name) or {}
             opts = _strategy_options(s, options)

@@ -89,22 +89,26 @@ def rank(
     sample: int | None = None,
     seed: int = 0,
     image_size: int | None = None,
+    max_length: int | None = None,
     store: FeatureStore | None = None,
     device: str | None = None,
+    precision: str = "auto",
     trust_pickle: bool = False,
+    trust_remote_code: bool = False,
     progress: bool = False,
     log: Callable[[str], None] | None = None,
 ) -> list[dict]:
     """Score each candidate backbone on `data` and rank them by `metric` (descending), best first.
 
-    models: spec strings (`effnet:lite0`, `st:all-MiniLM-L6-v2`, …; built with `image_size` on `device`,
-    default cpu), Backbones (any pooling; used as they are, moved only when `device` is given) or modules.
+    models: spec strings (`effnet:lite0`, `st:all-MiniLM-L6-v2`, …; built with `image_size` (image models) or
+    `max_length` (text models) on `device`, default cpu), Backbones (any pooling; used as they are, moved only
+    when `device` is given) or modules. precision: of the extraction (see `transferkit.runtime`).
     metric: logme, leep, nce, hscore, or all (ranked by LogME). sample: score on a stratified subset of
     that many items (seeded). Features go through `store` (default cache). A candidate that cannot be
     loaded, or cannot give a score (no source classifier for LEEP/NCE), keeps a row with a `note`.
     Rows: model, spec, pooling, pretrained, n_items, feature_dim, the scores, load_s, extract_s, cached,
     score_s, rank, note, features (the cached feature folder, for `transferkit probe`).
-    trust_pickle: accept pickle-based weights of `hf:`/`st:` folders (see `load_backbone`); off.
+    trust_pickle / trust_remote_code: as in `load_backbone`; off.
     """
     wanted = metrics_for(metric)
     if not models:
@@ -119,21 +123,36 @@ def rank(
         ds = ds.subset(idx, f"{ds.name}-sample{sample}-seed{seed}")
     store = store or FeatureStore()
     primary = "logme" if metric == "all" else metric
-    rows = [_candidate(m, ds, wanted, skipped, image_size, store, device, progress, log, trust_pickle)
-            for m in models]
+    build = {"image_size": image_size, "max_length": max_length, "trust_pickle": trust_pickle,
+             "trust_remote_code": trust_remote_code}
+    rows = [_candidate(m, ds, wanted, skipped, build, store, device, precision, progress, log) for m in models]
     ranked = sorted((r for r in rows if _finite(r.get(primary))), key=lambda r: -r[primary])
     for i, r in enumerate(ranked, 1):
         r["rank"] = i
     return ranked + [r for r in rows if r["rank"] is None]
 
 
+def _options_for(model: str | nn.Module, build: dict) -> dict:
+    """The build options that apply to a candidate: the image size to image models, the token limit to text
+    models (one `rank` call can hold both kinds; an option that applies to neither source is dropped)."""
+    if not isinstance(model, str) or ":" not in model:
+        return {k: v for k, v in build.items() if k == "image_size" and v is not None}
+    from transferkit.backbones.registry import source
+
+    try:
+        takes = source(model.partition(":")[0]).options
+    except TransferkitError:
+        return {}
+    return {k: v for k, v in build.items() if v and k in takes}
+
+
 def _finite(v: object) -> bool:
     return isinstance(v, float) and math.isfinite(v)
 
 
-def _candidate(model: str | Backbone | nn.Module, ds: Dataset, wanted: list[str], skipped: list[str],
-               image_size: int | None, store: FeatureStore, device: str | None, progress: bool,
-               log: Callable[[str], None] | None, trust_pickle: bool = False) -> dict:
+def _candidate(model: str | Backbone | nn.Module, ds: Dataset, wanted: list[str], skipped: list[str], build: dict,
+               store: FeatureStore, device: str | None, precision: str, progress: bool,
+               log: Callable[[str], None] | None) -> dict:
     """Load, extract (or reuse cached features), score: one row."""
     name = model if isinstance(model, str) else getattr(model, "spec", type(model).__name__)
     row: dict[str, Any] = {"model": str(name), "spec": str(name), "pooling": None, "pretrained": None,
@@ -146,7 +165,7 @@ def _candidate(model: str | Backbone | nn.Module, ds: Dataset, wanted: list[str]
         if isinstance(model, Backbone):
             bb = model if device is None else model.to(device)
         else:
-            bb = load_backbone(model, image_size=image_size, device=device or "cpu", trust_pickle=trust_pickle)
+            bb = load_backbone(model, device=device or "cpu", **_options_for(model, build))
     except TransferkitError as e:
         row["note"] = f"cannot load: {e}"
         return row
@@ -160,7 +179,7 @@ def _candidate(model: str | Backbone | nn.Module, ds: Dataset, wanted: list[str]
     computed: list[int] = []
     t0 = time.perf_counter()
     try:
-        fs = extract_features(bb, ds, store=store, progress=progress, on_shard=computed.append)
+        fs = extract_features(bb, ds, store=store, precision=precision, progress=progress, on_shard=computed.append)
     except TransferkitError as e:  # e.g. NaN features from one model: the others are still ranked
         row["note"] = f"cannot extract: {e}"
         return row

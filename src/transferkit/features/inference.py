@@ -1,14 +1,13 @@
-"""How a frozen backbone runs fast for inference: precision choice, memory layout, no autograd."""
+"""How a frozen backbone runs fast for inference: memory layout, graph capture, no autograd.
+
+The precision it runs in is decided by `transferkit.runtime` (the one device/precision policy).
+"""
 
 from __future__ import annotations
 
-import ctypes
-import functools
 import shutil
-import sys
 import warnings
 from collections.abc import Callable
-from pathlib import Path
 
 import numpy as np
 import torch
@@ -17,64 +16,11 @@ from torch import nn
 from transferkit.backbones.base import Backbone
 from transferkit.errors import TransferkitError
 
-PRECISIONS = ("auto", "fp32", "bf16")
-
-
-def native_bf16(device: torch.device) -> bool:
-    """Whether `device` runs bf16 matrix work natively (CUDA with bf16, or a CPU with AVX512-BF16/AMX)."""
-    if device.type == "cuda":
-        return torch.cuda.is_bf16_supported()
-    if device.type == "cpu":
-        cpu = getattr(torch.backends, "cpu", None)
-        capability = cpu.get_cpu_capability() if cpu is not None else ""
-        amx = getattr(torch._C._cpu, "_is_amx_tile_supported", lambda: False)()
-        avx512_bf16 = getattr(torch._C._cpu, "_is_avx512_bf16_supported", lambda: False)()
-        return bool(amx or avx512_bf16) and "AVX512" in capability
-    return False
-
-
-def resolve_precision(precision: str, backbone: Backbone) -> str:
-    """"auto" -> "bf16" where the hardware runs it natively, else "fp32"."""
-    if precision not in PRECISIONS:
-        raise TransferkitError(f"precision {precision!r} is not one of {', '.join(PRECISIONS)}")
-    if precision == "auto":
-        return "bf16" if native_bf16(backbone.device) else "fp32"
-    return precision
-
 
 def is_cnn(model: nn.Module) -> bool:
     """Whether the model is convolutional (channels-last pays off) rather than a transformer."""
     return any(isinstance(m, nn.Conv2d) and m.kernel_size != (1, 1) and m.groups == 1 for m in model.modules()) and \
         not any(isinstance(m, nn.MultiheadAttention) or type(m).__name__.endswith("Attention") for m in model.modules())
-
-
-@functools.cache
-def _malloc_trim() -> Callable[[int], int] | None:
-    """glibc's `malloc_trim`, or None where the C library has none (macOS, Windows, musl)."""
-    if not sys.platform.startswith("linux"):
-        return None
-    try:
-        return ctypes.CDLL("libc.so.6").malloc_trim
-    except (OSError, AttributeError):
-        return None
-
-
-def release_free_memory() -> bool:
-    """Give the C heap's free pages back to the OS (glibc `malloc_trim(0)`, a few ms); False where unavailable.
-
-    Why extraction calls it after every shard: each batch allocates and frees activation tensors of
-    0.1-32 MB. Once glibc has freed one such mmap'd block it raises its mmap threshold (up to 32 MB) and
-    serves later blocks of that size from the brk heap, where a small live allocation made meanwhile
-    pins the top so the heap cannot shrink. The main process's RSS then climbs while the memory in use
-    stays flat (measured, 2,000 images at 224 px: heap in use 112 MB throughout, anonymous RSS 287 -> 459 MB;
-    flat with a fixed mmap threshold, and flat with this call after each shard, ~2 ms a call). Trimming
-    hands those free pages back; it frees nothing in use.
-    """
-    trim = _malloc_trim()
-    if trim is None:
-        return False
-    trim(0)
-    return True
 
 
 OPTIMIZATIONS = ("auto", "none", "jit", "compile")
@@ -174,19 +120,3 @@ class InferenceRunner:
             else:
                 out = self.backbone.forward(batch)
         return out.float().cpu().numpy()
-
-
-def peak_rss_mb() -> float:
-    """This process's own peak resident memory in MB: VmHWM of its address space since exec.
-
-    Not ru_maxrss: Linux carries the forking parent's resident size into a child's ru_maxrss at exec, so a
-    child of a 1 GB parent would report ≥ 1 GB however little it used."""
-    try:
-        for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) / 1024
-    except OSError:
-        pass
-    import resource
-
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # kB on Linux (bytes on macOS)

@@ -1,0 +1,108 @@
+"""Commands that run routes side by side and choose: `compare`."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from transferkit.cli.app import app, console, log, print_table
+from transferkit.cli.options import (
+    DataOpt,
+    DeviceOpt,
+    ImageSizeOpt,
+    LabelColumnOpt,
+    MaxLengthOpt,
+    ModelOpt,
+    OnBadInputOpt,
+    PoolingOpt,
+    PrecisionOpt,
+    SampleOpt,
+    SeedOpt,
+    TestOpt,
+    TextColumnOpt,
+    TrustPickleOpt,
+    TrustRemoteCodeOpt,
+    ValOpt,
+)
+
+TargetLabelsOpt = Annotated[bool, typer.Option(
+    "--target-labels", help="The target carries labels (class folders / a label column): every route is also "
+    "scored on the target; never used for training or choosing.")]
+
+
+@app.command(rich_help_panel="Compare and choose")
+def compare(
+    data: DataOpt,
+    out: Annotated[Path, typer.Option("--out", "-o", help="Report folder: results.json, index.html, runs/, best/.")],
+    model: ModelOpt = None,
+    strategies: Annotated[str, typer.Option(help="Comma-separated route:method specs, e.g. probe:logreg,probe:svm,"
+                                            "finetune:lora,finetune:full,adapt:dann (adapt:* need --target).")
+                          ] = "probe:logreg,probe:svm,finetune:head",
+    budget: Annotated[str | None, typer.Option(help="Stop starting new strategies once this much time is spent: "
+                                               "90s, 10m, 1h, 1h30m.")] = None,
+    target: Annotated[str | None, typer.Option("--target", help="Unlabelled target domain: adds shift diagnostics "
+                                               "and allows adapt:* strategies.")] = None,
+    target_labels: TargetLabelsOpt = False,
+    resume: Annotated[bool, typer.Option(help="Continue the comparison in --out: strategies that finished with the "
+                                         "same settings are not run again.")] = False,
+    text_column: TextColumnOpt = "text",
+    label_column: LabelColumnOpt = None,
+    on_bad_input: OnBadInputOpt = "fail",
+    pooling: PoolingOpt = "default",
+    image_size: ImageSizeOpt = None,
+    max_length: MaxLengthOpt = None,
+    device: DeviceOpt = "auto",
+    precision: PrecisionOpt = "auto",
+    trust_pickle: TrustPickleOpt = False,
+    trust_remote_code: TrustRemoteCodeOpt = False,
+    seed: SeedOpt = 0,
+    sample: SampleOpt = None,
+    val: ValOpt = 0.15,
+    test: TestOpt = 0.15,
+    epochs: Annotated[int, typer.Option(help="Fine-tuning epochs.")] = 3,
+    batch_size: Annotated[int, typer.Option(help="Fine-tuning global batch.")] = 32,
+    lr: Annotated[float | None, typer.Option(help="Fine-tuning learning rate (default: finetune's default).")
+                  ] = None,
+    max_steps: Annotated[int | None, typer.Option(help="Cap on fine-tuning optimizer steps.")] = None,
+    finetune_param: Annotated[list[str] | None, typer.Option("--finetune-param", help="Any other fine-tuning "
+                                                             "setting NAME=VALUE (repeatable), e.g. lora_r=4.")
+                              ] = None,
+    tolerance: Annotated[float, typer.Option(help="Recommendation rule: accuracy points (as a fraction) a cheaper "
+                                             "route may give up against the best.")] = 0.01,
+    tsne_points: Annotated[int, typer.Option(help="Items in the report's t-SNE projections (at most).")] = 1000,
+) -> None:
+    """Run several routes on the same split, write results.json and a self-contained HTML report, recommend one."""
+    from transferkit.finetune import FinetuneConfig
+    from transferkit.params import dataclass_schema, parse_params
+    from transferkit.report import CompareSettings, parse_budget, render_report, run_compare
+
+    budget_s = parse_budget(budget)
+    owned = ("strategy", "val", "test", "seed", "precision")  # compare sets these for every strategy
+    schema = {k: v for k, v in dataclass_schema(FinetuneConfig).items() if k not in owned}
+    ft = {"epochs": epochs, "batch_size": batch_size, **({"lr": lr} if lr is not None else {}),
+          **({"max_steps": max_steps} if max_steps is not None else {}),
+          **parse_params(finetune_param or [], schema, flag="--finetune-param", what="compare's fine-tuning")}
+    settings = CompareSettings(data=data, model=model, target=target, target_labels=target_labels,
+                               text_column=text_column, label_column=label_column, on_bad_input=on_bad_input,
+                               image_size=image_size, max_length=max_length, pooling=pooling, device=device,
+                               precision=precision, sample=sample, seed=seed, val=val, test=test)
+    doc = run_compare(settings, strategies, out, budget_s=budget_s, resume=resume, finetune_options=ft,
+                      progress=sys.stderr.isatty(), log=log,
+                      trust={"trust_pickle": trust_pickle, "trust_remote_code": trust_remote_code})
+    log("rendering the report (plots, t-SNE)")
+    print_compare(doc, render_report(doc, out, tolerance=tolerance, max_points=tsne_points), tolerance)
+
+
+def print_compare(doc: dict, page: Path, tolerance: float) -> None:
+    """The results table, the recommendation and where the report is."""
+    from transferkit.report import summary_lines
+    from transferkit.report.summary import table_rows
+
+    rows, cols = table_rows(doc)
+    print_table(f"compare on {doc['inputs']['source']['test']} test items ({doc['inputs']['backbone']})", rows, cols)
+    for line in summary_lines(doc, tolerance):
+        console.print(line, soft_wrap=True, highlight=False)
+    console.print(f"report: {page}  (results: {page.parent / 'results.json'})", soft_wrap=True, highlight=False)
