@@ -63,3 +63,7 @@ def digit_features(lite0_small):
         out[name] = (extract_features(lite0_small, ds, precision="fp32", progress=False).features(),
                      np.asarray(ds.labels))
     return out
+
+
+# small real models of every route, written as model folders (tests/model, tests/export, tests/serve share them)
+from route_models import digit_folders, items_for, models, tweets_csv  # noqa: E402, F401

@@ -21,17 +21,20 @@ def test_params_clone_and_grid_search_reuse_the_cache(digits_small, monkeypatch)
     assert fe.get_params()["image_size"] == 64
     assert clone(fe).set_params(pooling="mean").pooling == "mean"
     X, y = list(digits_small.items[:90]), digits_small.labels[:90]
-    pipe = make_pipeline(fe, LogisticRegression(max_iter=300))
-    grid = GridSearchCV(pipe, {"logisticregression__C": [0.1, 1.0]}, cv=2).fit(X, y)
-    assert grid.best_params_["logisticregression__C"] in (0.1, 1.0)
-    # every fold's features are now cached: transforming again runs no model
-    fitted = FeatureExtractor("effnet:lite0", image_size=64).fit()
+    shared = FeatureExtractor("effnet:lite0", image_size=64).fit().backbone_  # clones share one loaded model
     calls = []
-    inner = fitted.backbone_.encode
-    monkeypatch.setattr(fitted.backbone_, "encode", lambda m, b: calls.append(1) or inner(m, b))
-    fitted.transform(X)
-    fitted.transform(X)
-    assert len(calls) <= 2  # the full set once (folds were subsets), then nothing
+    inner = shared.encode
+    monkeypatch.setattr(shared, "encode", lambda m, b: calls.append(len(b["pixel_values"])) or inner(m, b))
+    pipe = make_pipeline(fe, LogisticRegression(max_iter=300))
+    grid = GridSearchCV(pipe, {"logisticregression__C": [1e-4, 1.0]}, cv=2).fit(X, y)
+    scores = grid.cv_results_["mean_test_score"]
+    assert scores[1] > scores[0] + 0.1  # C=1e-4 underfits: the search compares real fits
+    assert grid.best_params_["logisticregression__C"] == 1.0
+    # 2 C values x 2 folds fit and score 4 times on the two 45-item halves, then the refit reads all 90 items:
+    # with the store each distinct set runs the model once (45, 45, then 64 + 26), not once per fit
+    assert sorted(calls) == [26, 45, 45, 64]
+    grid.predict(X)  # features of all 90 are cached now: prediction runs no model
+    assert len(calls) == 4
 
 
 def test_text_transform_and_feature_names():

@@ -1,12 +1,16 @@
 """transferkit: reuse large pretrained models on new tasks — feature extraction, fine-tuning, domain adaptation.
 
+    import transferkit
+    model = transferkit.load("out/best")          # any model folder: a scikit-learn estimator on raw items
+    model.predict(["a new review"]), model.predict_proba(...), model.embed(...)
     from transferkit import FeatureExtractor, load_backbone
 """
 
 from transferkit.errors import TransferkitError
 
 __version__ = "0.1.0"
-__all__ = ["Backbone", "FeatureExtractor", "FineTunedClassifier", "TransferkitError", "__version__", "load_backbone"]
+__all__ = ["Backbone", "FeatureExtractor", "FineTunedClassifier", "Model", "TransferkitError", "__version__", "load",
+           "load_backbone"]
 
 
 def __getattr__(name: str):
@@ -15,7 +19,7 @@ def __getattr__(name: str):
         from transferkit import backbones
 
         return getattr(backbones, name)
-    if name in ("FeatureExtractor", "FineTunedClassifier"):
+    if name in ("FeatureExtractor", "FineTunedClassifier", "Model", "load"):
         from transferkit import sklearn
 
         return getattr(sklearn, name)

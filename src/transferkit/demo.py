@@ -140,10 +140,11 @@ def run_demo_compare(out, *, quick: bool = False, seed: int = 0, progress: bool 
     Returns the results document and the path of index.html."""
     from pathlib import Path
 
-    from transferkit.report import render_report, run_compare
+    from transferkit.report import publish_best, render_report, run_compare
 
     settings, strategies, options = compare_plan(quick, seed)
     out = Path(out)
     doc = run_compare(settings, strategies, out, resume=(out / "results.json").exists(), finetune_options=options,
                       progress=progress, log=log)
+    publish_best(doc, out)
     return doc, render_report(doc, out, max_points=300 if quick else 1000)

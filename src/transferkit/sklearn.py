@@ -205,3 +205,162 @@ def _restore_types(names: list[str]) -> list[Any]:
         except ValueError:
             return names
     return values if [str(v) for v in values] == names else names
+
+
+class Model(ClassifierMixin, BaseEstimator):
+    """A model folder as a scikit-learn estimator — what `transferkit.load(path)` returns.
+
+    It takes raw items (image paths, PIL images, H×W(×C) arrays, texts) and has `predict`, `predict_proba`,
+    `decision_function` (heads without probabilities), `score`, `classes_` and `embed`. In a `Pipeline` it is a
+    final step; `clone` + `fit` (as `cross_val_score` does) refits the same recipe on new data where that makes
+    sense: a probe fits its head family again on the frozen backbone's features (hyperparameters chosen on 15% of
+    the data), a fine-tuned model fine-tunes again with its recorded settings. Adapted models and ensembles need
+    data `fit(X, y)` cannot give (a target domain, members), so they refuse to refit.
+    """
+
+    def __init__(self, path: str | Path | None = None, *, device: str = "auto", precision: str = "auto",
+                 batch_size: int = 64, trust_pickle: bool = False, progress: bool = False) -> None:
+        self.path = path
+        self.device = device
+        self.precision = precision
+        self.batch_size = batch_size
+        self.trust_pickle = trust_pickle
+        self.progress = progress
+
+    # ---- loading and refitting ------------------------------------------------------------------------------
+    def load(self) -> Model:
+        """Load the folder at `path` as the fitted state."""
+        from transferkit.model import load_model
+
+        if self.path is None:
+            raise DataError("Model(path=None) has no folder to load: give the path of a model folder")
+        self._set(load_model(self.path, device=self.device, precision=self.precision,
+                             trust_pickle=self.trust_pickle))
+        return self
+
+    def _set(self, loaded: Any) -> None:
+        self.model_ = loaded
+        self.info_ = loaded.info
+        names = loaded.class_names
+        self.classes_ = np.asarray(_restore_types(names)) if loaded.info.is_classifier else None
+
+    def fit(self, X: Any, y: Any) -> Model:
+        """Refit this model's recipe on (X, y) (see the class docstring)."""
+        from transferkit.model import read_info
+
+        info = read_info(self.path) if self.path is not None else None
+        if info is None:
+            raise DataError("Model(path=None) has no recipe to refit: give the path of a model folder")
+        items, labels = self._items(X, info.modality), np.asarray(y)
+        if len(items) != len(labels):
+            raise DataError(f"X has {len(items)} items but y has {len(labels)} labels: give one label per item")
+        if info.kind == "probe":
+            self._set(_refit_probe(self, info, items, labels))
+        elif info.kind in ("finetune", "adapt-e2e"):
+            self._set(_refit_finetune(self, info, items, labels))
+        else:
+            from transferkit.errors import TransferkitError
+
+            raise TransferkitError(f"a {info.kind} model cannot be refitted from (X, y) alone: "
+                                   + ("it also needs the target domain" if info.kind.startswith(("adapt", "source"))
+                                      else "build it again with `transferkit fit`"))
+        return self
+
+    # ---- prediction ----------------------------------------------------------------------------------------
+    def _items(self, X: Any, modality: str) -> list:
+        from transferkit.data.loaders import items_from
+
+        if isinstance(X, (list, tuple)) and X and all(isinstance(x, str) for x in X) and modality == "image":
+            return [Path(x) for x in X]  # file names of images
+        items, found = items_from(X)
+        if found != modality:
+            raise DataError(f"this model reads {modality} items but X holds {found} items")
+        return list(items)
+
+    def _outputs(self, X: Any) -> np.ndarray:
+        check_is_fitted(self, "model_")
+        return self.model_.outputs(self._items(X, self.model_.modality), self.batch_size)
+
+    def predict(self, X: Any) -> np.ndarray:
+        """Class labels (values of `classes_`) for a classifier, values for a regressor."""
+        out = self._outputs(X)
+        return self.classes_[out.argmax(1)] if self.info_.is_classifier else out
+
+    def predict_proba(self, X: Any) -> np.ndarray:
+        """Class probabilities, columns in the order of `classes_`."""
+        check_is_fitted(self, "model_")
+        return self.model_.predict_proba(self._items(X, self.model_.modality), self.batch_size)
+
+    def decision_function(self, X: Any) -> np.ndarray:
+        """Per-class scores: probabilities, or the margins of a head that gives no probabilities."""
+        return self._outputs(X)
+
+    def embed(self, X: Any) -> np.ndarray:
+        """The features the model's last layer reads, (N, D)."""
+        check_is_fitted(self, "model_")
+        return self.model_.embed(self._items(X, self.model_.modality), self.batch_size)
+
+    def score(self, X: Any, y: Any, sample_weight: Any = None) -> float:
+        """Accuracy (classifier) or R² (regressor) on (X, y)."""
+        check_is_fitted(self, "model_")
+        if self.info_.is_classifier:
+            return super().score(X, y, sample_weight)
+        from sklearn.metrics import r2_score
+
+        return float(r2_score(y, self.predict(X), sample_weight=sample_weight))
+
+    def __sklearn_tags__(self):  # noqa: D105 — raw items are valid input; regressor when the model is one
+        tags = super().__sklearn_tags__()
+        tags.input_tags.two_d_array = False
+        tags.input_tags.string = True
+        info = getattr(self, "info_", None)
+        if info is not None and not info.is_classifier:
+            tags.estimator_type = "regressor"
+        return tags
+
+
+def load(path: str | Path, *, device: str = "auto", precision: str = "auto", trust_pickle: bool = False) -> Model:
+    """The model folder at `path` as a fitted scikit-learn estimator (see `Model`)."""
+    return Model(path, device=device, precision=precision, trust_pickle=trust_pickle).load()
+
+
+def _refit_probe(est: Model, info: Any, items: list, y: np.ndarray) -> Any:
+    """The same backbone and head family, fitted on (items, y): hyperparameters chosen on a 15% validation split."""
+    from transferkit.data.loaders import encode_labels
+    from transferkit.data.splits import stratified_split
+    from transferkit.features import embed_items
+    from transferkit.heads import fit_head
+    from transferkit.heads.probe_model import ProbePredictor
+    from transferkit.model import LoadedModel, rebuild_backbone
+
+    backbone = rebuild_backbone(info.backbone, device=est.device, trust_pickle=est.trust_pickle)
+    precision = info.precision if est.precision == "auto" else est.precision
+    X = embed_items(backbone, items, batch_size=est.batch_size, precision=precision)
+    ids, names = encode_labels(list(y), task=info.task)
+    split = stratified_split(ids, val=0.15, test=0.0, seed=0)
+    head = fit_head(info.training.get("head", "auto"), X[split.train], ids[split.train], X[split.val],
+                    ids[split.val], info.task, 0)
+    from dataclasses import replace
+
+    new = replace(info, class_names=list(names), metrics={"val": {head.metric: head.val_score}},
+                  data={"name": "fit(X, y)", "n": len(items)})
+    return LoadedModel(Path(str(est.path)), new, ProbePredictor(backbone, head, precision, len(names)))
+
+
+def _refit_finetune(est: Model, info: Any, items: list, y: np.ndarray) -> Any:
+    """Fine-tune the recorded backbone again with the recorded settings, into a temporary folder."""
+    import tempfile
+
+    from transferkit.data.loaders import from_arrays
+    from transferkit.finetune import FinetuneConfig, finetune
+    from transferkit.io import read_json
+    from transferkit.model import load_model
+
+    run = read_json(Path(str(est.path)) / "run.json")
+    config = FinetuneConfig.from_dict({**run["config"], "test": 0.0})
+    data = from_arrays(items, [str(v) for v in y], name="fit(X, y)")
+    build = {k: v for k, v in (info.backbone.get("build") or {}).items()}
+    bb = load_backbone(info.backbone["spec"], device=est.device, trust_pickle=est.trust_pickle, **build)
+    out = Path(tempfile.mkdtemp(prefix="transferkit-refit-")) / "run"
+    finetune(bb, data, out, config, progress=est.progress, backbone_options=build, device=est.device)
+    return load_model(out, device=est.device, precision=est.precision, trust_pickle=est.trust_pickle)

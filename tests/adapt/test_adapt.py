@@ -78,12 +78,14 @@ def test_run_folder_round_trip(domains, tmp_path):
         backbone = {"spec": "effnet:lite0", "pooling": "mean", "image_size": 112, "pretrained": True}
         save_run(tmp_path / method, model, backbone=backbone, method=method, hyperparameters=hp,
                  metrics={"target_accuracy": 0.5})
-        assert sorted(p.name for p in (tmp_path / method).iterdir()) == ["model.safetensors", "run.json"]
-        doc = json.loads((tmp_path / method / "run.json").read_text())
-        assert doc["kind"] == "adapt-features" and doc["class_names"] == CLASSES and doc["method"] == method
+        assert sorted(p.name for p in (tmp_path / method).iterdir()) == ["README.md", "model.json",
+                                                                          "model.safetensors"]
+        doc = json.loads((tmp_path / method / "model.json").read_text())
+        assert doc["kind"] == "adapt-features" and doc["class_names"] == CLASSES
+        assert doc["training"]["method"] == method and doc["metrics"] == {"target": {"accuracy": 0.5}}
         run = load_run(tmp_path / method)
         assert run.class_names == CLASSES and run.backbone_spec == "effnet:lite0"
-        assert run.backbone_options == {"pooling": "mean", "pretrained": True, "image_size": 112}
+        assert run.backbone_options == {"pooling": "mean", "image_size": 112}  # what differs from the defaults
         assert np.allclose(run.predict_proba(Xt), model.predict_proba(Xt), atol=1e-6)
     assert "coral_transform" in load_run(tmp_path / "coral").model.extra
     assert "sa_source_basis" in load_run(tmp_path / "sa").model.extra
@@ -92,9 +94,9 @@ def test_run_folder_round_trip(domains, tmp_path):
 def test_load_run_rejects_what_is_not_a_run(tmp_path):
     with pytest.raises(AdaptError, match="not an adaptation run folder"):
         load_run(tmp_path)
-    (tmp_path / "run.json").write_text('{"kind": "finetune"}')
+    (tmp_path / "run.json").write_text('{"kind": "finetune", "status": "complete"}')
     (tmp_path / "model.safetensors").write_bytes(b"junk")
-    with pytest.raises(AdaptError, match="kind"):
+    with pytest.raises(AdaptError, match="not an adaptation run folder"):
         load_run(tmp_path)
 
 

@@ -54,15 +54,18 @@ def movies_tweets(minilm):
     return out
 
 
-def test_dann_cdan_beat_source_only_on_movies_to_tweets(movies_tweets):
+def test_movies_to_tweets_adaptation_gains_nothing_reliable_and_coral_hurts(movies_tweets):
+    """What is true on this pair, said plainly: the feature-level methods do not reliably beat source-only.
+
+    Measured (fp32 features, 300 held-out tweets): source-only 0.707, DANN 0.713 (+0.007, two tweets), CDAN 0.717
+    (+0.010), MMD 0.697, CORAL 0.620, oracle 0.833. At full size (benchmarks/results/adapt.txt) DANN is -0.004 and
+    CDAN +0.004: the differences are noise. CORAL's per-domain whitening hurts under this task's label shift
+    (68% of tweets are positive, the movie snippets are balanced)."""
     (Xs, ys), (Xt, yt) = movies_tweets["movies"], movies_tweets["tweets"]
-    acc = _accuracies(Xs, ys, Xt, yt, ["negative", "positive"], ["source-only", "dann", "cdan"])
+    acc = _accuracies(Xs, ys, Xt, yt, ["negative", "positive"], ["source-only", "dann", "cdan", "coral"])
     base = acc["source-only"]
-    assert acc["oracle"] > base + 0.05  # a real gap (measured source-only 0.703)
-    # Small on this subset (300 held-out tweets: 3-4 tweets' difference): measured +0.010 (0.713) and +0.013
-    # (0.717). At full size (benchmarks/results/adapt.txt) DANN is -0.004 and CDAN +0.004 at these defaults (norm=source
-    # gives +0.048/+0.033 there but fails on digits), so the sentiment gain is fragile.
-    # Not asserted, because they do NOT beat source-only here: MMD 0.697 and CORAL 0.620 (per-domain
-    # whitening/centring hurts under this task's label shift: 68% of tweets are positive, movies are balanced).
-    assert acc["dann"] > base + 0.005
-    assert acc["cdan"] > base + 0.005
+    assert acc["oracle"] > base + 0.08  # a real gap that adaptation does not close
+    for m in ("dann", "cdan"):  # within noise of source-only (3% of 300 tweets), not a gain worth claiming
+        assert abs(acc[m] - base) < 0.03, (m, acc[m], base)
+        assert acc[m] < acc["oracle"] - 0.08
+    assert acc["coral"] < base - 0.05

@@ -64,10 +64,11 @@ def test_adapt_writes_a_run_folder_that_load_run_reads(folders, tmp_path):
             "--method", "coral", "--target-labels", "--out", str(out))
     assert r.returncode == 0, r.stderr
     assert "target_accuracy" in r.stdout and "model written to" in r.stdout
-    doc = json.loads((out / "run.json").read_text())
-    assert doc["kind"] == "adapt-features" and doc["method"] == "coral"
-    assert doc["backbone"]["spec"] == "effnet:lite0" and doc["backbone"]["image_size"] == 64
-    assert doc["class_names"] == [str(i) for i in range(10)] and "target_accuracy" in doc["metrics"]
+    doc = json.loads((out / "model.json").read_text())
+    assert doc["kind"] == "adapt-features" and doc["training"]["method"] == "coral"
+    assert doc["backbone"]["spec"] == "effnet:lite0" and doc["backbone"]["build"] == {"image_size": 64}
+    assert doc["class_names"] == [str(i) for i in range(10)] and "accuracy" in doc["metrics"]["target"]
+    assert doc["precision"] in ("fp32", "bf16") and (out / "README.md").exists()
     from transferkit.adapt import load_run
     from transferkit.backbones import load_backbone
     from transferkit.data import load_data

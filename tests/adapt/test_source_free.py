@@ -10,9 +10,9 @@ import torch
 
 from transferkit import datasets
 from transferkit.adapt.source_free import adapt_run
-from transferkit.data import stratified_sample
+from transferkit.data import load_image_folder, stratified_sample
 from transferkit.errors import AdaptError
-from transferkit.predict import load_any_run
+from transferkit.finetune import load_run
 
 pytestmark = pytest.mark.slow
 
@@ -37,6 +37,13 @@ def target():
     return ds.subset(stratified_sample(ds.labels, 128, seed=0), name="digits[128]")
 
 
+def _assert_accuracies_are_the_models(rec, src, adapted, target):
+    """The record's before/after target accuracies are those of the source run and of the written folder."""
+    y = np.asarray(target.labels)
+    assert rec["metrics"]["target_accuracy_before"] == pytest.approx(float((src.predict(target) == y).mean()))
+    assert rec["metrics"]["target_accuracy"] == pytest.approx(float((adapted.predict(target) == y).mean()))
+
+
 def _first_bn(model):
     return next(m for m in model.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm))
 
@@ -44,8 +51,9 @@ def _first_bn(model):
 def test_adabn_writes_a_run_whose_bn_statistics_are_the_targets(source_run, target, tmp_path):
     rec = adapt_run("adabn", source_run, target, tmp_path / "adabn", batch_size=64,
                     target_labels=np.asarray(target.labels))
-    assert 0.0 <= rec["metrics"]["target_accuracy"] <= 1.0 and rec["target_items"] == 128
-    src, ada = load_any_run(source_run), load_any_run(tmp_path / "adabn")
+    assert rec["target_items"] == 128
+    src, ada = load_run(source_run), load_run(tmp_path / "adabn")
+    _assert_accuracies_are_the_models(rec, src, ada, target)
     assert ada.info["adaptation"]["method"] == "adabn" and ada.class_names == src.class_names
     # the first BN layer's running mean is the mean of its input over the target (two equal batches of 64)
     seen = []
@@ -64,7 +72,7 @@ def test_adabn_writes_a_run_whose_bn_statistics_are_the_targets(source_run, targ
 
 def test_tent_moves_only_norm_affine_parameters(source_run, target, tmp_path):
     adapt_run("tent", source_run, target, tmp_path / "tent", batch_size=32)
-    src, ten = load_any_run(source_run), load_any_run(tmp_path / "tent")
+    src, ten = load_run(source_run), load_run(tmp_path / "tent")
     a, b = dict(src.model.named_parameters()), dict(ten.model.named_parameters())
     norm_params = {f"{n}.{k}" for n, m in src.model.named_modules()
                    if isinstance(m, torch.nn.modules.batchnorm._BatchNorm) for k in ("weight", "bias")}
@@ -97,8 +105,8 @@ def test_shot_trains_the_backbone_only_and_lowers_information_maximization(sourc
     rec = adapt_run("shot", source_run, target, tmp_path / "shot", batch_size=32, epochs=1,
                     target_labels=np.asarray(target.labels))
     assert rec["method"] == "shot" and rec["hyperparameters"]["beta"] == 0.3
-    assert 0.0 <= rec["metrics"]["target_accuracy"] <= 1.0
-    src, shot = load_any_run(source_run), load_any_run(tmp_path / "shot")
+    src, shot = load_run(source_run), load_run(tmp_path / "shot")
+    _assert_accuracies_are_the_models(rec, src, shot, target)
     a, b = dict(src.model.named_parameters()), dict(shot.model.named_parameters())
     assert torch.equal(a["head.weight"], b["head.weight"]) and torch.equal(a["head.bias"], b["head.bias"])
     assert any(not torch.equal(a[n], b[n]) for n in a if n.startswith("backbone."))
@@ -139,8 +147,10 @@ def test_cli_adapt_adabn_writes_a_run_that_predict_reads(source_run, tmp_path):
                             str(folder), "--target-labels", "--out", str(out), "--json"])
     assert r.exit_code == 0, r.output
     rec = json.loads(r.output)
-    assert rec["method"] == "adabn" and 0.0 <= rec["metrics"]["target_accuracy"] <= 1.0
-    assert rec["target_items"] == 40
+    assert rec["method"] == "adabn" and rec["target_items"] == 40
+    labels = np.array([int(p.parent.name) for p in sorted(folder.rglob("*.png"))])
+    assert rec["metrics"]["target_accuracy"] == pytest.approx(
+        float((load_run(out).predict(load_image_folder(folder)) == labels).mean()))
     r = runner.invoke(app, ["predict", str(out), "--data", str(folder), "--out", str(tmp_path / "p.csv")])
     assert r.exit_code == 0, r.output
     assert (tmp_path / "p.csv").read_text().count("\n") == 41  # header + 40 digits

@@ -22,7 +22,7 @@ LAYERS = {
 #: same-layer imports that are part of the design: adapt plugs into finetune, finetune and adapt score with heads'
 #: metrics, `datasets` is data's public alias, demo runs a comparison, fit builds on compare
 SAME_LAYER = {("finetune", "heads"), ("adapt", "finetune"), ("adapt", "heads"), ("datasets", "data"),
-              ("demo", "report"), ("fit", "report"), ("sklearn", "report")}
+              ("demo", "report"), ("fit", "report")}
 
 
 def _imports(path: Path) -> set[str]:

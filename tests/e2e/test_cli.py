@@ -42,9 +42,13 @@ def test_extract_then_probe_on_a_review_table(reviews_csv, tmp_path):
     assert p.returncode == 0, p.stderr
     report = json.loads(p.stdout)
     assert report["heads"][0]["head"] == "logreg" and report["heads"][0]["accuracy"] > 0.7  # chance ≈ 0.58
-    table = run("probe", str(tmp_path / "feats"), "--head", "auto", "--save", str(tmp_path / "head"))
+    table = run("probe", str(tmp_path / "feats"), "--head", "auto", "--out", str(tmp_path / "model"))
     assert table.returncode == 0 and "best by validation" in table.stdout
-    assert sorted(p.suffix for p in (tmp_path / "head").iterdir()) <= [".json", ".safetensors"] * 4
+    # a model folder, JSON + safetensors + its card only (no pickle), that predict reads from raw text
+    assert sorted(p.name for p in (tmp_path / "model").iterdir()) == ["README.md", "model.json", "model.safetensors"]
+    pred = run("predict", str(tmp_path / "model"), "--data", str(reviews_csv), "--out", str(tmp_path / "p.csv"))
+    assert pred.returncode == 0, pred.stderr
+    assert "300 predictions (probe model" in pred.stdout and "accuracy" in pred.stdout
 
 
 def test_extract_an_image_folder_with_the_default_backbone(tmp_path):
@@ -112,6 +116,9 @@ def test_demo_quick_runs_offline_and_prints_the_table(tmp_path):
     report = json.loads((tmp_path / "compare" / "results.json").read_text())  # demo grows a compare of the routes
     assert [s["status"] for s in report["strategies"]] == ["ok", "ok"]
     assert "recommended:" in r.stdout and (tmp_path / "compare" / "index.html").exists()
+    # it ends by handing over the recommended model, and saying how to use it
+    assert (tmp_path / "compare" / "best" / "model.json").exists()
+    assert f"transferkit predict {tmp_path / 'compare' / 'best'}" in r.stdout.replace("\n", "")
 
 
 def test_extract_skips_bad_images_when_asked_and_lists_them(tmp_path):

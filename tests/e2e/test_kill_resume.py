@@ -42,8 +42,12 @@ def _cmd(data, out):
             "--out", str(out)]
 
 
-def _env():
-    return {**os.environ, "HF_HUB_OFFLINE": "1", "COLUMNS": "200", "PYTHONUNBUFFERED": "1"}
+def _env(delay=0.0):
+    """`delay`: TRANSFERKIT_SHARD_DELAY, a pause after each shard, so that the extraction is still running when
+    the signal comes, on a fast idle machine as on a loaded one (20 shards × 0.25 s: at least 2.5 s left after
+    the tenth shard)."""
+    return {**os.environ, "HF_HUB_OFFLINE": "1", "COLUMNS": "200", "PYTHONUNBUFFERED": "1",
+            "TRANSFERKIT_SHARD_DELAY": str(delay)}
 
 
 @pytest.fixture(scope="module")
@@ -64,13 +68,14 @@ def _interrupt(data, out, sig, seed):
     rng = random.Random(seed)
     target, extra = rng.randint(1, N_ITEMS // SHARD // 2), rng.uniform(0.0, 0.05)
     proc = subprocess.Popen(_cmd(data, out), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            env=_env(), start_new_session=True)
+                            env=_env(delay=0.25), start_new_session=True)
     deadline = time.monotonic() + 600
     while len(_shards(out)) < target:
         assert proc.poll() is None, f"extract ended before {target} shards: {proc.communicate()[1][-2000:]}"
         assert time.monotonic() < deadline
         time.sleep(0.005)
     time.sleep(extra)
+    assert proc.poll() is None, "extract finished before the signal: raise TRANSFERKIT_SHARD_DELAY"
     os.killpg(proc.pid, sig)  # the whole group, like a terminal's Ctrl-C (DataLoader workers included)
     stdout, stderr = proc.communicate(timeout=120)
     return proc.returncode, stdout, stderr

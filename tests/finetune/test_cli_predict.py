@@ -66,7 +66,7 @@ def test_user_errors_are_one_line(tweets_csv, tmp_path):
         (["finetune", "--data", str(tweets_csv), "--batch-size", "10", "--grad-accum", "3", "--out",
           str(tmp_path / "b")], "grad_accum"),
         (["predict", str(tmp_path / "missing"), "--data", str(tweets_csv), "--out", str(tmp_path / "p.csv")],
-         "not a transferkit run folder"),
+         "does not exist: give a model folder"),
     ]
     for args, words in cases:
         r = runner.invoke(app, args)
@@ -80,7 +80,7 @@ def test_run_folder_holds_no_pickles_and_escaping_paths_are_refused(head_run, tm
     from transferkit.finetune.checkpoint import RunFolder
 
     names = sorted(p.name for p in head_run.iterdir())
-    assert names == ["history.csv", "history.json", "model.safetensors", "run.json"]
+    assert names == ["README.md", "history.csv", "history.json", "model.json", "model.safetensors", "run.json"]
     assert (head_run / "model.safetensors").read_bytes()[:8] != b"\x80\x04\x95"[:8]
     with pytest.raises(FinetuneError, match="outside the run folder"):
         RunFolder(head_run).inside("../../etc/passwd")

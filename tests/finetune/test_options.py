@@ -40,11 +40,27 @@ def test_options_run_together_on_real_data(tmp_path):
 
     ds = datasets.load("digits")
     ds = ds.subset(stratified_sample(ds.labels, 100, seed=0))
-    cfg = FinetuneConfig(strategy="last-k", last_k=1, optimizer="sgd", schedule="onecycle", layer_decay=0.7,
-                         label_smoothing=0.1, grad_accum=2, batch_size=16, class_weights="balanced", epochs=2,
-                         patience=1, lr=1e-2)
+    opts = dict(strategy="last-k", last_k=1, optimizer="sgd", schedule="onecycle", layer_decay=0.7,
+                label_smoothing=0.1, grad_accum=2, batch_size=16, class_weights="balanced", epochs=2, lr=1e-2)
+    cfg = FinetuneConfig(**opts)
     r = finetune(load_backbone("effnet:lite0", image_size=32), ds, tmp_path / "run", cfg, progress=False)
-    assert r.steps > 0 and len(r.history) >= 1 and "val_accuracy" in r.history[0]
+    # 60 training items (6 a class) in global batches of 16: 4 optimizer steps an epoch (grad_accum splits a
+    # batch into micro-batches; it never adds steps)
+    assert r.info["data"]["train"] == 60
+    assert r.steps == 8 and [h["step"] for h in r.history] == [4, 8] and "val_accuracy" in r.history[0]
+    # the one-cycle schedule at the head's rate (10 × lr: the last, fastest group) after steps 4 and 8
+    assert [h["lr"] for h in r.history] == pytest.approx([10 * 1e-2 * lr_factor(cfg, s, 8) for s in (4, 8)])
+    assert r.history[-1]["lr"] < 1e-4 < r.history[0]["lr"]
+    # only the last block and the head train
+    bb = load_backbone("effnet:lite0", image_size=32)
+    assert r.trainable_parameters == 1280 * 10 + 10 + sum(p.numel() for p in bb.block_parameters(-1))
+    # and the options change what is learned: the same run with the default recipe trains another way
+    plain = finetune(load_backbone("effnet:lite0", image_size=32), ds, tmp_path / "plain",
+                     FinetuneConfig(strategy="last-k", last_k=1, batch_size=16, epochs=2, lr=1e-2), progress=False)
+    assert [h["train_loss"] for h in plain.history] != pytest.approx([h["train_loss"] for h in r.history], rel=1e-3)
+    with_smoothing = finetune(load_backbone("effnet:lite0", image_size=32), ds, tmp_path / "s0",
+                              FinetuneConfig(**{**opts, "label_smoothing": 0.0}), progress=False)
+    assert with_smoothing.history[0]["train_loss"] != pytest.approx(r.history[0]["train_loss"], rel=1e-4)
 
 
 def test_regression_target(tmp_path):
@@ -83,3 +99,16 @@ def test_one_class_and_unlabelled_data_are_refused(tmp_path):
     with pytest.raises(DataError, match="no labels"):
         finetune(load_backbone("effnet:lite0", image_size=32), Dataset(items, None, (), "image"), tmp_path / "b",
                  FinetuneConfig(), progress=False)
+
+
+def test_runs_of_another_precision_follow_each_other_in_one_process(tmp_path):
+    """Accelerate keeps one state per process: a bf16 run then an fp32 run (a notebook, a refit) both work."""
+    from transferkit import datasets
+    from transferkit.data import stratified_sample
+
+    ds = datasets.load("digits")
+    ds = ds.subset(stratified_sample(ds.labels, 60, seed=0))
+    done = [finetune(load_backbone("effnet:lite0", image_size=32), ds, tmp_path / f"{i}-{p}",
+                     FinetuneConfig(strategy="head", epochs=1, precision=p), progress=False).info["precision"]
+            for i, p in enumerate(("bf16", "fp32", "bf16"))]
+    assert done == ["bf16", "fp32", "bf16"]

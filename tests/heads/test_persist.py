@@ -31,6 +31,15 @@ def round_trip(head: FittedHead, folder: Path, X: np.ndarray) -> FittedHead:
     assert sorted(p.name for p in folder.iterdir()) == ["arrays.safetensors", "head.json"]
     assert all(p.suffix in {".json", ".safetensors"} for p in folder.rglob("*"))
     loaded = load_head(folder)
+    # bit-exact by construction: the fitted arrays have the dtype, shape and C layout the loaded ones have, so
+    # both take the same BLAS path (a transposed, Fortran-ordered coef took another one on AVX512 hosts)
+    fitted, back = head.predictor.state()[0], loaded.predictor.state()[0]
+    assert fitted.keys() == back.keys()
+    for k, v in fitted.items():
+        v, w = np.asarray(v), np.asarray(back[k])
+        assert v.dtype == w.dtype and v.shape == w.shape, k
+        if v.dtype.kind in "biuf":
+            assert v.flags.c_contiguous and w.flags.c_contiguous, k
     np.testing.assert_array_equal(loaded.predict(X), head.predict(X))
     assert loaded.has_proba == head.has_proba
     if head.has_proba:

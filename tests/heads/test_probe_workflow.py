@@ -8,8 +8,8 @@ from transferkit.backbones import load_backbone
 from transferkit.data import stratified_sample, stratified_split
 from transferkit.errors import FeatureStoreError
 from transferkit.features import extract_features
-from transferkit.heads import load_head
 from transferkit.heads.probe import fit_and_score, probe_features
+from transferkit.heads.probe_model import load_head_of
 
 
 @pytest.mark.slow
@@ -50,9 +50,19 @@ def test_probe_features_reports_every_head_and_saves_the_best(lite0_small, digit
     assert report["best"] == best["head"] or best["val_score"] == next(
         r["val_score"] for r in report["heads"] if r["head"] == report["best"]
     )
-    head = load_head(tmp_path / "head")
-    assert head.predict(fs.features()[:5]).shape == (5,)
-    assert (tmp_path / "head" / "probe.json").exists()
+    # the best head is written as a model folder: backbone reference + head, predicting from raw items the way
+    # the probe did from the cached features
+    assert sorted(p.name for p in (tmp_path / "head").iterdir()) == ["README.md", "model.json", "model.safetensors"]
+    from transferkit.model import load_model
+
+    model = load_model(tmp_path / "head")
+    assert model.info.kind == "probe" and model.info.training["head"] == report["best"]
+    assert model.info.backbone["build"] == {"image_size": 64} and model.info.precision == fs.meta["precision"]
+    test_row = next(r for r in report["heads"] if r["head"] == report["best"])
+    assert model.info.metrics["test"]["accuracy"] == test_row["accuracy"]
+    items = list(digits_small.items[:40])
+    head = load_head_of(tmp_path / "head", model.info)
+    np.testing.assert_array_equal(model.predict(items), head.predict(fs.features()[:40]))
 
 
 def test_unlabelled_features_cannot_be_probed(minilm, tmp_path):

@@ -37,3 +37,11 @@ def main_in_process(*args) -> tuple[int, str, str]:
     finally:
         sys.argv = old
     return code, out.getvalue(), err.getvalue()
+
+
+def DATA_ITEMS(doc: dict) -> list:  # noqa: N802 — a constant-like helper beside DATA
+    """The test items of the comparison `doc`, in the order its strategies predicted them."""
+    from transferkit.report.inputs import CompareSettings, load_inputs
+
+    inputs = load_inputs(CompareSettings.from_dict(doc["settings"]))
+    return [inputs.source.items[i] for i in inputs.split.test]

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from report_helpers import DATA, cli_env, main_in_process
+from report_helpers import DATA, DATA_ITEMS, cli_env, main_in_process
 
 from transferkit.io import read_arrays
 
@@ -118,6 +118,26 @@ def test_every_strategy_gets_a_record_and_a_failure_does_not_stop_the_others(rep
     assert (out / "runs" / "finetune-head" / "run" / "history.json").exists()
     assert "recommended:" in r.stdout and "rule: the cheapest strategy" in r.stdout
     assert str(out / "index.html") in r.stdout.replace("\n", "")
+
+
+@pytest.mark.slow
+def test_the_recommended_route_is_handed_over_as_a_model_folder(report):
+    """OUT/best is the recommended strategy's model folder: it predicts what that strategy predicted."""
+    from transferkit.model import load_model
+    from transferkit.report import recommend
+
+    out, r, doc = report
+    rec = recommend(doc)
+    assert doc["best"]["name"] == rec["name"] and doc["best"]["path"] == str(out / "best")
+    assert f"transferkit predict {out / 'best'}" in r.stdout.replace("\n", "")
+    assert not (out / "best" / "state").exists() and (out / "best" / "model.json").exists()
+    model = load_model(out / "best")
+    assert model.info.kind == {"probe": "probe", "finetune": "finetune"}[rec["name"].split(":")[0]]
+    record = next(x for x in doc["strategies"] if x["name"] == rec["name"])
+    preds = json.loads(open(record["artefacts"]["predictions"]).read())
+    assert list(model.predict(DATA_ITEMS(doc))) == preds["y_pred"]
+    page = (out / "index.html").read_text()
+    assert f"transferkit predict {out / 'best'}" in page
 
 
 @pytest.mark.slow

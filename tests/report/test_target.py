@@ -21,7 +21,7 @@ def test_target_adds_shift_diagnostics_adaptation_and_domain_projections(tmp_pat
     assert coral["trainable_parameters"] > 0
     feats = doc["features"]
     assert coral["features_s"] == pytest.approx(feats["source_s"] + feats["target_s"], abs=2e-3)  # both domains
-    assert (tmp_path / "runs" / "adapt-coral" / "model" / "run.json").exists()
+    assert (tmp_path / "runs" / "adapt-coral" / "model" / "model.json").exists()  # a model folder
     page = (tmp_path / "index.html").read_text()
     assert "Shift diagnostics" in page and "proxy A-distance" in page
     assert "before adaptation" in page and "after adaptation" in page and "target accuracy" in page

@@ -139,6 +139,8 @@ def adapt_end_to_end(method: str, backbone: Backbone, source: Dataset, target: D
     from transferkit.finetune.batches import make_targets
     from transferkit.finetune.checkpoint import RunFolder
     from transferkit.finetune.run import load_run
+    from transferkit.model import write_model
+    from transferkit.model.migrate import finetune_info
 
     if method not in END_TO_END:
         raise AdaptError(f"unknown end-to-end method {method!r}: use one of {', '.join(END_TO_END)}")
@@ -161,6 +163,7 @@ def adapt_end_to_end(method: str, backbone: Backbone, source: Dataset, target: D
             record["metrics"] = {"target_accuracy": acc}
         info["adaptation"] = record
         folder.write(info)
+        write_model(folder.path, finetune_info(info))
         res.info = info
     return res
 

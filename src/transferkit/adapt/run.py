@@ -1,13 +1,14 @@
-"""Run folders of feature-level adaptation: `run.json` (what was done, how to rebuild the backbone, metrics) and
-`model.safetensors` (classifier arrays, plus CORAL/subspace transforms for the record). No pickles.
+"""Model folders of feature-level adaptation: model.json (kind adapt-features: how to rebuild the backbone, the
+method, the scores) and model.safetensors (the classifier's arrays, plus CORAL/subspace transforms for the
+record). No pickles. Folders written before model.json (run.json + model.safetensors) load the same way.
 
 `load_run(path)` gives back an `AdaptRun` whose `predict_proba(features)` reads features extracted with the
-backbone that `backbone_spec` / `backbone` describe (e.g. `load_backbone(run.backbone_spec, **run.backbone_options)`).
+backbone the folder names; `transferkit.model.load_model(path)` gives a model that reads raw items.
 """
 
 from __future__ import annotations
 
-import json
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -16,29 +17,21 @@ import numpy as np
 
 from transferkit.adapt.model import FeatureClassifier
 from transferkit.errors import AdaptError
-from transferkit.io import read_arrays, read_json, write_arrays, write_json
+from transferkit.io import read_arrays
+from transferkit.model import ModelFolderError, ModelInfo, backbone_record, read_info, rebuild_backbone, write_model
 
 KIND = "adapt-features"
-FORMAT_VERSION = 1
-RUN_FILE = "run.json"
 MODEL_FILE = "model.safetensors"
 
-
-def backbone_record(backbone: Any) -> dict:
-    """What someone needs to rebuild the backbone: spec, pooling, image_size, pretrained (+ its identity)."""
-    ident = backbone.identity()
-    pre = ident.get("preprocessing") or {}
-    return {"spec": ident["spec"], "pooling": ident["pooling"], "pretrained": ident["pretrained"],
-            "image_size": pre.get("image_size") or pre.get("size"), "feature_dim": ident["feature_dim"],
-            "weights": ident["weights"], "preprocessing": pre}
+__all__ = ["KIND", "AdaptRun", "backbone_record", "load_predictor", "load_run", "save_run"]
 
 
 @dataclass
 class AdaptRun:
-    """A loaded run: the classifier, its class names, and how to rebuild the backbone that feeds it."""
+    """A loaded adaptation model: the classifier, its class names, and how to rebuild the backbone that feeds it."""
 
     path: Path
-    meta: dict
+    info: ModelInfo
     model: FeatureClassifier
 
     @property
@@ -47,28 +40,26 @@ class AdaptRun:
 
     @property
     def backbone(self) -> dict:
-        """The backbone record of run.json (spec, pooling, image_size, pretrained, feature_dim, weights)."""
-        return dict(self.meta["backbone"])
+        """The backbone record (spec, build options, weights digest, feature_dim, preprocessing)."""
+        return dict(self.info.backbone or {})
 
     @property
     def backbone_spec(self) -> str:
-        return self.meta["backbone"]["spec"]
+        return self.backbone["spec"]
 
     @property
     def backbone_options(self) -> dict:
         """Keyword arguments for `load_backbone(run.backbone_spec, **run.backbone_options)`."""
-        b = self.meta["backbone"]
-        pooling = b.get("pooling") or "default"
-        if "+" in pooling:  # a derived name such as st's "mean+normalize" is what "default" builds
-            pooling = "default"
-        opts = {"pooling": pooling, "pretrained": bool(b.get("pretrained", True))}
-        if b.get("image_size"):
-            opts["image_size"] = int(b["image_size"])
-        return opts
+        return dict(self.backbone.get("build") or {})
 
     @property
     def method(self) -> str:
-        return self.meta["method"]
+        return self.info.training["method"]
+
+    @property
+    def meta(self) -> dict:
+        """model.json as a dict (the facts of `info`)."""
+        return self.info.to_json()
 
     def predict_proba(self, features: np.ndarray) -> np.ndarray:
         """Class probabilities (N, C) for target-domain features from the run's backbone."""
@@ -79,42 +70,101 @@ class AdaptRun:
         return self.model.predict(features)
 
 
+def _record(backbone: dict) -> dict:
+    """A backbone record in the model-folder shape (earlier callers passed spec/pooling/image_size/pretrained)."""
+    if "build" in backbone:
+        return dict(backbone)
+    build = {"pooling": backbone.get("pooling"), "image_size": backbone.get("image_size"),
+             "max_length": backbone.get("max_length"), "pretrained": backbone.get("pretrained", True)}
+    return {**backbone, "build": {k: v for k, v in build.items() if v not in (None, "default", True)}}
+
+
+def _metrics(flat: dict) -> tuple[dict, dict]:
+    """(the model's scores by split, the rest) from a flat metrics dict of `adapt_features` or compare."""
+    metrics: dict = {}
+    rest = {}
+    for k, v in flat.items():
+        if k.startswith("target_"):
+            metrics.setdefault("target", {})[k.removeprefix("target_")] = v
+        elif k == "source_val_accuracy":
+            metrics.setdefault("source_val", {})["accuracy"] = v
+        elif k in ("accuracy", "macro_f1"):
+            metrics.setdefault("test", {})[k] = v
+        else:
+            rest[k] = v
+    return metrics, rest
+
+
 def save_run(path: str | Path, model: FeatureClassifier, *, backbone: dict, method: str,
-             hyperparameters: dict, metrics: dict, extra: dict | None = None) -> Path:
-    """Write run.json + model.safetensors into folder `path` (created if missing); returns the folder."""
+             hyperparameters: dict, metrics: dict, extra: dict | None = None, precision: str = "fp32",
+             data: dict | None = None) -> Path:
+    """Write the model folder of an adapted classifier into `path` (created if missing); returns the folder.
+
+    backbone: `transferkit.model.backbone_record(backbone)`; precision: that of the features it was fitted on."""
     folder = Path(path)
     if folder.exists() and not folder.is_dir():
-        raise AdaptError(f"--out {folder} is a file: give a folder for the run")
+        raise AdaptError(f"--out {folder} is a file: give a folder for the model")
     arrays = {f"model.{k}": np.asarray(v, np.float32) for k, v in model.arrays.items()}
     arrays.update({f"extra.{k}": np.asarray(v, np.float32) for k, v in model.extra.items()})
-    write_arrays(folder / MODEL_FILE, arrays, metadata={"format": "transferkit.adapt-features"})
-    doc = {"kind": KIND, "format_version": FORMAT_VERSION, "backbone": backbone, "class_names": model.class_names,
-           "method": method, "hyperparameters": hyperparameters, "metrics": metrics, "predictor": model.kind,
-           **(extra or {})}
-    write_json(folder / RUN_FILE, doc)
-    return folder
+    scores, selection = _metrics(metrics)
+    record = _record(backbone)
+    extra = dict(extra or {})
+    modality = record.get("modality") or (record.get("preprocessing") or {}).get("kind", "image")
+    info = ModelInfo(
+        kind=KIND, task="classification", class_names=list(model.class_names), backbone=record,
+        precision=precision, modality=modality,
+        metrics=scores, data=data or {"name": extra.pop("source", None), "target": extra.pop("target", None)},
+        cost={"trainable_parameters": int(sum(np.asarray(v).size for k, v in model.arrays.items()
+                                              if k not in ("mean", "std")))},
+        training={"method": method, "hyperparameters": hyperparameters, "predictor": model.kind, **selection,
+                  **extra})
+    return write_model(folder, info, arrays)
 
 
 def load_run(path: str | Path) -> AdaptRun:
-    """Load a run folder written by `save_run` / `transferkit adapt --out` (safetensors + JSON only)."""
+    """Load an adaptation model folder (written by `save_run` / `transferkit adapt --out`, or an earlier version)."""
     folder = Path(path)
-    if not (folder / RUN_FILE).is_file() or not (folder / MODEL_FILE).is_file():
-        raise AdaptError(f"{folder} is not an adaptation run folder: it needs {RUN_FILE} and {MODEL_FILE} "
-                         "(written by `transferkit adapt --out`)")
     try:
-        meta = read_json(folder / RUN_FILE)
-    except json.JSONDecodeError as e:
-        raise AdaptError(f"{folder / RUN_FILE} is not valid JSON ({e}): rerun `transferkit adapt --out`") from None
-    if meta.get("kind") != KIND:
-        raise AdaptError(f"{folder / RUN_FILE} has kind {meta.get('kind')!r}, not {KIND!r}: not a feature-level "
+        info = read_info(folder)
+    except ModelFolderError as e:
+        raise AdaptError(f"{folder} is not an adaptation run folder ({e})") from None
+    if info.kind != KIND:
+        raise AdaptError(f"{folder} holds a model of kind {info.kind!r}, not {KIND!r}: not a feature-level "
                          "adaptation run")
-    if int(meta.get("format_version", 0)) > FORMAT_VERSION:
-        raise AdaptError(f"{folder} was written by a newer transferkit (format {meta['format_version']}): upgrade")
     try:
         arrays = read_arrays(folder / MODEL_FILE)
     except Exception as e:  # safetensors raises its own error types for truncated/corrupt files
         raise AdaptError(f"{folder / MODEL_FILE} cannot be read ({e}): rerun `transferkit adapt --out`") from None
     model_arrays = {k.removeprefix("model."): v for k, v in arrays.items() if k.startswith("model.")}
     extra = {k.removeprefix("extra."): v for k, v in arrays.items() if k.startswith("extra.")}
-    model = FeatureClassifier(meta.get("predictor", ""), model_arrays, list(meta["class_names"]), extra)
-    return AdaptRun(folder, meta, model)
+    model = FeatureClassifier(info.training.get("predictor", ""), model_arrays, list(info.class_names), extra)
+    return AdaptRun(folder, info, model)
+
+
+class AdaptPredictor:
+    """Raw items → the backbone's features (as extraction computes them) → the adapted classifier."""
+
+    has_proba = True
+
+    def __init__(self, backbone: Any, model: FeatureClassifier, precision: str) -> None:
+        self.backbone, self.model, self.precision = backbone, model, precision
+
+    def _features(self, items: Sequence[Any], batch_size: int) -> np.ndarray:
+        from transferkit.features import embed_items
+
+        return embed_items(self.backbone, items, batch_size=batch_size, precision=self.precision)
+
+    def outputs(self, items: Sequence[Any], batch_size: int = 64) -> np.ndarray:
+        return self.model.predict_proba(self._features(items, batch_size))
+
+    def embed(self, items: Sequence[Any], batch_size: int = 64) -> np.ndarray:
+        """What the classifier reads: standardised (projected, bottleneck) features."""
+        return self.model.embed(self._features(items, batch_size))
+
+
+def load_predictor(folder: Path, info: ModelInfo, *, device: Any, precision: str,
+                   trust_pickle: bool) -> AdaptPredictor:
+    """The adapt-features kind's loader (see `transferkit.model.folder.LOADERS`)."""
+    run = load_run(folder)
+    bb = rebuild_backbone(info.backbone or {}, device=device, trust_pickle=trust_pickle, where=str(folder))
+    return AdaptPredictor(bb, run.model, precision)

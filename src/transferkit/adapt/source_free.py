@@ -180,6 +180,8 @@ def adapt_run(method: str, source_run: str | Path, target: Dataset, out: str | P
     """
     from transferkit.finetune.checkpoint import RunFolder, model_tensors, save_tensors
     from transferkit.finetune.run import load_run
+    from transferkit.model import write_model
+    from transferkit.model.migrate import finetune_info
 
     if method not in SOURCE_FREE:
         raise AdaptError(f"unknown source-free method {method!r}: use one of {', '.join(SOURCE_FREE)}")
@@ -214,8 +216,11 @@ def adapt_run(method: str, source_run: str | Path, target: Dataset, out: str | P
                              "target_accuracy": float((run.predict(target, batch_size) == target_labels).mean())}
     info = dict(run.info)
     saved = sorted(set(info["saved_parameters"]) | set(extra))
-    info.update({"saved_parameters": saved, "adaptation": record})
+    # the source run's scores are of the network before adaptation: they move into the record, not the model's
+    record["source_run_metrics"] = info.get("metrics")
+    info.update({"saved_parameters": saved, "adaptation": record, "metrics": {}})
     dest.path.mkdir(parents=True, exist_ok=True)
     save_tensors(dest.model_file, model_tensors(run.model, set(saved)), metadata={"format": "transferkit-run"})
     dest.write(info)
+    write_model(dest.path, finetune_info({**info, "format": 1}))
     return record

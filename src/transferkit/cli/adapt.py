@@ -26,6 +26,7 @@ from transferkit.cli.options import (
     OnBadInputOpt,
     PoolingOpt,
     PrecisionOpt,
+    RandomInitOpt,
     SeedOpt,
     TextColumnOpt,
     TrustPickleOpt,
@@ -64,6 +65,7 @@ def shift(
     max_length: MaxLengthOpt = None,
     device: DeviceOpt = "auto",
     precision: PrecisionOpt = "auto",
+    random_init: RandomInitOpt = False,
     trust_pickle: TrustPickleOpt = False,
     trust_remote_code: TrustRemoteCodeOpt = False,
     permutations: Annotated[int, typer.Option(help="Permutations of the MMD test.")] = 500,
@@ -75,7 +77,7 @@ def shift(
     from transferkit.adapt.fit import check_class_names
     from transferkit.shift import shift_report
 
-    bb_args = BackboneArgs(model, pooling, image_size, max_length, device, precision, False, trust_pickle,
+    bb_args = BackboneArgs(model, pooling, image_size, max_length, device, precision, random_init, trust_pickle,
                            trust_remote_code)
     src, fs_s, bb = domain_features(DataArgs(source, text_column, label_column, on_bad_input), "optional", bb_args)
     tgt, fs_t, _ = domain_features(DataArgs(target, text_column, label_column, on_bad_input), "optional", bb_args, bb)
@@ -100,7 +102,8 @@ def shift(
 
 # what each mode of `adapt` accepts (parameter names); everything else given on the command line is refused
 _DATA = {"text_column", "label_column", "on_bad_input", "target", "target_labels", "out", "seed", "as_json"}
-_BACKBONE = {"model", "pooling", "image_size", "max_length", "device", "precision", "trust_pickle", "trust_remote_code"}
+_BACKBONE = {"model", "pooling", "image_size", "max_length", "device", "precision", "random_init", "trust_pickle",
+             "trust_remote_code"}
 MODES = {
     "benchmark": {"benchmark", "seed", "as_json", "method"},
     "features": _DATA | _BACKBONE | {"source", "method", "param", "validator"},
@@ -166,6 +169,7 @@ def adapt(
     max_length: MaxLengthOpt = None,
     device: DeviceOpt = "auto",
     precision: PrecisionOpt = "auto",
+    random_init: RandomInitOpt = False,
     trust_pickle: TrustPickleOpt = False,
     trust_remote_code: TrustRemoteCodeOpt = False,
     seed: SeedOpt = 0,
@@ -179,7 +183,7 @@ def adapt(
     source-free)."""
     mode = _mode(method, benchmark)
     _refuse_others(ctx, mode, method)
-    bb_args = BackboneArgs(model, pooling, image_size, max_length, device, precision, False, trust_pickle,
+    bb_args = BackboneArgs(model, pooling, image_size, max_length, device, precision, random_init, trust_pickle,
                            trust_remote_code)
     if mode == "benchmark":
         _benchmark(benchmark, seed, as_json)
@@ -230,7 +234,7 @@ def _features(method: str, src: DataArgs, tgt: DataArgs, bb_args: BackboneArgs, 
     """Feature-level adaptation: features of both domains (cached), a method (or one chosen by a validator)."""
     from transferkit.adapt import adapt_features, parse_hyperparameters, save_run
     from transferkit.adapt.fit import METHODS
-    from transferkit.adapt.run import backbone_record
+    from transferkit.model import backbone_record
 
     if method != "auto" and method not in METHODS:
         raise TransferkitError(f"unknown adaptation method {method!r}: use auto, {', '.join(METHODS)}, dann-e2e, "
@@ -247,9 +251,10 @@ def _features(method: str, src: DataArgs, tgt: DataArgs, bb_args: BackboneArgs, 
                          hyperparameters=hp, validator=validator, seed=seed, yt_eval=yt, log=log)
     if out is not None:
         save_run(out, res.model, backbone=backbone_record(bb), method=res.method,
-                 hyperparameters=res.hyperparameters, metrics=res.metrics,
-                 extra={"validator": res.validator, "source": src.data, "target": tgt.data, "seed": seed,
-                        "candidates": res.candidates, "precision": fs_s.meta["precision"]})
+                 hyperparameters=res.hyperparameters, metrics=res.metrics, precision=fs_s.meta["precision"],
+                 data={"name": src_ds.name, "fingerprint": src_ds.fingerprint, "n": len(src_ds), "source": src.data,
+                       "target": tgt.data, "target_fingerprint": tgt_ds.fingerprint, "target_n": len(tgt_ds)},
+                 extra={"validator": res.validator, "seed": seed, "candidates": res.candidates})
     if as_json:
         console.print_json(json.dumps({"method": res.method, "hyperparameters": res.hyperparameters,
                                        "metrics": res.metrics, "candidates": res.candidates}))

@@ -19,6 +19,7 @@ from transferkit.cli.options import (
     OnBadInputOpt,
     PoolingOpt,
     PrecisionOpt,
+    RandomInitOpt,
     SampleOpt,
     SeedOpt,
     TestOpt,
@@ -56,6 +57,7 @@ def compare(
     max_length: MaxLengthOpt = None,
     device: DeviceOpt = "auto",
     precision: PrecisionOpt = "auto",
+    random_init: RandomInitOpt = False,
     trust_pickle: TrustPickleOpt = False,
     trust_remote_code: TrustRemoteCodeOpt = False,
     seed: SeedOpt = 0,
@@ -77,7 +79,7 @@ def compare(
     """Run several routes on the same split, write results.json and a self-contained HTML report, recommend one."""
     from transferkit.finetune import FinetuneConfig
     from transferkit.params import dataclass_schema, parse_params
-    from transferkit.report import CompareSettings, parse_budget, render_report, run_compare
+    from transferkit.report import CompareSettings, parse_budget, publish_best, render_report, run_compare
 
     budget_s = parse_budget(budget)
     owned = ("strategy", "val", "test", "seed", "precision")  # compare sets these for every strategy
@@ -88,10 +90,12 @@ def compare(
     settings = CompareSettings(data=data, model=model, target=target, target_labels=target_labels,
                                text_column=text_column, label_column=label_column, on_bad_input=on_bad_input,
                                image_size=image_size, max_length=max_length, pooling=pooling, device=device,
-                               precision=precision, sample=sample, seed=seed, val=val, test=test)
+                               precision=precision, pretrained=not random_init, sample=sample, seed=seed, val=val,
+                               test=test)
     doc = run_compare(settings, strategies, out, budget_s=budget_s, resume=resume, finetune_options=ft,
                       progress=sys.stderr.isatty(), log=log,
                       trust={"trust_pickle": trust_pickle, "trust_remote_code": trust_remote_code})
+    publish_best(doc, out, tolerance)
     log("rendering the report (plots, t-SNE)")
     print_compare(doc, render_report(doc, out, tolerance=tolerance, max_points=tsne_points), tolerance)
 
@@ -106,3 +110,9 @@ def print_compare(doc: dict, page: Path, tolerance: float) -> None:
     for line in summary_lines(doc, tolerance):
         console.print(line, soft_wrap=True, highlight=False)
     console.print(f"report: {page}  (results: {page.parent / 'results.json'})", soft_wrap=True, highlight=False)
+    best = doc.get("best") or {}
+    if best.get("path"):
+        console.print(f"model of {best['name']}: {best['path']}\nnext: transferkit predict {best['path']} --data "
+                      "ITEMS --out predictions.csv", soft_wrap=True, highlight=False)
+    elif best.get("note"):
+        console.print(f"no model folder to hand over: {best['note']}", soft_wrap=True, highlight=False)

@@ -117,6 +117,7 @@ def rank_models(
     max_length: MaxLengthOpt = None,
     device: DeviceOpt = "auto",
     precision: PrecisionOpt = "auto",
+    random_init: RandomInitOpt = False,
     trust_pickle: TrustPickleOpt = False,
     trust_remote_code: TrustRemoteCodeOpt = False,
     metric: Annotated[str, typer.Option(help="logme, leep, nce, hscore, or all (ranked by LogME).")] = "logme",
@@ -131,8 +132,8 @@ def rank_models(
     specs = [m.strip() for m in models.split(",") if m.strip()]
     ds = DataArgs(data, text_column, label_column, on_bad_input).load("required")
     rows = rank(specs, ds, metric=metric, sample=sample, seed=seed, image_size=image_size, max_length=max_length,
-                device=device, precision=precision, trust_pickle=trust_pickle, trust_remote_code=trust_remote_code,
-                progress=True, log=lambda m: err_console.print(f"[dim]{m}[/dim]"))
+                pretrained=not random_init, device=device, precision=precision, trust_pickle=trust_pickle,
+                trust_remote_code=trust_remote_code, progress=True, log=lambda m: err_console.print(f"[dim]{m}[/dim]"))
     if as_json:
         console.print_json(json.dumps(rows))
         return

@@ -82,6 +82,8 @@ class DataArgs:
         if not self.data.startswith("bundled:"):
             kw["on_bad_input"] = self.on_bad_input
         ds = load_data(self.data, **kw)
+        # where the data came from, for model folders (so `export` can find a model's own test split again)
+        ds.meta.update(spec=self.data, text_column=kw.get("text_column"), label_column=kw.get("label_column"))
         if labels == "required" and ds.labels is None:
             fix = ("the table has no `label` column: name yours with --label-column" if table and not
                    self.label_column else "give an image folder with one subfolder per class")
@@ -128,10 +130,8 @@ class BackboneArgs:
 
 def given(ctx: typer.Context) -> set[str]:
     """Names of the parameters the user set on the command line (not left at their defaults)."""
-    from click.core import ParameterSource
-
     return {name for name in ctx.params
-            if ctx.get_parameter_source(name) in (ParameterSource.COMMANDLINE, ParameterSource.ENVIRONMENT)}
+            if getattr(ctx.get_parameter_source(name), "name", "") in ("COMMANDLINE", "ENVIRONMENT")}
 
 
 def flag(name: str) -> str:

@@ -61,7 +61,7 @@ class Dataset:
         labels = None if self.labels is None else np.asarray(self.labels)[idx]
         meta = {}
         for k, v in self.meta.items():
-            if isinstance(v, (list, np.ndarray)) and len(v) == len(self.items):
+            if k != "skipped" and isinstance(v, (list, np.ndarray)) and len(v) == len(self.items):
                 v = np.asarray(v)[idx]
             meta[k] = v
         return Dataset(items, labels, self.class_names, self.modality, name or self.name, meta=meta)

@@ -48,10 +48,12 @@ def _is_hidden(path: Path, root: Path) -> bool:
     return any(part.startswith(".") for part in path.relative_to(root).parts)
 
 
-def _bad_input(where: Path | str, reason: str, on_bad_input: OnBadInput, skipped: list[dict] | None = None) -> None:
-    """The one place that decides what a bad item does: fail with its name, or record it in `skipped`."""
+def _bad_input(where: Path | str, reason: str, on_bad_input: OnBadInput, skipped: list[dict] | None = None,
+               item_id: Any = None) -> None:
+    """The one place that decides what a bad item does: fail with its name, or record it in `skipped` (with the
+    id a prediction table gives it: the file's path, or the table's row number)."""
     if on_bad_input == "skip" and skipped is not None:
-        skipped.append({"item": str(where), "reason": reason})
+        skipped.append({"item": str(where), "reason": reason, "id": str(where) if item_id is None else item_id})
         return
     raise DataError(f"{where}: {reason}")
 
@@ -290,6 +292,7 @@ def _read_rows(path: Path, fmt: str) -> tuple[list[str], Callable[[str], list[An
                 dtype=str,
                 keep_default_na=False,
                 na_filter=False,
+                skip_blank_lines=False,  # a whitespace-only row is a row (empty text), never silently dropped
                 encoding="utf-8",
             )
         except UnicodeDecodeError as e:
@@ -385,11 +388,11 @@ def load_table(
         s = "" if _is_null(v) else (v if isinstance(v, str) else str(v))
         if not s.strip():
             _bad_input(f"{p} row {i + 1}", f"column {text_column!r} is empty: fill in the text or drop the row",
-                       on_bad_input, skipped)
+                       on_bad_input, skipped, i + 1)
         elif raw_labels is not None and fmt in ("csv", "tsv") and _is_missing(raw_labels[i]):
             _bad_input(f"{p} row {i + 1}",
                        f"column {label_column!r} has no label ({raw_labels[i]!r}): fill it in or drop the row",
-                       on_bad_input, skipped)
+                       on_bad_input, skipped, i + 1)
         else:
             keep.append(i)
     if not keep:
@@ -405,7 +408,7 @@ def load_table(
             raw, task=task, where=lambda i: f"{p} row {keep[i] + 1}: column {label_column!r}"
         )
     meta = {"source": "table", "path": str(p), "format": fmt, "text_column": text_column, "label_column": label_column,
-            "skipped": skipped}
+            "skipped": skipped, "ids": [i + 1 for i in keep]}  # rows numbered from 1, header not counted
     return Dataset(texts, labels, class_names, "text", name or p.name.split(".")[0] or "table", meta=meta)
 
 
@@ -441,8 +444,9 @@ def _check_image_shape(shape: tuple[int, ...], what: str) -> None:
     raise DataError(f"{what} has shape {shape}: an image must be H×W or H×W×C with C in 1, 3, 4")
 
 
-def _items_from(X: Any) -> tuple[Sequence[Any], Modality]:
-    """Validate in-memory items and tell their modality."""
+def items_from(X: Any) -> tuple[Sequence[Any], Modality]:
+    """Validate in-memory items (strings, images as arrays/PIL/paths, a one-column DataFrame or Series of text, an
+    (N, H, W[, C]) array) and tell their modality."""
     try:
         import pandas as pd
     except ImportError:  # pragma: no cover
@@ -518,7 +522,7 @@ def from_arrays(
     `y` may be class names, ints or floats (see `encode_labels`); with `class_names`, `y` holds either ids into
     `class_names` or the names themselves.
     """
-    items, found = _items_from(X)
+    items, found = items_from(X)
     if modality is not None and modality != found:
         raise DataError(f"modality={modality!r} but X holds {found} items: drop modality= or pass {modality} items")
     labels = None

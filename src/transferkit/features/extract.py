@@ -112,6 +112,7 @@ def extract_features(
     meta = {
         "key": key,
         "backbone": backbone.identity(),
+        "build": dict(backbone.build),  # how to build the backbone again (not part of the key)
         "precision": prec,
         "data": {"name": data.name, "fingerprint": data.fingerprint, "modality": data.modality,
                  "task": data.task, "class_names": list(data.class_names), "meta": _jsonable(data.meta),
@@ -158,6 +159,7 @@ def _run(backbone: Backbone, data: Dataset, fs: FeatureSet, todo: list[int], bat
     loader = DataLoader(_Items(data.items), batch_sampler=[b for _, b in plan], collate_fn=backbone.collate,
                         num_workers=workers, persistent_workers=False, prefetch_factor=4 if workers else None)
     total = sum(len(b) for _, b in plan)
+    delay = shard_delay()
     bar = tqdm(total=total, desc=f"extract {backbone.spec}", unit="item", disable=not progress, leave=False)
     pending: dict[int, np.ndarray] = {}
     filled: dict[int, int] = {}
@@ -177,10 +179,23 @@ def _run(backbone: Backbone, data: Dataset, fs: FeatureSet, todo: list[int], bat
                 release_free_memory()  # keeps RSS flat: freed batch tensors otherwise stay in glibc's heap
                 if on_shard is not None:
                     on_shard(shard)
+                if delay:
+                    time.sleep(delay)
     finally:
         bar.close()
     if pending:
         raise FeatureStoreError(f"extraction ended with unfinished shards {sorted(pending)}: rerun to finish")
+
+
+def shard_delay() -> float:
+    """Seconds to pause after each shard, from $TRANSFERKIT_SHARD_DELAY (default 0): a documented testing aid
+    (docs/reference.md) that keeps an extraction running long enough for a test to interrupt it mid-way on any
+    machine, however fast or loaded."""
+    try:
+        return max(0.0, float(os.environ.get("TRANSFERKIT_SHARD_DELAY", "0") or 0))
+    except ValueError:
+        raise DataError(f"TRANSFERKIT_SHARD_DELAY={os.environ['TRANSFERKIT_SHARD_DELAY']!r} is not a number of "
+                        "seconds: unset it or give e.g. 0.2") from None
 
 
 def _jsonable(meta: dict) -> dict:

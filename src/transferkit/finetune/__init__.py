@@ -5,8 +5,8 @@
 
 from transferkit.finetune.config import STRATEGIES, FinetuneConfig, FinetuneError, Interrupted
 from transferkit.finetune.loop import FinetuneResult, finetune
-from transferkit.finetune.run import FineTunedModel, load_run, write_predictions
+from transferkit.finetune.run import FineTunedModel, load_run
 from transferkit.finetune.terms import LossTerm, TermBatch
 
 __all__ = ["STRATEGIES", "FineTunedModel", "FinetuneConfig", "FinetuneError", "FinetuneResult", "Interrupted",
-           "LossTerm", "TermBatch", "finetune", "load_run", "write_predictions"]
+           "LossTerm", "TermBatch", "finetune", "load_run"]

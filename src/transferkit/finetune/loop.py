@@ -61,6 +61,8 @@ from transferkit.finetune.optim import make_optimizer, make_scheduler, param_gro
 from transferkit.finetune.state import LoopState
 from transferkit.finetune.terms import LossTerm, TermBatch, check_terms
 from transferkit.heads.metrics import PRIMARY_METRIC, score_all
+from transferkit.model import write_model
+from transferkit.model.migrate import finetune_info
 from transferkit.runtime import peak_rss_mb, resolve_device, resolve_precision
 
 #: Training items whose pretrained features set the head's input standardisation.
@@ -170,7 +172,18 @@ def _accelerator(config: FinetuneConfig, device: str) -> Any:
     if dev.type not in ("cpu", "cuda"):
         raise FinetuneError(f"--device {device}: fine-tuning runs on cpu or cuda")
     mp = "bf16" if resolve_precision(config.precision, dev) == "bf16" else "no"
-    return Accelerator(cpu=dev.type == "cpu", mixed_precision=mp)
+    try:
+        return Accelerator(cpu=dev.type == "cpu", mixed_precision=mp)
+    except ValueError as e:
+        # Accelerate keeps one state per process; a second run in the same process with another precision or
+        # device (a notebook, `transferkit.load(...).fit`, a test) may replace it, unless processes share it
+        from accelerate.state import AcceleratorState, GradientState, PartialState
+
+        if "already been initialized" not in str(e) or PartialState().num_processes > 1:
+            raise
+        AcceleratorState._reset_state()
+        GradientState._reset_state()
+        return Accelerator(cpu=dev.type == "cpu", mixed_precision=mp)
 
 
 def _check_resume(folder: RunFolder, info: dict, config: FinetuneConfig, data: Dataset, spec: str,
@@ -211,7 +224,8 @@ def finetune(
     """Fine-tune `backbone` on `data` into the run folder `out`; see the module docstring for the mechanics.
 
     backbone_options: how to rebuild the backbone from its spec (pretrained, pooling, image_size,
-    max_length) — written to run.json so `load_run` and `--resume` rebuild the same network.
+    max_length) — written to run.json so `load_run` and `--resume` rebuild the same network (default: the
+    options `load_backbone` recorded in `backbone.build`).
     stop_after_steps: stop (as on Ctrl-C, state saved) once this many optimizer steps are done — for tests.
     terms: extra loss terms (`LossTerm`, e.g. `transferkit.adapt.end_to_end.DomainTerm`) added to the loss.
     device: "auto" (CUDA when present), "cpu" or "cuda"; under `accelerate launch` each process takes its own.
@@ -328,12 +342,15 @@ def finetune(
         "status": "running",
         "backbone": {"spec": backbone.spec, "modality": backbone.modality, "base_digest": base_digest,
                      "pretrained": backbone.pretrained, "feature_dim": backbone.feature_dim,
-                     **(backbone_options or {})},
+                     "preprocessing": backbone.preprocessing,
+                     **(backbone_options if backbone_options is not None else
+                        {k: v for k, v in backbone.build.items() if k != "spec"})},
         "task": target.task,
         "class_names": list(target.class_names),
         "target_scale": {"mean": target.mean, "std": target.std},
         "config": config.to_dict(),
-        "data": {"name": data.name, "fingerprint": data.fingerprint, "n": len(data), **split.sizes()},
+        "data": {"name": data.name, "fingerprint": data.fingerprint, "n": len(data), **split.sizes(),
+                 **{k: data.meta[k] for k in ("spec", "sample", "text_column", "label_column") if data.meta.get(k)}},
         "lora_modules": lora_modules,
         "saved_parameters": sorted(saved_names),
         "trainable_parameters": trainable,
@@ -539,6 +556,7 @@ def finetune(
         save_tensors(folder.model_file, model_tensors(unwrapped, saved_names), metadata={"format": "transferkit-run"})
         folder.write_history(state.history)
         folder.write(done)
+        write_model(folder.path, finetune_info({**done, "format": 1}))  # model.json + card: a model folder
         if folder.state.exists():
             import shutil
 

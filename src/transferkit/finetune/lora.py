@@ -55,11 +55,11 @@ def target_modules(backbone: Backbone, targets: str) -> list[str]:
         found = [n for n in names if any(n == w or n.endswith("." + w) for w in wanted)]
         missing = [w for w in wanted if not any(n == w or n.endswith("." + w) for n in names)]
         if missing:
-            raise FinetuneError(f"--lora-targets names {missing} that {backbone.spec} does not have; list module "
+            raise FinetuneError(f"lora_targets names {missing} that {backbone.spec} does not have; list module "
                                 "names with model.named_modules(), or use auto / all-linear")
     if not found:
         raise FinetuneError(f"found no layers LoRA can adapt in {backbone.spec} for targets={targets!r}: "
-                            "use --lora-targets with module names, or another strategy")
+                            "set lora_targets to module names, or use another strategy")
     return found
 
 

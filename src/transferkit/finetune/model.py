@@ -92,7 +92,7 @@ def check_strategy(config: FinetuneConfig, backbone: Backbone) -> None:
     """Refuse strategies the backbone cannot support, with the reason."""
     if config.strategy in ("last-k", "gradual") and not backbone.blocks:
         raise FinetuneError(f"{backbone.spec} exposes no blocks, so '{config.strategy}' cannot unfreeze part of "
-                            "it: use --strategy full, head or lora")
+                            "it: use the full, head or lora strategy")
 
 
 def set_trainable(model: TransferModel, backbone: Backbone, config: FinetuneConfig, k: int) -> list[str]:
@@ -146,7 +146,7 @@ def enable_grad_checkpointing(backbone: Backbone) -> None:
     elif hasattr(m, "set_grad_checkpointing"):
         m.set_grad_checkpointing(True)
     else:
-        raise FinetuneError(f"{backbone.spec} has no gradient-checkpointing switch: drop --grad-checkpointing")
+        raise FinetuneError(f"{backbone.spec} has no gradient-checkpointing switch: turn grad_checkpointing off")
 
 
 def count_parameters(model: nn.Module, names: set[str] | None = None) -> int:

@@ -7,8 +7,6 @@ LoRA adapters are re-injected, and the saved weights are loaded. No pickles are 
 
 from __future__ import annotations
 
-import csv
-import io
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -21,7 +19,6 @@ from transferkit.errors import DataError
 from transferkit.finetune.checkpoint import RunFolder, load_model_tensors, load_tensors
 from transferkit.finetune.config import FinetuneConfig, FinetuneError
 from transferkit.finetune.model import TransferModel
-from transferkit.io import atomic_write
 
 REBUILD_OPTIONS = ("pretrained", "pooling", "image_size", "max_length")
 
@@ -43,12 +40,21 @@ class FineTunedModel:
     def class_names(self) -> list[str]:
         return list(self.info["class_names"])
 
-    def outputs(self, data: Dataset | Any, batch_size: int = 64) -> np.ndarray:
-        """Raw outputs for raw items or a Dataset: logits (classification) or values (regression)."""
+    @property
+    def precision(self) -> str:
+        """The precision the run trained and validated in ("bf16" or "fp32"), which prediction uses too."""
+        return "bf16" if self.info.get("precision") == "bf16" else "fp32"  # earlier versions wrote "no" for fp32
+
+    def outputs(self, data: Dataset | Any, batch_size: int = 64, precision: str | None = None) -> np.ndarray:
+        """Raw outputs for raw items or a Dataset: logits (classification) or values (regression), computed in
+        the run's precision unless `precision` says otherwise."""
         from transferkit.finetune.loop import predict_outputs
+        from transferkit.runtime import autocast
 
         ds = data if isinstance(data, Dataset) else _as_dataset(data, self.backbone.modality)
-        out = predict_outputs(self.model, ds, self.backbone.collate, batch_size=batch_size)
+        device = next(self.model.parameters()).device
+        out = predict_outputs(self.model, ds, self.backbone.collate, batch_size=batch_size, device=device,
+                              autocast=lambda: autocast(device, precision or self.precision))
         if self.task == "regression":
             scale = self.info["target_scale"]
             return out[:, 0] * scale["std"] + scale["mean"]
@@ -80,6 +86,46 @@ class FineTunedModel:
                        source_head=self.model.head if self.task == "classification" else None,
                        source_classes=self.class_names or None,
                        info={**self.backbone.info, "run": str(self.folder.path.resolve()), "base": self.backbone.spec})
+
+
+class FinetunePredictor:
+    """A fine-tuned (or end-to-end / source-free adapted) network as a model folder's predictor."""
+
+    has_proba = True
+
+    def __init__(self, run: FineTunedModel, precision: str) -> None:
+        self.run, self.precision = run, precision
+
+    def _data(self, items: Any) -> Dataset:
+        return Dataset(list(items), None, (), self.run.backbone.modality, name="predict", fingerprint="-")
+
+    def outputs(self, items: Any, batch_size: int = 64) -> np.ndarray:
+        if self.run.task == "classification":
+            from transferkit.heads.softmax import probabilities
+
+            return probabilities(self.run.outputs(self._data(items), batch_size, self.precision).astype(np.float64))
+        return self.run.outputs(self._data(items), batch_size, self.precision)
+
+    def embed(self, items: Any, batch_size: int = 64) -> np.ndarray:
+        """The backbone's pooled features (before the head's standardisation), in the run's precision."""
+        import torch
+
+        from transferkit.runtime import autocast
+
+        model, collate = self.run.model, self.run.backbone.collate
+        device = next(model.parameters()).device
+        items = list(items)
+        out = []
+        with torch.inference_mode(), autocast(device, self.precision):
+            for s in range(0, len(items), batch_size):
+                batch = {k: v.to(device) for k, v in collate(items[s: s + batch_size]).items()}
+                out.append(model.features(batch).float().cpu().numpy())
+        return np.concatenate(out) if out else np.zeros((0, self.run.backbone.feature_dim), np.float32)
+
+
+def load_predictor(folder: Path, info: Any, *, device: Any, precision: str, trust_pickle: bool) -> FinetunePredictor:
+    """The loader of the finetune, adapt-e2e and source-free kinds (see `transferkit.model.folder.LOADERS`)."""
+    return FinetunePredictor(load_run(folder, device=device, trust_pickle=trust_pickle), precision)
 
 
 def run_backbone(path: str, *, trust_pickle: bool = False) -> Backbone:
@@ -135,50 +181,3 @@ def load_run(path: str | Path, *, device: str = "cpu", backbone: Backbone | None
 
     model.to(resolve_device(device)).eval()
     return FineTunedModel(folder, info, backbone, model)
-
-
-def write_predictions(run: Any, data: Dataset, out: str | Path, batch_size: int = 64) -> dict:
-    """Write a CSV of predictions (and class probabilities) for `data`; score it when it has labels.
-
-    `run` is any model with `task`, `class_names`, `predict_proba` and `predict` over a Dataset
-    (`FineTunedModel`, or `transferkit.predict.AdaptedModel`)."""
-    ids = data.meta.get("ids") or [str(x) if isinstance(x, (str, Path)) and data.modality == "image" else i
-                                   for i, x in enumerate(data.items)]
-    rows: list[list[Any]] = []
-    summary: dict[str, Any] = {"n": len(data), "out": str(out)}
-    if run.task == "classification":
-        proba = run.predict_proba(data, batch_size)
-        pred = proba.argmax(1)
-        header = ["id", "prediction", *[f"p_{c}" for c in run.class_names]]
-        for i in range(len(data)):
-            rows.append([ids[i], run.class_names[pred[i]], *[f"{p:.6f}" for p in proba[i]]])
-        if data.labels is not None and data.class_names:
-            summary.update(_score_labelled(run, data, pred))
-    else:
-        values = run.predict(data, batch_size)
-        header = ["id", "prediction"]
-        rows = [[ids[i], f"{values[i]:.6g}"] for i in range(len(data))]
-        if data.labels is not None and not data.class_names:
-            from transferkit.heads.metrics import score_all
-
-            summary.update(score_all("regression", np.asarray(data.labels, float), values))
-    buf = io.StringIO()
-    w = csv.writer(buf)
-    w.writerow(header)
-    w.writerows(rows)
-    atomic_write(out, lambda p: p.write_text(buf.getvalue(), encoding="utf-8"))
-    return summary
-
-
-def _score_labelled(run: FineTunedModel, data: Dataset, pred: np.ndarray) -> dict:
-    """Accuracy on labelled predict data; labels the run never saw are an error naming them."""
-    from transferkit.heads.metrics import score_all
-
-    known = {c: i for i, c in enumerate(run.class_names)}
-    names = [data.class_names[int(v)] for v in data.labels]
-    unseen = sorted({n for n in names if n not in known})
-    if unseen:
-        raise DataError(f"the predict data has labels the run never trained on: {unseen[:5]} "
-                        f"(trained classes: {run.class_names[:10]}); remove those rows or drop the label column")
-    y = np.array([known[n] for n in names])
-    return score_all("classification", y, pred)

@@ -13,6 +13,13 @@ from transferkit.heads.metrics import score_all
 from transferkit.heads.validate import check_features
 
 
+def c_array(a: np.ndarray | None) -> np.ndarray | None:
+    """`a` as a C-contiguous array (same dtype). Fitted arrays are stored this way, which is how they come back
+    from safetensors, so a loaded head computes bit for bit what the fitted one did (another memory layout can
+    take another BLAS path and round the last bit differently)."""
+    return None if a is None else np.ascontiguousarray(a)
+
+
 def fit_standardizer(X: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Mean and scale of ``X`` like sklearn's StandardScaler (zero-variance columns get scale 1)."""
     mean = X.mean(axis=0)
@@ -101,6 +108,15 @@ class FittedHead:
                 f"head {self.name!r} (classification) gives no probabilities; use head 'logreg' or 'knn' for them"
             )
         return self.predictor.predict_proba(X)
+
+    def class_scores(self, X: Any) -> np.ndarray:
+        """(n, n_classes) scores whose arg-max is the prediction, columns in ``classes_`` order: the predictor's
+        own per-class scores, or its decision function (binary margins as two columns)."""
+        own = getattr(self.predictor, "class_scores", None)
+        if own is not None:
+            return np.asarray(own(X), dtype=np.float64)
+        s = np.asarray(self.decision_function(X), dtype=np.float64)
+        return np.column_stack([-s, s]) if s.ndim == 1 else s
 
     def decision_function(self, X: Any) -> np.ndarray:
         """Raw scores before the decision (margins, logits or neighbour votes)."""

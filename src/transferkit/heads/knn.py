@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 from sklearn.neighbors import NearestNeighbors
 
-from transferkit.heads.base import GridResult, best_index, checked_input, fit_standardizer, standardize
+from transferkit.heads.base import GridResult, best_index, c_array, checked_input, fit_standardizer, standardize
 from transferkit.heads.metrics import primary_score
 
 DEFAULT_KS: tuple[int, ...] = (1, 3, 5, 7, 11, 15, 21)
@@ -45,12 +45,12 @@ class KNNPredictor:
         scale: np.ndarray | None = None,
         classes: np.ndarray | None = None,
     ) -> None:
-        self.X_fit, self.y_fit = X_fit, y_fit
+        self.X_fit, self.y_fit = c_array(X_fit), c_array(y_fit)
         self.k, self.metric = int(k), metric
-        self.mean, self.scale = mean, scale
+        self.mean, self.scale = c_array(mean), c_array(scale)
         self.classes_ = classes
-        self.n_features_in_ = int(X_fit.shape[1])
-        self._nn = NearestNeighbors(n_neighbors=self.k, algorithm="brute", metric=metric).fit(X_fit)
+        self.n_features_in_ = int(self.X_fit.shape[1])
+        self._nn = NearestNeighbors(n_neighbors=self.k, algorithm="brute", metric=metric).fit(self.X_fit)
 
     def _combined(self, X: Any) -> np.ndarray:
         X = standardize(checked_input(X, self.n_features_in_), self.mean, self.scale)

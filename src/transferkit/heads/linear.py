@@ -15,7 +15,7 @@ import numpy as np
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.svm import LinearSVC
 
-from transferkit.heads.base import GridResult, best_index, checked_input, fit_standardizer, standardize
+from transferkit.heads.base import GridResult, best_index, c_array, checked_input, fit_standardizer, standardize
 from transferkit.heads.metrics import primary_score
 
 DEFAULT_ALPHAS: tuple[float, ...] = tuple(float(a) for a in np.logspace(-2, 5, 8))
@@ -35,8 +35,8 @@ class LinearPredictor:
         intercept: np.ndarray,
         classes: np.ndarray | None,
     ) -> None:
-        self.mean, self.scale = mean, scale
-        self.coef, self.intercept = np.atleast_2d(coef), np.atleast_1d(intercept)
+        self.mean, self.scale = c_array(mean), c_array(scale)
+        self.coef, self.intercept = c_array(np.atleast_2d(coef)), c_array(np.atleast_1d(intercept))
         self.classes_ = classes
         self.n_features_in_ = int(self.coef.shape[1])
 

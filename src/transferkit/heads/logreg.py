@@ -17,7 +17,7 @@ from sklearn.model_selection import train_test_split
 from threadpoolctl import threadpool_limits
 
 from transferkit.errors import DataError
-from transferkit.heads.base import GridResult, checked_input, fit_standardizer, standardize
+from transferkit.heads.base import GridResult, c_array, checked_input, fit_standardizer, standardize
 from transferkit.heads.search import DEFAULT_C_GRID, log_grid_search
 from transferkit.heads.softmax import SoftmaxFit, SoftmaxPath, probabilities, softmax_scores
 from transferkit.heads.validate import check_features, check_labels, check_two_classes
@@ -106,7 +106,7 @@ class LogisticProbe(ClassifierMixin, BaseEstimator):
         return np.zeros(X.shape[1]), np.ones(X.shape[1])
 
     def _path(self, X: np.ndarray, y: np.ndarray) -> SoftmaxPath:
-        self.scaler_mean_, self.scaler_scale_ = self._scaler(X)
+        self.scaler_mean_, self.scaler_scale_ = (c_array(a) for a in self._scaler(X))
         y_index = np.searchsorted(self.classes_, y)
         return SoftmaxPath(
             standardize(X, self.scaler_mean_, self.scaler_scale_),
@@ -137,8 +137,8 @@ class LogisticProbe(ClassifierMixin, BaseEstimator):
 
     def _set_solution(self, fit: SoftmaxFit) -> None:
         self.C_ = fit.C
-        self.coef_ = fit.coef
-        self.intercept_ = fit.intercept
+        self.coef_ = c_array(fit.coef)
+        self.intercept_ = c_array(fit.intercept)
         self.n_iter_ = np.array([fit.n_iter])
 
     # -- prediction ------------------------------------------------------------------------------------

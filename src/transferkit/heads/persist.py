@@ -34,11 +34,9 @@ PREDICTORS: dict[str, Any] = {
 }
 
 
-def save_head(head: FittedHead, path: str | os.PathLike[str]) -> Path:
-    """Write ``head`` to folder ``path`` (created if missing) as head.json + arrays.safetensors; returns the folder."""
-    folder = Path(path)
-    if folder.exists() and not folder.is_dir():
-        raise HeadError(f"cannot save head to {folder}: it is a file; pass a folder path")
+def head_state(head: FittedHead) -> tuple[dict[str, np.ndarray], dict]:
+    """(numeric arrays, JSON document) that rebuild `head`: what `save_head` writes, and what a probe model folder
+    keeps (its arrays in model.safetensors, its document in model.json)."""
     kind = getattr(head.predictor, "kind", None)
     if kind not in PREDICTORS:
         raise HeadError(f"cannot save a head with predictor {type(head.predictor).__name__}; fit it with fit_head")
@@ -58,6 +56,45 @@ def save_head(head: FittedHead, path: str | os.PathLike[str]) -> Path:
         "string_arrays": strings,
         "head": head.summary(),
     }
+    return numeric, doc
+
+
+def head_from_state(arrays: dict[str, np.ndarray], doc: Any, where: str = "the head") -> FittedHead:
+    """Rebuild a working head from `head_state` output (no pickle, no code from the file)."""
+    if not isinstance(doc, dict) or doc.get("format") != FORMAT or doc.get("version") != VERSION:
+        raise HeadError(f"{where} is not a {FORMAT} v{VERSION} head; save the head again with save_head")
+    kind = doc.get("predictor")
+    if kind not in PREDICTORS:
+        raise HeadError(f"{where} names unknown predictor {kind!r}; expected one of: {', '.join(PREDICTORS)}")
+    arrays = dict(arrays)
+    for key, values in doc.get("string_arrays", {}).items():
+        arrays[key] = np.asarray(values)
+    try:
+        predictor = PREDICTORS[kind].from_state(arrays, doc["predictor_meta"])
+        predictor.predict(np.zeros((1, int(predictor.n_features_in_))))  # arrays that do not fit together fail here
+        info = doc["head"]
+        return FittedHead(
+            name=info["name"],
+            task=info["task"],
+            predictor=predictor,
+            params=info["params"],
+            val_score=float(info["val_score"]),
+            metric=info["metric"],
+            val_scores=info["val_scores"],
+            fit_time_s=float(info["fit_time_s"]),
+            requested=info["requested"],
+            candidates=info["candidates"],
+        )
+    except (KeyError, TypeError, ValueError, IndexError, AttributeError, TransferkitError) as exc:
+        raise HeadError(f"{where} is incomplete or inconsistent ({exc!r}); save it again with save_head") from None
+
+
+def save_head(head: FittedHead, path: str | os.PathLike[str]) -> Path:
+    """Write ``head`` to folder ``path`` (created if missing) as head.json + arrays.safetensors; returns the folder."""
+    folder = Path(path)
+    if folder.exists() and not folder.is_dir():
+        raise HeadError(f"cannot save head to {folder}: it is a file; pass a folder path")
+    numeric, doc = head_state(head)
     folder.mkdir(parents=True, exist_ok=True)
     write_arrays(folder / ARRAYS_FILE, numeric)
     write_json(folder / META_FILE, doc)
@@ -83,29 +120,4 @@ def load_head(path: str | os.PathLike[str]) -> FittedHead:
         arrays: dict[str, np.ndarray] = load_file(str(arrays_path))
     except (OSError, ValueError, SafetensorError) as exc:
         raise HeadError(f"cannot read saved head {folder}: {exc}; save it again with save_head") from None
-    if not isinstance(doc, dict) or doc.get("format") != FORMAT or doc.get("version") != VERSION:
-        raise HeadError(f"{meta_path} is not a {FORMAT} v{VERSION} file; save the head again with save_head")
-    kind = doc.get("predictor")
-    if kind not in PREDICTORS:
-        raise HeadError(f"{meta_path} names unknown predictor {kind!r}; expected one of: {', '.join(PREDICTORS)}")
-    for key, values in doc.get("string_arrays", {}).items():
-        arrays[key] = np.asarray(values)
-    try:
-        predictor = PREDICTORS[kind].from_state(arrays, doc["predictor_meta"])
-        predictor.predict(np.zeros((1, int(predictor.n_features_in_))))  # arrays that do not fit together fail here
-        info = doc["head"]
-        return FittedHead(
-            name=info["name"],
-            task=info["task"],
-            predictor=predictor,
-            params=info["params"],
-            val_score=float(info["val_score"]),
-            metric=info["metric"],
-            val_scores=info["val_scores"],
-            fit_time_s=float(info["fit_time_s"]),
-            requested=info["requested"],
-            candidates=info["candidates"],
-        )
-    except (KeyError, TypeError, ValueError, IndexError, AttributeError, TransferkitError) as exc:
-        raise HeadError(f"saved head {folder} is incomplete or inconsistent ({exc!r}); save it again with save_head"
-                        ) from None
+    return head_from_state(arrays, doc, str(meta_path))

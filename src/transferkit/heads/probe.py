@@ -11,9 +11,7 @@ from transferkit.data.splits import stratified_split
 from transferkit.errors import FeatureStoreError
 from transferkit.features.store import FeatureSet
 from transferkit.heads.base import FittedHead, best_index
-from transferkit.heads.persist import save_head
 from transferkit.heads.select import fit_head, heads_for, make_head
-from transferkit.io import write_json
 
 
 def _params(head: FittedHead) -> str:
@@ -52,12 +50,14 @@ def probe_features(
 ) -> dict:
     """Probe a feature folder: one row per head with the chosen hyperparameters and test metrics.
 
-    With `save`, the best-by-validation head is written there (safetensors + JSON) with `probe.json`.
+    With `save`, the best-by-validation head is written there as a model folder (the backbone the features
+    came from, by reference, + the head): `transferkit predict`, `export`, `serve` and `transferkit.load` read it.
     """
     fs = features if isinstance(features, FeatureSet) else FeatureSet.open(features)
     y = fs.labels()
     if y is None or fs.task == "unlabelled":
-        raise FeatureStoreError(f"{fs.path} holds unlabelled features: extract with --label-column to probe them")
+        raise FeatureStoreError(f"{fs.path} holds unlabelled features: extract them again with labels "
+                                "(`transferkit extract … --label-column NAME`) to probe them")
     X = fs.features()
     split = stratified_split(y, val=val, test=test, seed=seed, class_names=fs.class_names or None)
     rows, best = fit_and_score(head, X, y, split, fs.task, seed)
@@ -75,6 +75,40 @@ def probe_features(
         "class_names": fs.class_names,
     }
     if save is not None:
-        save_head(best, save)
-        write_json(Path(save) / "probe.json", report)
+        save_probe_of(fs, best, rows, split, save, seed=seed, val=val, test=test)
+        report["model"] = str(save)
     return report
+
+
+def save_probe_of(fs: FeatureSet, best: FittedHead, rows: list[dict], split: Any, folder: str | Path, *, seed: int,
+                  val: float, test: float, training: dict | None = None, metrics_extra: dict | None = None,
+                  source: dict | None = None) -> Path:
+    """Write the probe model of `best` (fitted on feature set `fs`, scored in `rows`) into `folder`.
+
+    source: where the data came from ({"source": spec, "sample": n, "text_column", "label_column"}) when the
+    feature set's own record does not say (a comparison's sampled data)."""
+    from transferkit.heads.probe_model import fit_temperature, save_probe
+    from transferkit.model import record_from_features
+
+    row = next(r for r in rows if r["head"] == best.name)
+    test_scores = {k: v for k, v in row.items() if k not in ("head", "chosen", "val_score", "fit_s")}
+    data = fs.meta["data"]
+    where = {**(data.get("meta") or {}), **({"spec": source["source"]} if source else {}), **(source or {})}
+    training = dict(training or {})
+    if best.task == "classification" and not best.has_proba and len(split.val):
+        X, y = fs.features(), fs.labels()  # probabilities for a margin head: its temperature, on validation
+        ids = np.searchsorted(np.asarray(best.classes_), y[split.val])
+        training["temperature"] = fit_temperature(best.class_scores(X[split.val]), ids)
+    return save_probe(
+        folder, best, backbone=record_from_features(fs.meta), precision=fs.meta.get("precision", "fp32"),
+        class_names=fs.class_names,
+        metrics={"val": {best.metric: best.val_score}, "test": test_scores, **(metrics_extra or {})},
+        data={"name": data.get("name"), "fingerprint": data.get("fingerprint"), "n": fs.n_items,
+              "source": where.get("spec") or where.get("path") or where.get("root"),
+              "text_column": where.get("text_column"), "label_column": where.get("label_column"),
+              "sample": where.get("sample"),
+              "split": {"train": len(split.train), "val": len(split.val), "test": len(split.test), "seed": seed,
+                        "val_fraction": val, "test_fraction": test}},
+        cost={"fit_time_s": round(float(best.fit_time_s), 3),
+              "extract_time_s": fs.meta.get("extract_seconds")},
+        training={"chosen": row["chosen"], **training})

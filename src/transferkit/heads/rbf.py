@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 from sklearn.svm import SVC
 
-from transferkit.heads.base import GridResult, checked_input, fit_standardizer, standardize
+from transferkit.heads.base import GridResult, c_array, checked_input, fit_standardizer, standardize
 from transferkit.heads.metrics import primary_score
 
 DEFAULT_RBF_CS: tuple[float, ...] = (0.1, 1.0, 10.0, 100.0)
@@ -37,13 +37,14 @@ class KernelSVMPredictor:
         gamma: float,
         classes: np.ndarray,
     ) -> None:
-        self.mean, self.scale = mean, scale
-        self.support_vectors, self.dual_coef, self.intercept = support_vectors, dual_coef, intercept
+        self.mean, self.scale = c_array(mean), c_array(scale)
+        self.support_vectors, self.dual_coef = c_array(support_vectors), c_array(dual_coef)
+        self.intercept = c_array(intercept)
         self.n_support = np.asarray(n_support, dtype=np.int64)
         self.gamma = float(gamma)
         self.classes_ = classes
-        self.n_features_in_ = int(support_vectors.shape[1])
-        self._sv_sq = np.sum(support_vectors**2, axis=1)
+        self.n_features_in_ = int(self.support_vectors.shape[1])
+        self._sv_sq = np.sum(self.support_vectors**2, axis=1)
 
     def _kernel(self, X: Any) -> np.ndarray:
         Xs = standardize(checked_input(X, self.n_features_in_), self.mean, self.scale)
@@ -62,18 +63,28 @@ class KernelSVMPredictor:
             cols.append(K[:, si] @ self.dual_coef[j - 1, si] + K[:, sj] @ self.dual_coef[i, sj] + self.intercept[p])
         return np.column_stack(cols)
 
-    def predict(self, X: Any) -> np.ndarray:
-        """Binary: sign of the decision; multiclass: one-vs-one votes, ties to the lower class index."""
+    def class_scores(self, X: Any) -> np.ndarray:
+        """(n, n_classes) scores whose arg-max is the prediction. Binary: ±decision. Multiclass: one-vs-one votes
+        plus the summed pair confidences squashed into (-1/3, 1/3), which break vote ties (scikit-learn's
+        ``decision_function_shape="ovr"``)."""
         dec = self.decision_function(X)
         k = self.classes_.size
         if k == 2:
-            return self.classes_[(dec > 0).astype(int)]
-        votes = np.zeros((dec.shape[0], k), dtype=np.int64)
+            return np.column_stack([-dec, dec])
+        votes = np.zeros((dec.shape[0], k))
+        conf = np.zeros((dec.shape[0], k))
         for p, (i, j) in enumerate(combinations(range(k), 2)):
             win_i = dec[:, p] > 0
             votes[:, i] += win_i
             votes[:, j] += ~win_i
-        return self.classes_[np.argmax(votes, axis=1)]
+            conf[:, i] += dec[:, p]
+            conf[:, j] -= dec[:, p]
+        return votes + conf / (3 * (np.abs(conf) + 1))
+
+    def predict(self, X: Any) -> np.ndarray:
+        """Binary: sign of the decision; multiclass: one-vs-one votes, ties broken by the pairs' confidence
+        (scikit-learn's ``break_ties=True``)."""
+        return self.classes_[np.argmax(self.class_scores(X), axis=1)]
 
     def state(self) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
         """Scaler, support vectors, dual coefficients, intercepts, counts per class, classes; gamma in JSON."""

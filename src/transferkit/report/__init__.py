@@ -10,7 +10,8 @@ Names load on first use, so a strategy's child process (`transferkit.report.chil
 
 from importlib import import_module
 
-_WHERE = {"render_report": "html", "CompareSettings": "inputs", "run_compare": "runner", "CompareError": "specs",
+_WHERE = {"publish_best": "best",
+          "render_report": "html", "CompareSettings": "inputs", "run_compare": "runner", "CompareError": "specs",
           "parse_budget": "specs", "parse_strategies": "specs", "valid_specs": "specs", "recommend": "summary",
           "summary_lines": "summary"}
 __all__ = sorted(_WHERE)

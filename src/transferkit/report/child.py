@@ -19,9 +19,6 @@ from transferkit.data import Split
 from transferkit.io import read_arrays, read_json, write_json
 from transferkit.runtime import peak_rss_mb
 
-#: Arrays that a head stores but does not fit: input statistics, class ids, remembered training data.
-NOT_FITTED = {"scaler_mean", "scaler_scale", "classes", "X_fit", "y_fit", "support_vectors", "n_support"}
-
 
 def _die_with_parent() -> None:
     """Ask Linux to send SIGTERM when the compare process dies (a SIGKILLed parent leaves no orphan)."""
@@ -72,30 +69,42 @@ def _features(task: dict) -> tuple[np.ndarray, np.ndarray, np.ndarray | None, np
     return X, y, Xt, yt
 
 
+def _source(s: dict) -> dict:
+    """Where a comparison's data came from, for its model folders (so export can find their test split again)."""
+    return {"source": s["data"], "sample": s.get("sample"), "text_column": s.get("text_column"),
+            "label_column": s.get("label_column")}
+
+
 def run_probe(task: dict, run_dir: Path) -> dict:
-    """A head on cached frozen features, hyperparameters chosen on the validation split."""
-    from transferkit.heads.persist import save_head
-    from transferkit.heads.probe import fit_and_score
+    """A head on cached frozen features, hyperparameters chosen on the validation split; written as a model
+    folder (the backbone by reference + the head) that predict, export and serve read."""
+    from transferkit.features import FeatureSet
+    from transferkit.heads.probe import fit_and_score, save_probe_of
+    from transferkit.heads.probe_model import NOT_FITTED
 
     X, y, Xt, yt = _features(task)
-    split = _split(task)
-    rows, best = fit_and_score(task["strategy"]["method"], X, y, split, "classification", task["settings"]["seed"])
+    split, s = _split(task), task["settings"]
+    rows, best = fit_and_score(task["strategy"]["method"], X, y, split, "classification", s["seed"])
     row = next(r for r in rows if r["head"] == best.name)
     pred = best.predict(X[split.test])
     metrics = _scores(y[split.test], pred)
     out = _target(metrics, yt, lambda: best.predict(Xt))
-    save_head(best, run_dir / "head")
+    target = {k.removeprefix("target_"): v for k, v in metrics.items() if k.startswith("target_")}
+    save_probe_of(FeatureSet.open(task["features"]["source"]), best, rows, split, run_dir / "model", seed=s["seed"],
+                  val=s["val"], test=s["test"], metrics_extra={"target": target} if target else None,
+                  training={"strategy": task["strategy"]["name"]}, source=_source(s))
     arrays, _ = best.predictor.state()
     return {**out, "metrics": metrics, "fit_s": float(sum(r["fit_s"] for r in rows)),
             "chosen": f"{best.name} {row['chosen']}",
             "trainable_parameters": int(sum(np.asarray(v).size for k, v in arrays.items() if k not in NOT_FITTED)),
-            "predictions": pred, "y_true": y[split.test], "artefacts": {"head": str(run_dir / "head")}}
+            "predictions": pred, "y_true": y[split.test], "artefacts": {"model": str(run_dir / "model")}}
 
 
 def run_adapt(task: dict, run_dir: Path) -> dict:
     """A feature-level adaptation method: labelled source train split + unlabelled target features."""
     from transferkit.adapt import adapt_features, fit_method, save_run
     from transferkit.adapt.fit import DEFAULTS
+    from transferkit.features import FeatureSet
 
     X, y, Xt, yt = _features(task)
     split, seed, method = _split(task), task["settings"]["seed"], task["strategy"]["method"]
@@ -112,13 +121,18 @@ def run_adapt(task: dict, run_dir: Path) -> dict:
     pred = model.predict(X[split.test])
     metrics = _scores(y[split.test], pred)
     out = _target(metrics, yt, lambda: model.predict(Xt))
+    src = FeatureSet.open(task["features"]["source"])
     save_run(run_dir / "model", model, backbone=task["backbone_record"], method=chosen, hyperparameters=hp,
-             metrics=metrics, extra={"source": task["settings"]["data"], "target": task["settings"]["target"],
-                                     "seed": seed})
+             metrics=metrics, precision=src.meta.get("precision", "fp32"),
+             data={"name": src.meta["data"].get("name"), "fingerprint": src.meta["data"].get("fingerprint"),
+                   "n": src.n_items, **_source(task["settings"]), "target": task["settings"]["target"],
+                   "split": {"seed": seed, "val_fraction": task["settings"]["val"],
+                             "test_fraction": task["settings"]["test"]}},
+             extra={"seed": seed, "strategy": task["strategy"]["name"]})
     fitted = sum(np.asarray(v).size for k, v in model.arrays.items() if k not in ("mean", "std"))
     return {**out, "metrics": metrics, "fit_s": fit_s, "chosen": f"{chosen} {hp}" if hp else chosen,
             "trainable_parameters": int(fitted), "predictions": pred, "y_true": y[split.test],
-            "artefacts": {"run": str(run_dir / "model")}}
+            "artefacts": {"model": str(run_dir / "model"), "run": str(run_dir / "model")}}
 
 
 def run_finetune(task: dict, run_dir: Path) -> dict:
@@ -143,7 +157,7 @@ def run_finetune(task: dict, run_dir: Path) -> dict:
         return finetune(load_backbone_for(s, inputs.spec, task.get("trust")), inputs.source, folder, config,
                         resume=resume, device=s.device,
                         progress=False, log=lambda m: print(m, flush=True),
-                        backbone_options={"pretrained": True, **rebuild})
+                        backbone_options={"pretrained": s.pretrained, **rebuild})
 
     if folder.exists():
         try:
@@ -161,13 +175,16 @@ def run_finetune(task: dict, run_dir: Path) -> dict:
     pred = fitted.predict(test)
     metrics = _scores(np.asarray(test.labels), pred)
     out = _target(metrics, inputs.target_labels, lambda: fitted.predict(inputs.target))
-    return {**out, "metrics": metrics, "fit_s": result.wall_time_s, "chosen": f"{result.steps} steps, best epoch "
-            f"{result.best_epoch}", "trainable_parameters": result.trainable_parameters,
+    stopped = result.info.get("stopped")
+    chosen = f"{result.steps} steps" + (f", best epoch {result.best_epoch:g}" if result.best_epoch else "") + \
+        (f" ({stopped})" if stopped else "")
+    return {**out, "metrics": metrics, "fit_s": result.wall_time_s, "chosen": chosen, "stopped": stopped,
+            "trainable_parameters": result.trainable_parameters,
             "total_parameters": result.total_parameters, "history": result.history, "predictions": pred,
             # on a GPU the loop reports torch's peak allocated GPU memory; on CPU it is the RSS VmHWM already has
             "gpu_peak_memory_mb": result.peak_memory_mb if torch.cuda.is_available() else None,
             "y_true": np.asarray(test.labels),
-            "artefacts": {"run": str(folder), "history": str(folder / "history.json")}}
+            "artefacts": {"model": str(folder), "run": str(folder), "history": str(folder / "history.json")}}
 
 
 ROUTES = {"probe": run_probe, "finetune": run_finetune, "adapt": run_adapt}

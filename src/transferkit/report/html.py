@@ -162,7 +162,11 @@ def render_report(doc: dict, out: str | Path, *, tolerance: float = DEFAULT_TOLE
             f"{inp['source']['val']} validation / {inp['source']['test']} test, seed {s['seed']}); every strategy "
             f"uses this split. {target}</p>"]
     if rec:
-        body.append(f"<p class='rec'><b>Recommended: {_e(rec['name'])}</b> — {_e(rec['why'])}.<br>"
+        best = doc.get("best") or {}
+        model = (f"<br>Its model folder: <code>{_e(best['path'])}</code> — use it with <code>transferkit predict "
+                 f"{_e(best['path'])} --data …</code>, <code>transferkit serve</code> or "
+                 "<code>transferkit export</code>." if best.get("path") and best.get("name") == rec["name"] else "")
+        body.append(f"<p class='rec'><b>Recommended: {_e(rec['name'])}</b> — {_e(rec['why'])}.{model}<br>"
                     f"<span class='note'>{_e(rec['rule'])}.</span></p>")
     else:
         body.append("<p class='rec'>No strategy finished: nothing to recommend.</p>")
@@ -181,9 +185,18 @@ def render_report(doc: dict, out: str | Path, *, tolerance: float = DEFAULT_TOLE
         body.append("<p class='note'>No strategy finished, so there is nothing to plot.</p>")
     body.append("<h2>Learning curves</h2>")
     curves = plots.learning_curves(recs)
-    body.append(_img(curves, "train loss and validation accuracy per epoch of each fine-tuning run") if curves else
-                "<p class='note'>No learning curves: they come from fine-tuning runs' histories, and no "
-                "fine-tuning strategy finished in this comparison.</p>")
+    tuned = [r for r in recs if r["route"] == "finetune"]
+    if curves:
+        body.append(_img(curves, "train loss and validation accuracy per epoch of each fine-tuning run (a point "
+                                 "short of a whole epoch: the run stopped inside it)"))
+    elif tuned:
+        body.append("<p class='note'>No learning curves: the fine-tuning runs that finished recorded no epoch.</p>")
+    else:
+        body.append("<p class='note'>No learning curves: they come from fine-tuning runs, and no fine-tuning "
+                    "strategy finished in this comparison.</p>")
+    stops = [f"{_e(r['name'])}: {_e(r['stopped'])}" for r in tuned if r.get("stopped")]
+    if stops:
+        body.append("<p class='note'>How runs ended: " + "; ".join(stops) + ".</p>")
     best = _best(doc)
     if best is not None:
         on_target = metric == "target_accuracy"

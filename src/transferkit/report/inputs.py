@@ -31,6 +31,7 @@ class CompareSettings:
     pooling: str = "default"
     device: str = "auto"
     precision: str = "auto"
+    pretrained: bool = True
     sample: int | None = None
     seed: int = 0
     val: float = 0.15
@@ -102,6 +103,8 @@ def load_inputs(s: CompareSettings) -> Inputs:
                         "table with a `label` column (or name yours with --label-column)")
     if s.sample is not None and s.sample < len(src):
         src = src.subset(stratified_sample(src.labels, s.sample, seed=s.seed), name=f"{src.name}[{s.sample}]")
+    # where the data came from, for the model folders (export finds their test split again from it)
+    src.meta.update(spec=s.data, sample=s.sample, text_column=s.text_column, label_column=s.label_column)
     split = stratified_split(src.labels, val=s.val, test=s.test, seed=s.seed, class_names=src.class_names)
     spec = s.model or (DEFAULT_TEXT if src.modality == "text" else DEFAULT_IMAGE)
     tgt = None
@@ -125,8 +128,8 @@ def load_inputs(s: CompareSettings) -> Inputs:
 
 def build_options(s: CompareSettings) -> dict:
     """The backbone build options the settings name (those that differ from the defaults)."""
-    return {k: v for k, v in {"pooling": s.pooling, "image_size": s.image_size, "max_length": s.max_length}.items()
-            if v not in (None, "default")}
+    opts = {"pooling": s.pooling, "image_size": s.image_size, "max_length": s.max_length, "pretrained": s.pretrained}
+    return {k: v for k, v in opts.items() if v not in (None, "default", True)}
 
 
 def load_backbone_for(s: CompareSettings, spec: str, trust: dict | None = None):

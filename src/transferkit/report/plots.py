@@ -75,7 +75,6 @@ def learning_curves(recs: list[dict]) -> str | None:
         ax.set_xlabel("epoch")
         ax.set_ylabel(what)
         ax.grid(alpha=0.3)
-        ax.xaxis.get_major_locator().set_params(integer=True)
         ax.legend(fontsize=8)
     return to_data_uri(fig)
 

@@ -78,8 +78,8 @@ class Comparison:
 def _extract(inputs: Inputs, settings: CompareSettings, log: Callable[[str], None], progress: bool,
              trust: dict) -> dict:
     """Features of source (and target) in the feature store; their paths and the time computing them took."""
-    from transferkit.adapt.run import backbone_record
     from transferkit.features import extract_features
+    from transferkit.model import backbone_record
 
     backbone = load_backbone_for(settings, inputs.spec, trust)
     out: dict = {"backbone_record": backbone_record(backbone), "seconds": 0.0}
@@ -185,6 +185,7 @@ def _run_strategy(cmp: Comparison, s: Strategy, task_base: dict, options: dict, 
                        features_s=round(feats, 3), wall_s=round(res["fit_s"] + feats, 3),
                        trainable_parameters=res["trainable_parameters"],
                        total_parameters=res.get("total_parameters"), history=res.get("history"),
+                       stopped=res.get("stopped"),
                        gpu_peak_memory_mb=res.get("gpu_peak_memory_mb"))
             rec["artefacts"].update(res["artefacts"])
         else:

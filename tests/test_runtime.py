@@ -1,0 +1,109 @@
+"""The one device/precision policy (transferkit.runtime) on every kind of host, by monkeypatched capabilities."""
+
+import inspect
+import json
+
+import pytest
+import torch
+
+from transferkit import runtime
+from transferkit.runtime import RuntimeConfigError, precision_decision, resolve_device, resolve_precision
+
+AVX2 = frozenset({"sse4_2", "avx", "avx2", "fma"})
+AVX512_BF16 = AVX2 | {"avx512f", "avx512bw", "avx512_bf16", "avx512_vnni"}
+AMX = AVX512_BF16 | {"amx_tile", "amx_bf16", "amx_int8"}
+
+
+def host(monkeypatch, flags, kernel="AVX512", speedup=3.0):
+    monkeypatch.setattr(runtime, "cpu_flags", lambda: flags)
+    monkeypatch.setattr(runtime, "kernel_capability", lambda: kernel)
+    runtime.cpu_bf16_confirmed.cache_clear()
+    monkeypatch.setattr(runtime, "measure_bf16_speedup", lambda: speedup)
+
+
+@pytest.fixture(autouse=True)
+def _fresh_micro_check(tmp_path, monkeypatch):
+    """Each test starts on a machine whose micro-check has not run (no cached result in memory or on disk)."""
+    monkeypatch.setenv("TRANSFERKIT_CACHE", str(tmp_path / "cache"))
+    runtime.cpu_bf16_confirmed.cache_clear()
+    yield
+    runtime.cpu_bf16_confirmed.cache_clear()
+
+
+def test_avx2_only_host_runs_fp32(monkeypatch):
+    host(monkeypatch, AVX2, kernel="AVX2")
+    prec, why = precision_decision("cpu")
+    assert prec == "fp32" and "neither AVX512-BF16 nor AMX-BF16" in why
+    assert resolve_precision("auto", "cpu") == "fp32"
+
+
+@pytest.mark.parametrize("flags,name", [(AVX512_BF16, "avx512_bf16"), (AMX, "amx_bf16")])
+def test_bf16_hosts_run_bf16_when_it_is_faster(monkeypatch, tmp_path, flags, name):
+    host(monkeypatch, flags)
+    prec, why = precision_decision("cpu")
+    assert prec == "bf16" and name in why and "3.0×" in why
+    monkeypatch.setenv("TRANSFERKIT_CACHE", str(tmp_path / "slow-bf16-machine"))
+    host(monkeypatch, flags, speedup=1.1)  # bf16 instructions, but no faster here: fp32
+    prec, why = precision_decision("cpu")
+    assert prec == "fp32" and "below" in why
+
+
+def test_avx2_capped_kernels_run_fp32_on_a_bf16_cpu(monkeypatch):
+    """ATEN_CPU_CAPABILITY=avx2 (how the suite mimics an AVX2-only host) caps torch's kernels: no bf16."""
+    host(monkeypatch, AMX, kernel="AVX2")
+    prec, why = precision_decision("cpu")
+    assert prec == "fp32" and "run at AVX2" in why
+
+
+def test_cuda_counts_native_bf16_only(monkeypatch):
+    seen = {}
+
+    def supported(including_emulation=True):
+        seen["emulation"] = including_emulation
+        return seen["native"]
+
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", supported)
+    monkeypatch.setattr(torch.cuda, "get_device_name", lambda d=None: "GPU-X")
+    for native, want in ((True, "bf16"), (False, "fp32")):
+        seen["native"] = native
+        assert precision_decision(torch.device("cuda"))[0] == want
+        assert seen["emulation"] is False  # emulated bf16 on an old GPU is slower than fp32
+
+
+def test_explicit_precisions_pass_through_and_bad_ones_are_named():
+    assert resolve_precision("fp32", "cpu") == "fp32" and resolve_precision("bf16", "cpu") == "bf16"
+    with pytest.raises(RuntimeConfigError, match="--precision 'fp8' is not one of auto, fp32, bf16"):
+        resolve_precision("fp8", "cpu")
+
+
+def test_micro_check_runs_once_per_machine_and_is_cached_on_disk(monkeypatch, tmp_path):
+    monkeypatch.setenv("TRANSFERKIT_CACHE", str(tmp_path))
+    calls = []
+    host(monkeypatch, AVX512_BF16)
+    monkeypatch.setattr(runtime, "measure_bf16_speedup", lambda: calls.append(1) or 2.5)
+    assert precision_decision("cpu")[0] == "bf16"
+    doc = json.loads((tmp_path / "runtime.json").read_text())
+    assert list(doc["bf16"].values()) == [2.5]
+    runtime.cpu_bf16_confirmed.cache_clear()  # a new process: reads the file, measures nothing
+    assert precision_decision("cpu")[0] == "bf16" and calls == [1]
+
+
+def test_the_probes_the_policy_relies_on_exist_in_this_torch():
+    """If torch drops or renames one of these, this fails instead of the policy quietly answering fp32."""
+    caps = torch.cpu.get_capabilities()
+    assert {"avx2", "avx512_bf16", "amx_bf16"} <= set(caps)
+    assert isinstance(torch.backends.cpu.get_cpu_capability(), str)
+    assert "including_emulation" in inspect.signature(torch.cuda.is_bf16_supported).parameters
+    flags = runtime.cpu_flags.__wrapped__()  # the OS's view (or torch's), uncached
+    assert bool(caps["avx2"]) == ("avx2" in flags)
+    assert bool(caps["avx512_bf16"]) == ("avx512_bf16" in flags)
+
+
+def test_devices():
+    assert resolve_device("auto").type == ("cuda" if torch.cuda.is_available() else "cpu")
+    assert resolve_device("cpu") == torch.device("cpu")
+    with pytest.raises(RuntimeConfigError, match="not a device"):
+        resolve_device("gpu-please")
+    if not torch.cuda.is_available():
+        with pytest.raises(RuntimeConfigError, match="torch sees none"):
+            resolve_device("cuda")
