@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 
 from transferkit.data.dataset import Dataset
+from transferkit.data.loaders import check_on_bad_input
 from transferkit.errors import DataError
 from transferkit.io import atomic_write
 from transferkit.model import LoadedModel
@@ -37,8 +38,9 @@ def predict_items(model: LoadedModel, items: Sequence[Any], *, batch_size: int =
                   progress: Callable[[int], None] | None = None) -> tuple[np.ndarray, list[str | None]]:
     """Outputs for every item (NaN rows where an item could not be read) and, per item, why it could not be
     (None when it was predicted). With on_bad_input="fail" the first bad item raises its DataError."""
-    if on_bad_input not in ("fail", "skip"):
-        raise DataError(f"--on-bad-input {on_bad_input!r}: use fail or skip")
+    check_on_bad_input(on_bad_input)
+    if batch_size < 1:
+        raise DataError(f"--batch-size {batch_size}: give at least 1")
     n = len(items)
     width = len(model.class_names) if model.info.is_classifier else 0
     out = np.full((n, width) if width else (n,), np.nan)

@@ -191,11 +191,6 @@ def cpu_bf16_confirmed() -> tuple[bool, str]:
                                                                              f" (below {BF16_MIN_SPEEDUP}×)")
 
 
-def native_bf16(device: Any) -> bool:
-    """Whether `device` runs bf16 natively and faster than fp32 (see the module docstring)."""
-    return precision_decision(device)[0] == "bf16"
-
-
 def precision_decision(device: Any) -> tuple[str, str]:
     """("bf16" or "fp32", the reason) that `--precision auto` means on `device`."""
     import torch

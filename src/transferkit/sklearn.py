@@ -144,12 +144,13 @@ class FineTunedClassifier(ClassifierMixin, BaseEstimator):
             raise DataError(f"X has {len(X)} items but y has {len(y)} labels: give one label per item")
         classes, y_idx = np.unique(y, return_inverse=True)
         data = from_arrays(X, y_idx, class_names=[str(c) for c in classes], name="sklearn-fit")
-        opts = {k: v for k, v in {"pooling": self.pooling, "image_size": self.image_size,
-                                  "max_length": self.max_length}.items() if v not in (None, "default")}
+        from transferkit.backbones import build_options
+
+        opts = build_options(pooling=self.pooling, image_size=self.image_size, max_length=self.max_length)
         torch.manual_seed(self.seed)
         bb = load_backbone(self.backbone, pretrained=self.pretrained, device=self.device, **opts)
         out = Path(self.out) if self.out else Path(tempfile.mkdtemp(prefix="transferkit-run-"))
-        self.result_ = finetune(bb, data, out, config, progress=self.progress,
+        self.result_ = finetune(bb, data, out, config, progress=self.progress, device=self.device,
                                 backbone_options={"pretrained": self.pretrained, **opts})
         self.run_ = load_run(out, device=self.device, backbone=None if isinstance(self.backbone, str) else bb)
         self.classes_ = classes
@@ -256,14 +257,13 @@ class Model(ClassifierMixin, BaseEstimator):
             raise DataError(f"X has {len(items)} items but y has {len(labels)} labels: give one label per item")
         if info.kind == "probe":
             self._set(_refit_probe(self, info, items, labels))
-        elif info.kind in ("finetune", "adapt-e2e"):
+        elif info.kind == "finetune":
             self._set(_refit_finetune(self, info, items, labels))
         else:
             from transferkit.errors import TransferkitError
 
-            raise TransferkitError(f"a {info.kind} model cannot be refitted from (X, y) alone: "
-                                   + ("it also needs the target domain" if info.kind.startswith(("adapt", "source"))
-                                      else "build it again with `transferkit fit`"))
+            raise TransferkitError(f"a {info.kind} model cannot be refitted from (X, y) alone: it also needs the "
+                                   "target domain it was adapted to")
         return self
 
     # ---- prediction ----------------------------------------------------------------------------------------
@@ -340,16 +340,24 @@ def _refit_probe(est: Model, info: Any, items: list, y: np.ndarray) -> Any:
     split = stratified_split(ids, val=0.15, test=0.0, seed=0)
     head = fit_head(info.training.get("head", "auto"), X[split.train], ids[split.train], X[split.val],
                     ids[split.val], info.task, 0)
+    temperature = None
+    if head.task == "classification" and not head.has_proba:  # as probe_features does: probabilities for margins
+        from transferkit.heads.probe_model import fit_temperature
+
+        temperature = fit_temperature(head.class_scores(X[split.val]),
+                                      np.searchsorted(np.asarray(head.classes_), ids[split.val]))
     from dataclasses import replace
 
     new = replace(info, class_names=list(names), metrics={"val": {head.metric: head.val_score}},
                   data={"name": "fit(X, y)", "n": len(items)})
-    return LoadedModel(Path(str(est.path)), new, ProbePredictor(backbone, head, precision, len(names)))
+    return LoadedModel(Path(str(est.path)), new, ProbePredictor(backbone, head, precision, len(names), temperature))
 
 
 def _refit_finetune(est: Model, info: Any, items: list, y: np.ndarray) -> Any:
     """Fine-tune the recorded backbone again with the recorded settings, into a temporary folder."""
+    import shutil
     import tempfile
+    import weakref
 
     from transferkit.data.loaders import from_arrays
     from transferkit.finetune import FinetuneConfig, finetune
@@ -358,9 +366,10 @@ def _refit_finetune(est: Model, info: Any, items: list, y: np.ndarray) -> Any:
 
     run = read_json(Path(str(est.path)) / "run.json")
     config = FinetuneConfig.from_dict({**run["config"], "test": 0.0})
-    data = from_arrays(items, [str(v) for v in y], name="fit(X, y)")
-    build = {k: v for k, v in (info.backbone.get("build") or {}).items()}
+    data = from_arrays(items, y, task=info.task, name="fit(X, y)")
+    build = dict(info.backbone.get("build") or {})
     bb = load_backbone(info.backbone["spec"], device=est.device, trust_pickle=est.trust_pickle, **build)
-    out = Path(tempfile.mkdtemp(prefix="transferkit-refit-")) / "run"
-    finetune(bb, data, out, config, progress=est.progress, backbone_options=build, device=est.device)
-    return load_model(out, device=est.device, precision=est.precision, trust_pickle=est.trust_pickle)
+    tmp = tempfile.mkdtemp(prefix="transferkit-refit-")
+    weakref.finalize(est, shutil.rmtree, tmp, True)  # the refitted run lives as long as the estimator
+    finetune(bb, data, Path(tmp) / "run", config, progress=est.progress, backbone_options=build, device=est.device)
+    return load_model(Path(tmp) / "run", device=est.device, precision=est.precision, trust_pickle=est.trust_pickle)

@@ -41,9 +41,20 @@ def test_every_command_that_reads_data_takes_the_whole_data_group(name):
     assert DATA <= set(commands()[name]), DATA - set(commands()[name])
 
 
-@pytest.mark.parametrize("name", ["extract", "finetune", "shift", "adapt", "compare"])
+@pytest.mark.parametrize("name", ["extract", "finetune", "pretrain", "shift", "adapt", "compare", "rank"])
 def test_every_command_that_builds_a_backbone_takes_the_whole_backbone_group(name):
-    assert {"--model", *BACKBONE} <= set(commands()[name]), BACKBONE - set(commands()[name])
+    want = BACKBONE | ({"--models"} if name == "rank" else {"--model"})  # rank names several candidates
+    if name == "pretrain":
+        want -= {"--random-init"}  # it always starts from random weights
+    assert want <= set(commands()[name]), want - set(commands()[name])
+
+
+@pytest.mark.parametrize("name", ["predict", "serve", "export"])
+def test_commands_that_read_a_model_folder_take_the_trust_flags(name):
+    """The folder names the backbone and its build; the trust flags are asked again (never read from it);
+    predict and serve take the device and precision too (export traces in fp32 on the CPU)."""
+    want = {"--trust-pickle", "--trust-remote-code"} | ({"--device", "--precision"} if name != "export" else set())
+    assert want <= set(commands()[name]), want - set(commands()[name])
 
 
 def _error(args):
@@ -96,10 +107,18 @@ def test_errors_name_only_options_of_their_command(tmp_path, unlabelled_table):
     (["--method", "dann-e2e", "--source", "S", "--target", "T", "--out", "O", "--validator", "snd"], "--validator"),
     (["--benchmark", "digits", "--model", "effnet:lite0"], "--model"),
     (["--benchmark", "digits", "--target", "T"], "--target"),
+    (["--benchmark", "digits", "--method", "coral"], "--method"),
+    (["--method", "coral", "--source", "S", "--target", "T", "--validator", "snd"], "--validator"),
 ])
 def test_adapt_modes_refuse_options_that_are_not_theirs(args, refused):
     msg = _error(["adapt", *args])
     assert msg.startswith(f"{refused} does not apply to"), msg
+
+
+def test_end_to_end_settings_with_their_own_flags_are_refused_as_params():
+    msg = _error(["adapt", "--method", "dann-e2e", "--source", "bundled:digits", "--target", "bundled:digits",
+                  "--out", "o", "--param", "seed=3"])
+    assert msg == "--param seed: set it with --seed"
 
 
 def test_adapt_source_free_takes_its_own_settings(tmp_path):

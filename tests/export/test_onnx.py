@@ -98,7 +98,18 @@ def test_int8_reports_its_accuracy_change_on_the_models_own_test_split(models, t
     assert report["checked_on"].startswith("its own test split")
     assert report["accuracy_fp32"] == pytest.approx(load_model(models["probe"]).info.metrics["test"]["accuracy"])
     assert report["accuracy_change_int8"] == pytest.approx(report["accuracy_int8"] - report["accuracy_fp32"])
-    assert (tmp_path / "q" / "model.int8.onnx").stat().st_size < 0.5 * (tmp_path / "q" / "model.onnx").stat().st_size
+    # int8 covers the linear layers, not the token embeddings: measured 0.47 of MiniLM's weights, 0.65 of the file
+    assert 0.3 < report["int8_weight_share"] < 0.9
+    assert (tmp_path / "q" / "model.int8.onnx").stat().st_size < 0.8 * (tmp_path / "q" / "model.onnx").stat().st_size
+
+
+def test_a_fine_tuned_head_stays_fp32_in_the_int8_graph(models, tmp_path):
+    import onnx
+
+    export_onnx(models["finetune"], tmp_path / "q", quantize="int8")
+    nodes = onnx.load(str(tmp_path / "q" / "model.int8.onnx")).graph.node
+    head = [n for n in nodes if n.name.startswith("/head/")]
+    assert head and not [n for n in head if "Integer" in n.op_type or "Quantize" in n.op_type]
 
 
 def test_export_refuses_a_used_folder_and_unknown_options(models, tmp_path):
@@ -106,6 +117,9 @@ def test_export_refuses_a_used_folder_and_unknown_options(models, tmp_path):
     (tmp_path / "full" / "x").write_text("x")
     with pytest.raises(ExportError, match="not empty"):
         export_onnx(models["probe"], tmp_path / "full")
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(ExportError, match="is a file"):
+        export_onnx(models["probe"], tmp_path / "file")
     with pytest.raises(ExportError, match="int4"):
         export_onnx(models["probe"], tmp_path / "a", quantize="int4")
     r = CliRunner().invoke(app, ["export", str(models["probe"]), "--format", "tflite", "--out", str(tmp_path / "b")])

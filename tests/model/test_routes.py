@@ -140,3 +140,46 @@ def test_model_folders_of_earlier_versions_still_load(models, tmp_path):
     np.testing.assert_array_equal(new.outputs(imgs), again.outputs(imgs))
     doc = json.loads((models["finetune"] / "model.json").read_text())
     assert doc["format"] == "transferkit.model" and doc["format_version"] == 1
+
+
+def test_an_adaptation_run_of_an_earlier_version_still_loads(models, items_for, tmp_path):
+    """run.json + model.safetensors as the previous version wrote them (no model.json): same predictions."""
+    import shutil
+
+    new = models["adapt-features"]
+    old = tmp_path / "old-adapt"
+    shutil.copytree(new, old)
+    doc = json.loads((old / "model.json").read_text())
+    b = doc["backbone"]
+    (old / "run.json").write_text(json.dumps({
+        "kind": "adapt-features", "format_version": 1, "class_names": doc["class_names"],
+        "backbone": {"spec": b["spec"], "pooling": b["pooling"], "pretrained": True, "image_size": 32,
+                     "feature_dim": b["feature_dim"], "weights": b["weights"], "preprocessing": b["preprocessing"]},
+        "method": "coral", "hyperparameters": {"lam": 1.0, "C": 1.0}, "predictor": "linear",
+        "metrics": {"source_val_accuracy": 0.5, "target_accuracy": 0.25, "dev": 1.0}}))
+    (old / "model.json").unlink()
+    (old / "README.md").unlink()
+    info = read_info(old)
+    assert info.kind == "adapt-features" and info.backbone["build"]["image_size"] == 32  # recovered from the record
+    assert info.metrics == {"source_val": {"accuracy": 0.5}, "target": {"accuracy": 0.25}}
+    images, _ = items_for("adapt-features")
+    np.testing.assert_array_equal(load_model(old).outputs(images), load_model(new).outputs(images))
+
+
+def test_a_probe_head_saved_by_an_earlier_version_still_loads(models, items_for, tmp_path):
+    """head.json + arrays.safetensors + probe.json naming its (still existing) feature folder."""
+    from transferkit.heads import save_head
+    from transferkit.heads.probe import probe_features
+
+    feats = models["probe"].parent / "feats"
+    report = probe_features(feats, head="logreg")
+    from transferkit.heads.probe_model import load_head_of
+
+    head = load_head_of(models["probe"], read_info(models["probe"]))
+    save_head(head, tmp_path / "old-head")
+    (tmp_path / "old-head" / "probe.json").write_text(json.dumps({**report, "features": str(feats)}))
+    info = read_info(tmp_path / "old-head")
+    assert info.kind == "probe" and info.backbone["spec"] == "st:all-MiniLM-L6-v2"
+    texts, _ = items_for("probe")
+    np.testing.assert_array_equal(load_model(tmp_path / "old-head").outputs(texts),
+                                  load_model(models["probe"]).outputs(texts))

@@ -155,3 +155,38 @@ def test_concurrent_requests_are_micro_batched_and_all_answered(text_server, mod
     after = httpx.get(f"{text_server}/health").json()
     assert after["items"] - before["items"] == 32
     assert after["batches"] - before["batches"] < 32  # several requests shared a model batch
+
+
+def test_a_decompression_bomb_is_refused_before_it_is_decoded(image_server):
+    from PIL import Image
+
+    buf = io.BytesIO()
+    Image.new("L", (8000, 6000)).save(buf, "PNG")  # a few kB on the wire, 48 megapixels in memory
+    assert len(buf.getvalue()) < 200_000
+    r = httpx.post(f"{image_server}/predict", json={"image": base64.b64encode(buf.getvalue()).decode()})
+    assert r.status_code == 400 and "8000×6000 pixels" in r.json()["error"]
+
+
+def test_the_batcher_fails_only_the_bad_request_and_survives_stop_and_start():
+    import asyncio
+
+    from transferkit.serve.batcher import MicroBatcher
+
+    def predict(items):
+        if any(i < 0 for i in items):
+            raise ValueError("negative item")
+        return np.asarray(items, float) * 2
+
+    async def scenario():
+        b = MicroBatcher(predict, max_batch=8, max_wait_ms=50)
+        b.start()
+        good, bad, other = await asyncio.gather(b.submit([1, 2]), b.submit([-1]), b.submit([3]),
+                                                return_exceptions=True)
+        assert list(good) == [2, 4] and isinstance(bad, ValueError) and list(other) == [6]
+        await b.stop()
+        b.start()  # a second lifespan on the same app
+        again = await b.submit([5])
+        await b.stop()
+        return list(again)
+
+    assert asyncio.run(scenario()) == [10]

@@ -16,9 +16,12 @@ from typing import Any
 import numpy as np
 
 from transferkit.adapt.model import FeatureClassifier
+from transferkit.backbones.registry import BUILD_OPTIONS, build_options
 from transferkit.errors import AdaptError
 from transferkit.io import read_arrays
 from transferkit.model import ModelFolderError, ModelInfo, backbone_record, read_info, rebuild_backbone, write_model
+from transferkit.model.migrate import adapt_metrics
+from transferkit.runtime import peak_rss_mb
 
 KIND = "adapt-features"
 MODEL_FILE = "model.safetensors"
@@ -74,30 +77,12 @@ def _record(backbone: dict) -> dict:
     """A backbone record in the model-folder shape (earlier callers passed spec/pooling/image_size/pretrained)."""
     if "build" in backbone:
         return dict(backbone)
-    build = {"pooling": backbone.get("pooling"), "image_size": backbone.get("image_size"),
-             "max_length": backbone.get("max_length"), "pretrained": backbone.get("pretrained", True)}
-    return {**backbone, "build": {k: v for k, v in build.items() if v not in (None, "default", True)}}
-
-
-def _metrics(flat: dict) -> tuple[dict, dict]:
-    """(the model's scores by split, the rest) from a flat metrics dict of `adapt_features` or compare."""
-    metrics: dict = {}
-    rest = {}
-    for k, v in flat.items():
-        if k.startswith("target_"):
-            metrics.setdefault("target", {})[k.removeprefix("target_")] = v
-        elif k == "source_val_accuracy":
-            metrics.setdefault("source_val", {})["accuracy"] = v
-        elif k in ("accuracy", "macro_f1"):
-            metrics.setdefault("test", {})[k] = v
-        else:
-            rest[k] = v
-    return metrics, rest
+    return {**backbone, "build": build_options(**{k: backbone[k] for k in BUILD_OPTIONS if k in backbone})}
 
 
 def save_run(path: str | Path, model: FeatureClassifier, *, backbone: dict, method: str,
              hyperparameters: dict, metrics: dict, extra: dict | None = None, precision: str = "fp32",
-             data: dict | None = None) -> Path:
+             data: dict | None = None, cost: dict | None = None) -> Path:
     """Write the model folder of an adapted classifier into `path` (created if missing); returns the folder.
 
     backbone: `transferkit.model.backbone_record(backbone)`; precision: that of the features it was fitted on."""
@@ -106,7 +91,7 @@ def save_run(path: str | Path, model: FeatureClassifier, *, backbone: dict, meth
         raise AdaptError(f"--out {folder} is a file: give a folder for the model")
     arrays = {f"model.{k}": np.asarray(v, np.float32) for k, v in model.arrays.items()}
     arrays.update({f"extra.{k}": np.asarray(v, np.float32) for k, v in model.extra.items()})
-    scores, selection = _metrics(metrics)
+    scores, selection = adapt_metrics(metrics)
     record = _record(backbone)
     extra = dict(extra or {})
     modality = record.get("modality") or (record.get("preprocessing") or {}).get("kind", "image")
@@ -115,7 +100,8 @@ def save_run(path: str | Path, model: FeatureClassifier, *, backbone: dict, meth
         precision=precision, modality=modality,
         metrics=scores, data=data or {"name": extra.pop("source", None), "target": extra.pop("target", None)},
         cost={"trainable_parameters": int(sum(np.asarray(v).size for k, v in model.arrays.items()
-                                              if k not in ("mean", "std")))},
+                                              if k not in ("mean", "std"))),
+              "peak_memory_mb": round(peak_rss_mb(), 1), **(cost or {})},
         training={"method": method, "hyperparameters": hyperparameters, "predictor": model.kind, **selection,
                   **extra})
     return write_model(folder, info, arrays)
@@ -162,9 +148,10 @@ class AdaptPredictor:
         return self.model.embed(self._features(items, batch_size))
 
 
-def load_predictor(folder: Path, info: ModelInfo, *, device: Any, precision: str,
-                   trust_pickle: bool) -> AdaptPredictor:
+def load_predictor(folder: Path, info: ModelInfo, *, device: Any, precision: str, trust_pickle: bool,
+                   trust_remote_code: bool = False) -> AdaptPredictor:
     """The adapt-features kind's loader (see `transferkit.model.folder.LOADERS`)."""
     run = load_run(folder)
-    bb = rebuild_backbone(info.backbone or {}, device=device, trust_pickle=trust_pickle, where=str(folder))
+    bb = rebuild_backbone(info.backbone or {}, device=device, trust_pickle=trust_pickle,
+                          trust_remote_code=trust_remote_code, where=str(folder))
     return AdaptPredictor(bb, run.model, precision)

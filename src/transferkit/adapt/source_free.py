@@ -204,6 +204,7 @@ def adapt_run(method: str, source_run: str | Path, target: Dataset, out: str | P
             extra = _shot(run, target, batch_size=batch_size, seed=seed, lr=lr, epochs=epochs, beta=beta)
     if method != "shot":
         _adabn(run, target, batch_size=batch_size, seed=seed, recentre=recentre)
+    run.info = {**run.info, "precision": "fp32"}  # computed in fp32 (above): the adapted model predicts in fp32
     fit_s = time.perf_counter() - t0
     record: dict[str, Any] = {"method": method, "source_run": str(Path(source_run).resolve()),
                               "target_items": len(target), "target_fingerprint": target.fingerprint,

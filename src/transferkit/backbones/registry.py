@@ -57,6 +57,14 @@ FLAGS = {"pretrained": "--random-init", "pooling": "--pooling", "image_size": "-
 #: the value of each build option when the user did not set it
 UNSET = {"pretrained": True, "pooling": "default", "image_size": None, "max_length": None, "trust_remote_code": False,
          "trust_pickle": False, "weights": None}
+#: the options that decide what a built backbone computes: what a model folder records to build it again (the
+#: trust flags are not among them: a folder handed over by someone else must not opt itself in)
+BUILD_OPTIONS = ("pretrained", "pooling", "image_size", "max_length", "weights")
+
+
+def build_options(**options: Any) -> dict:
+    """The build options among `options` that differ from their defaults (None, "default", pretrained=True)."""
+    return {k: v for k, v in options.items() if k in BUILD_OPTIONS and v != UNSET[k]}
 
 
 def source(prefix: str) -> Source:
@@ -125,8 +133,7 @@ def load_backbone(
                                    f"{'does' if len(refused) == 1 else 'do'} not apply to it; drop "
                                    f"{'it' if len(refused) == 1 else 'them'}")
     bb = src.load(name, **{k: v for k, v in given.items() if k in src.options})
-    bb.build = {"spec": spec, **{k: v for k, v in set_now.items() if k in ("pretrained", "pooling", "image_size",
-                                                                            "max_length")}}
+    bb.build = {"spec": spec, **build_options(**set_now)}
     return bb.to(dev)
 
 

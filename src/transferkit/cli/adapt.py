@@ -105,7 +105,7 @@ _DATA = {"text_column", "label_column", "on_bad_input", "target", "target_labels
 _BACKBONE = {"model", "pooling", "image_size", "max_length", "device", "precision", "random_init", "trust_pickle",
              "trust_remote_code"}
 MODES = {
-    "benchmark": {"benchmark", "seed", "as_json", "method"},
+    "benchmark": {"benchmark", "seed", "as_json"},
     "features": _DATA | _BACKBONE | {"source", "method", "param", "validator"},
     "end-to-end": _DATA | _BACKBONE | {"source", "method", "param", "epochs", "strategy", "resume"},
     "source-free": _DATA | {"source_run", "method", "param", "epochs", "device", "trust_pickle"},
@@ -130,6 +130,8 @@ def _refuse_others(ctx: typer.Context, mode: str, method: str) -> None:
     extra = sorted(given(ctx) - MODES[mode])
     if mode == "source-free" and method == "adabn" and "epochs" in given(ctx):
         extra.append("epochs")  # AdaBN trains nothing: no epochs
+    if mode == "features" and method != "auto" and "validator" in given(ctx):
+        extra.append("validator")  # a named method is not chosen by a validator
     if extra:
         flags = ", ".join(_FLAGS.get(n, "--" + n.replace("_", "-")) for n in extra)
         what = {"benchmark": "--benchmark", "features": f"--method {method} (feature-level)",
@@ -254,7 +256,11 @@ def _features(method: str, src: DataArgs, tgt: DataArgs, bb_args: BackboneArgs, 
                  hyperparameters=res.hyperparameters, metrics=res.metrics, precision=fs_s.meta["precision"],
                  data={"name": src_ds.name, "fingerprint": src_ds.fingerprint, "n": len(src_ds), "source": src.data,
                        "target": tgt.data, "target_fingerprint": tgt_ds.fingerprint, "target_n": len(tgt_ds)},
-                 extra={"validator": res.validator, "seed": seed, "candidates": res.candidates})
+                 extra={"validator": res.validator, "seed": seed, "candidates": res.candidates},
+                 cost={"wall_time_s": round(float(res.metrics.get("fit_s") or sum(r.get("fit_s", 0.0) for r in
+                                                                                   res.candidates))
+                                            + sum(float(f.meta.get("extract_seconds") or 0.0) for f in (fs_s, fs_t)),
+                                            3)})
     if as_json:
         console.print_json(json.dumps({"method": res.method, "hyperparameters": res.hyperparameters,
                                        "metrics": res.metrics, "candidates": res.candidates}))
@@ -308,11 +314,15 @@ def _end_to_end(method: str, src: DataArgs, tgt: DataArgs, bb_args: BackboneArgs
     --param NAME=VALUE sets any fine-tuning setting (batch_size, lr, last_k, …) and domain_tradeoff."""
     from transferkit.adapt.end_to_end import adapt_end_to_end
     from transferkit.finetune import FinetuneConfig
-    from transferkit.params import dataclass_schema, parse_params
+    from transferkit.params import dataclass_schema, parse_params, split_params
 
     if out is None:
         raise TransferkitError(f"--method {method} needs --source DATA (labelled), --target DATA and --out FOLDER")
-    schema = {**dataclass_schema(FinetuneConfig), "domain_tradeoff": float}
+    flags = {"seed": "--seed", "precision": "--precision", "epochs": "--epochs", "strategy": "--strategy"}
+    schema = {**{k: v for k, v in dataclass_schema(FinetuneConfig).items() if k not in flags}, "domain_tradeoff": float}
+    for name in split_params(params):
+        if name in flags:
+            raise TransferkitError(f"--param {name}: set it with {flags[name]}")
     opts = parse_params(params, schema, what=f"--method {method} (fine-tuning settings and domain_tradeoff)")
     tradeoff = opts.pop("domain_tradeoff", 1.0)
     opts.update({"seed": seed, "precision": bb_args.precision})

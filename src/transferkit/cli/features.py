@@ -113,6 +113,7 @@ def rank_models(
     text_column: TextColumnOpt = "text",
     label_column: LabelColumnOpt = None,
     on_bad_input: OnBadInputOpt = "fail",
+    pooling: PoolingOpt = "default",
     image_size: ImageSizeOpt = None,
     max_length: MaxLengthOpt = None,
     device: DeviceOpt = "auto",
@@ -132,8 +133,9 @@ def rank_models(
     specs = [m.strip() for m in models.split(",") if m.strip()]
     ds = DataArgs(data, text_column, label_column, on_bad_input).load("required")
     rows = rank(specs, ds, metric=metric, sample=sample, seed=seed, image_size=image_size, max_length=max_length,
-                pretrained=not random_init, device=device, precision=precision, trust_pickle=trust_pickle,
-                trust_remote_code=trust_remote_code, progress=True, log=lambda m: err_console.print(f"[dim]{m}[/dim]"))
+                pooling=pooling, pretrained=not random_init, device=device, precision=precision,
+                trust_pickle=trust_pickle, trust_remote_code=trust_remote_code, progress=True,
+                log=lambda m: err_console.print(f"[dim]{m}[/dim]"))
     if as_json:
         console.print_json(json.dumps(rows))
         return

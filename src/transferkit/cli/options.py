@@ -9,7 +9,6 @@ Data (`--data`, `--text-column`, `--label-column`, `--on-bad-input`) and backbon
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Annotated, Any
 
 import typer
@@ -69,13 +68,11 @@ class DataArgs:
         """The data set; labels "required" (an error names the fix when there are none), "optional" or "none"
         (a table's label column is not read)."""
         from transferkit.data import load_data
-        from transferkit.data.loaders import AUTO, TABLE_EXTENSIONS
+        from transferkit.data.loaders import AUTO, check_on_bad_input, is_table
 
-        if self.on_bad_input not in ("fail", "skip"):
-            raise DataError(f"--on-bad-input {self.on_bad_input!r}: use fail or skip")
+        check_on_bad_input(self.on_bad_input)
         kw: dict[str, Any] = {}
-        table = Path(self.data).suffix.lower() in TABLE_EXTENSIONS or "".join(Path(self.data).suffixes[-2:]).lower() \
-            in tuple(e + ".gz" for e in TABLE_EXTENSIONS)
+        table = is_table(self.data)
         if table:
             kw = {"text_column": self.text_column,
                   "label_column": None if labels == "none" else (self.label_column or AUTO)}
@@ -113,9 +110,10 @@ class BackboneArgs:
 
     def build_options(self) -> dict:
         """The build options that differ from their defaults (what a model folder records to rebuild it)."""
-        opts = {"pretrained": not self.random_init, "pooling": self.pooling, "image_size": self.image_size,
-                "max_length": self.max_length}
-        return {k: v for k, v in opts.items() if v not in (None, "default") and not (k == "pretrained" and v)}
+        from transferkit.backbones import build_options
+
+        return build_options(pretrained=not self.random_init, pooling=self.pooling, image_size=self.image_size,
+                             max_length=self.max_length)
 
     def load(self, modality: str) -> Any:
         """Build the backbone on the chosen device; a bad precision fails here too, before any model work."""
@@ -132,8 +130,3 @@ def given(ctx: typer.Context) -> set[str]:
     """Names of the parameters the user set on the command line (not left at their defaults)."""
     return {name for name in ctx.params
             if getattr(ctx.get_parameter_source(name), "name", "") in ("COMMANDLINE", "ENVIRONMENT")}
-
-
-def flag(name: str) -> str:
-    """The command-line flag of a parameter name: label_column -> --label-column."""
-    return "--" + name.replace("_", "-")

@@ -18,10 +18,11 @@ from transferkit.cli.options import (
     PrecisionOpt,
     TextColumnOpt,
     TrustPickleOpt,
+    TrustRemoteCodeOpt,
 )
 
 ModelFolderArg = Annotated[Path, typer.Argument(help="Model folder written by `probe --out`, `finetune`, `pretrain`, "
-                                                "`adapt`, `compare` (OUT/best) or `fit` (OUT/best).")]
+                                                "`adapt` or `compare` (OUT/best).")]
 
 
 @app.command(rich_help_panel="Ship the model")
@@ -35,6 +36,7 @@ def predict(
     device: DeviceOpt = "auto",
     precision: PrecisionOpt = "auto",
     trust_pickle: TrustPickleOpt = False,
+    trust_remote_code: TrustRemoteCodeOpt = False,
     batch_size: Annotated[int, typer.Option(help="Items per forward pass.")] = 64,
 ) -> None:
     """Predict with a model folder, rebuilt from the folder alone (safetensors + JSON, no pickles); with labels,
@@ -42,7 +44,8 @@ def predict(
     from transferkit.model import load_model
     from transferkit.predict import write_predictions
 
-    fitted = load_model(model, device=device, precision=precision, trust_pickle=trust_pickle)
+    fitted = load_model(model, device=device, precision=precision, trust_pickle=trust_pickle,
+                        trust_remote_code=trust_remote_code)
     ds = DataArgs(data, text_column, label_column, on_bad_input).load()
     if ds.modality != fitted.modality:
         from transferkit.errors import DataError
@@ -71,6 +74,7 @@ def export(
     label_column: LabelColumnOpt = None,
     on_bad_input: OnBadInputOpt = "fail",
     trust_pickle: TrustPickleOpt = False,
+    trust_remote_code: TrustRemoteCodeOpt = False,
 ) -> None:
     """Export a model folder to ONNX (optionally int8) with its preprocessing, checked against PyTorch."""
     from transferkit.export import FORMATS, ExportError, export_onnx
@@ -78,7 +82,8 @@ def export(
     if format not in FORMATS:
         raise ExportError(f"--format {format!r}: use one of {', '.join(FORMATS)}")
     ds = DataArgs(data, text_column, label_column, on_bad_input).load() if data else None
-    report = export_onnx(model, out, quantize=quantize, data=ds, trust_pickle=trust_pickle, log=log)
+    report = export_onnx(model, out, quantize=quantize, data=ds, trust_pickle=trust_pickle,
+                         trust_remote_code=trust_remote_code, log=log)
     checks = ", ".join(f"{k} {v:.4g}" for k, v in report.items() if isinstance(v, float))
     console.print(f"{report['kind']} model → {out} ({', '.join(report['files'].values())}); checked on "
                   f"{report['checked_on']}" + (f": {checks}" if checks else ""), soft_wrap=True)
@@ -92,6 +97,7 @@ def serve(
     device: DeviceOpt = "auto",
     precision: PrecisionOpt = "auto",
     trust_pickle: TrustPickleOpt = False,
+    trust_remote_code: TrustRemoteCodeOpt = False,
     max_batch: Annotated[int, typer.Option(help="Items gathered from concurrent requests into one model batch.")
                          ] = 32,
     max_wait_ms: Annotated[float, typer.Option(help="How long the first request of a batch waits for others.")
@@ -105,7 +111,8 @@ def serve(
     from transferkit.model import load_model
     from transferkit.serve import create_app
 
-    loaded = load_model(model, device=device, precision=precision, trust_pickle=trust_pickle)
+    loaded = load_model(model, device=device, precision=precision, trust_pickle=trust_pickle,
+                        trust_remote_code=trust_remote_code)
     app_ = create_app(loaded, max_batch=max_batch, max_wait_ms=max_wait_ms, max_items=max_items,
                       max_body_bytes=int(max_body_mb * 2**20))
     log(f"serving {loaded.info.kind} model {model} ({loaded.info.precision}) on http://{host}:{port} — "

@@ -135,10 +135,13 @@ def pretrain(
     text_column: TextColumnOpt = "text",
     label_column: LabelColumnOpt = None,
     on_bad_input: OnBadInputOpt = "fail",
+    pooling: PoolingOpt = "default",
     image_size: ImageSizeOpt = None,
     max_length: MaxLengthOpt = None,
     device: DeviceOpt = "auto",
     precision: PrecisionOpt = "auto",
+    trust_pickle: TrustPickleOpt = False,
+    trust_remote_code: TrustRemoteCodeOpt = False,
     epochs: Annotated[int, typer.Option(help="Passes over the training split.")] = 5,
     batch_size: Annotated[int, typer.Option(help="Global batch.")] = 64,
     lr: Annotated[float, typer.Option(help="Learning rate (AdamW, warm-up + cosine).")] = 1e-3,
@@ -154,5 +157,5 @@ def pretrain(
     opts = dict(strategy="full", epochs=epochs, batch_size=batch_size, lr=lr, head_lr=lr, seed=seed,
                 num_workers=workers, val=0.1, test=0.1, precision=precision)
     run_finetune(DataArgs(data, text_column, label_column, on_bad_input),
-                 BackboneArgs(model, image_size=image_size, max_length=max_length, device=device, precision=precision,
-                              random_init=True), out, resume, opts, as_json)
+                 BackboneArgs(model, pooling, image_size, max_length, device, precision, True, trust_pickle,
+                              trust_remote_code), out, resume, opts, as_json)

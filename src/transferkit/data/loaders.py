@@ -58,9 +58,10 @@ def _bad_input(where: Path | str, reason: str, on_bad_input: OnBadInput, skipped
     raise DataError(f"{where}: {reason}")
 
 
-def _check_mode(on_bad_input: str) -> None:
+def check_on_bad_input(on_bad_input: str) -> None:
+    """Refuse an `on_bad_input` (--on-bad-input) other than fail or skip."""
     if on_bad_input not in ("fail", "skip"):
-        raise DataError(f"on_bad_input={on_bad_input!r} is not supported: use 'fail' or 'skip'")
+        raise DataError(f"on_bad_input={on_bad_input!r} (--on-bad-input) is not supported: use fail or skip")
 
 
 def _check_image(path: Path, extensions: tuple[str, ...], on_bad_input: OnBadInput, skipped: list[dict]) -> bool:
@@ -121,7 +122,7 @@ def load_image_folder(
     """
     root = Path(path).expanduser()
     exts = tuple(e.lower() if e.startswith(".") else "." + e.lower() for e in extensions)
-    _check_mode(on_bad_input)
+    check_on_bad_input(on_bad_input)
     skipped: list[dict] = []
     if not root.exists():
         raise DataError(f"image folder {root} does not exist: check the path")
@@ -258,6 +259,14 @@ def encode_labels(
 # ------------------------------------------------------------------------------------------------------ tables
 
 
+def is_table(path: str | Path) -> bool:
+    """Whether `path` names a table file by its extension (.csv, .tsv, .parquet, .jsonl, … also .gz-compressed)."""
+    suffixes = [s.lower() for s in Path(str(path)).suffixes]
+    if suffixes and suffixes[-1] == ".gz":
+        suffixes = suffixes[:-1]
+    return bool(suffixes) and suffixes[-1] in TABLE_EXTENSIONS
+
+
 def _table_format(path: Path) -> str:
     suffixes = [s.lower() for s in path.suffixes]
     if suffixes and suffixes[-1] == ".gz":
@@ -364,7 +373,7 @@ def load_table(
     table has one. Rows are numbered from 1, header not counted, in error messages.
     on_bad_input="skip" leaves out rows with empty text or no label and lists them in `meta["skipped"]`.
     """
-    _check_mode(on_bad_input)
+    check_on_bad_input(on_bad_input)
     p = Path(path).expanduser()
     fmt = _table_format(p)
     if not p.exists():

@@ -216,21 +216,34 @@ class FeaturesThen(nn.Module):
         return self.head(self._encode(self.model, dict(zip(self.names, inputs))).float())
 
 
+class _TunedHead(nn.Module):
+    """A fine-tuned run's head: the fixed standardisation, the linear layer, then probabilities or values."""
+
+    def __init__(self, run: Any) -> None:
+        super().__init__()
+        m = run.model
+        self.register_buffer("mean", m.feature_mean.detach().clone())
+        self.register_buffer("scale", m.feature_scale.detach().clone())
+        self.linear = m.head
+        self.task = run.task
+        scale = run.info.get("target_scale") or {"mean": 0.0, "std": 1.0}
+        self.t_mean, self.t_std = float(scale["mean"]), float(scale["std"])
+
+    def forward(self, features: torch.Tensor) -> torch.Tensor:
+        out = self.linear((features.float() - self.mean) / self.scale)
+        return torch.softmax(out, 1) if self.task == "classification" else out[:, 0] * self.t_std + self.t_mean
+
+
 class FinetunedNet(nn.Module):
-    """A fine-tuned TransferModel with its output turned into probabilities (or de-standardised values)."""
+    """A fine-tuned TransferModel: its backbone's features, then its head (named `head`, like every exported head,
+    so int8 quantisation leaves it fp32)."""
 
     def __init__(self, run: Any, names: list[str]) -> None:
         super().__init__()
-        self.model, self.names = run.model, names
-        self.task = run.task
-        scale = run.info.get("target_scale") or {"mean": 0.0, "std": 1.0}
-        self.mean, self.std = float(scale["mean"]), float(scale["std"])
+        self.model, self.head, self.names = run.model, _TunedHead(run), names
 
     def forward(self, *inputs: torch.Tensor) -> torch.Tensor:
-        out = self.model(dict(zip(self.names, inputs))).float()
-        if self.task == "classification":
-            return torch.softmax(out, 1)
-        return out[:, 0] * self.std + self.mean
+        return self.head(self.model.features(dict(zip(self.names, inputs))))
 
 
 def model_network(loaded: Any, names: list[str]) -> tuple[nn.Module, Any]:

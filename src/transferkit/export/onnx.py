@@ -34,6 +34,8 @@ def _sample_items(modality: str) -> list:
 def _preprocessing(backbone: Any, out: Path) -> dict:
     """preprocessing.json's content (and, for text, tokenizer.json written beside it)."""
     desc = json.loads(json.dumps(backbone.preprocessing))
+    if desc.get("kind") == "image":  # PIL's name of the resampling filter, for the snippet
+        desc["resample"] = {"bilinear": "BILINEAR", "bicubic": "BICUBIC", "nearest": "NEAREST"}[desc["interpolation"]]
     if desc.get("kind") == "text":
         tok = backbone.collate.tokenizer
         tok.save_pretrained(str(out / ".tokenizer"))
@@ -51,7 +53,7 @@ def _preprocessing(backbone: Any, out: Path) -> dict:
 
 
 def export_onnx(model_path: str | Path, out: str | Path, *, quantize: str | None = None, data: Any = None,
-                trust_pickle: bool = False, log: Any = lambda m: None) -> dict:
+                trust_pickle: bool = False, trust_remote_code: bool = False, log: Any = lambda m: None) -> dict:
     """Export the model folder at `model_path` to ONNX in `out`; returns (and writes as export.json) what was
     checked: the largest probability (or value) difference against PyTorch on up to 256 real items, and with
     labelled items the accuracy of PyTorch, ONNX fp32 and (with quantize="int8") ONNX int8.
@@ -66,10 +68,25 @@ def export_onnx(model_path: str | Path, out: str | Path, *, quantize: str | None
     if quantize not in QUANTIZE:
         raise ExportError(f"--quantize {quantize!r}: use int8, or leave it out")
     model_path, out = Path(model_path), Path(out)
-    if out.exists() and any(out.iterdir()):
-        raise ExportError(f"--out {out} is not empty: give a new folder for the export")
+    if out.exists() and (not out.is_dir() or any(out.iterdir())):
+        raise ExportError(f"--out {out} is {'a file' if not out.is_dir() else 'not empty'}: give a new folder for "
+                          "the export")
+    loaded = load_model(model_path, device="cpu", precision="fp32", trust_pickle=trust_pickle,
+                        trust_remote_code=trust_remote_code)
+    created = not out.exists()
     out.mkdir(parents=True, exist_ok=True)
-    loaded = load_model(model_path, device="cpu", precision="fp32", trust_pickle=trust_pickle)
+    try:
+        return _export(loaded, model_path, out, quantize, data, log, ort, torch, trust_pickle)
+    except BaseException:
+        if created:  # a failed export leaves nothing behind, so the same command can run again
+            import shutil
+
+            shutil.rmtree(out, ignore_errors=True)
+        raise
+
+
+def _export(loaded: Any, model_path: Path, out: Path, quantize: str | None, data: Any, log: Any, ort: Any,
+            torch: Any, trust_pickle: bool = False) -> dict:
     probe = loaded.predictor
     backbone = getattr(probe, "backbone", None) or getattr(getattr(probe, "run", None), "backbone", None)
     if backbone is None:
@@ -80,11 +97,16 @@ def export_onnx(model_path: str | Path, out: str | Path, *, quantize: str | None
     onnx_file = out / "model.onnx"
     dynamic = {n: ({0: "batch", 1: "tokens"} if n != "pixel_values" else {0: "batch"}) for n in names}
     t0 = time.perf_counter()
-    with warnings.catch_warnings(), torch.no_grad():
-        warnings.simplefilter("ignore")
-        torch.onnx.export(net, tuple(sample[n] for n in names), str(onnx_file), input_names=names,
-                          output_names=["outputs"], dynamic_axes={**dynamic, "outputs": {0: "batch"}},
-                          opset_version=OPSET, dynamo=False)
+    try:
+        with warnings.catch_warnings(), torch.no_grad():
+            warnings.simplefilter("ignore")
+            torch.onnx.export(net, tuple(sample[n] for n in names), str(onnx_file), input_names=names,
+                              output_names=["outputs"], dynamic_axes={**dynamic, "outputs": {0: "batch"}},
+                              opset_version=OPSET, dynamo=False)
+    except Exception as e:  # noqa: BLE001 — the exporter raises many kinds; all mean "this network does not trace"
+        first = (str(e).strip().splitlines() or [type(e).__name__])[0][:300]
+        raise ExportError(f"{loaded.info.backbone.get('spec')} could not be traced to ONNX ({type(e).__name__}: "
+                          f"{first})") from e
     log(f"exported {onnx_file} in {time.perf_counter() - t0:.1f} s")
     files = {"fp32": onnx_file}
     quantized = None
@@ -105,6 +127,14 @@ def export_onnx(model_path: str | Path, out: str | Path, *, quantize: str | None
     if items:
         report.update(_compare(loaded, files, items, labels, backbone, names, ort))
         report["checked_on"] = where
+        if loaded.info.precision != "fp32":  # the graph is fp32; the folder predicts (and serves) in its own precision
+            from transferkit.model import load_model
+
+            served = load_model(model_path, device="cpu", trust_pickle=trust_pickle).outputs(items)
+            fp32 = _run_onnx(ort.InferenceSession(str(files["fp32"]), providers=["CPUExecutionProvider"]),
+                             backbone, names, items)
+            report[f"max_{'prob' if loaded.has_proba else 'output'}_diff_vs_served_{loaded.info.precision}"] = \
+                float(np.abs(fp32 - served).max())
     else:
         report["checked_on"] = where or "nothing: give --data to check the export on real items"
     write_json(out / "export.json", report)
@@ -126,7 +156,9 @@ def quantize_int8(src: Path, dest: Path) -> Path:
     import onnx
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
-    head = [n.name for n in onnx.load(str(src)).graph.node if n.name.startswith("/head/")]
+    # the quantiser rewrites a Gemm as a MatMul named NAME_MatMul before it quantises: exclude both names
+    head = [name for n in onnx.load(str(src)).graph.node if n.name.startswith("/head/")
+            for name in (n.name, f"{n.name}_MatMul")]
     level = logging.getLogger().level
     logging.getLogger().setLevel(logging.ERROR)  # onnxruntime's advice to pre-process is noise here
     try:
@@ -227,8 +259,8 @@ from PIL import Image
 cfg, labels = json.load(open("EXPORT/preprocessing.json")), json.load(open("EXPORT/labels.json"))["class_names"]
 sess = ort.InferenceSession("EXPORT/model.onnx")
 def prep(path):  # shorter side to cfg["resize"], centre crop cfg["size"], scale to [0, 1], normalise
-    im = Image.open(path).convert("RGB"); s, n = cfg["resize"] / min(im.size), cfg["size"]
-    im = im.resize((max(n, round(im.width * s)), max(n, round(im.height * s))), Image.BILINEAR)
+    im, n = Image.open(path).convert("RGB"), cfg["size"]; s = cfg["resize"] / min(im.size)
+    im = im.resize((max(n, round(im.width * s)), max(n, round(im.height * s))), getattr(Image, cfg["resample"]))
     l, t = (im.width - n) // 2, (im.height - n) // 2
     x = (np.asarray(im.crop((l, t, l + n, t + n)), np.float32) / 255 - cfg["mean"]) / cfg["std"]
     return x.transpose(2, 0, 1).astype(np.float32)

@@ -54,13 +54,18 @@ def plan_batches(items: Sequence[Any], modality: str, batch_size: int, start: in
 
 
 def embed_items(backbone: Backbone, items: Sequence[Any], *, batch_size: int = 64, precision: str = "auto",
-                progress: bool = False) -> np.ndarray:
-    """Features (N, D) of raw items, computed the way extraction computes them (the same batching, precision
-    policy, memory layout and inference runner) but without the store: what a model folder predicts from."""
+                shard_size: int = 1024, optimize: str = "auto", progress: bool = False) -> np.ndarray:
+    """Features (N, D) of raw items, computed the way extraction computes them — the same batches (text sorted
+    by length within each shard), precision policy, memory layout, graph capture rule and inference runner —
+    but without the store: what a model folder predicts from. The same items give the same features as
+    `extract_features` with the same batch and shard sizes."""
+    if batch_size < 1 or shard_size < 1:
+        raise DataError(f"batch_size ({batch_size}) and shard_size ({shard_size}) must be at least 1")
     prec = resolve_precision(precision, backbone)
-    runner = InferenceRunner(backbone, prec, "none")
+    runner = InferenceRunner(backbone, prec, choose_optimization(optimize, backbone, len(items)))
     out = np.empty((len(items), backbone.feature_dim), np.float32)
-    plan = plan_batches(items, backbone.modality, batch_size)
+    plan = [b for start in range(0, len(items), shard_size)
+            for b in plan_batches(items, backbone.modality, batch_size, start, min(start + shard_size, len(items)))]
     bar = tqdm(total=len(items), desc=f"embed {backbone.spec}", unit="item", disable=not progress, leave=False)
     try:
         for idx in plan:

@@ -100,10 +100,17 @@ class InferenceRunner:
 
     def _run_graph(self, pixels: torch.Tensor) -> torch.Tensor:
         n = len(pixels)
-        if self.optimize == "compile" and n < self._batch:
+        if self.optimize != "compile":
+            return self._graph(pixels)
+        if n < self._batch:
             pad = pixels.new_zeros((self._batch - n, *pixels.shape[1:]))
             pixels = torch.cat([pixels, pad]).contiguous(memory_format=torch.channels_last)
-        return self._graph(pixels)[:n]
+        import torch._inductor.config as inductor_config
+
+        # every call under the settings the graph was built with: a call outside them recompiles it without
+        # frozen weights, and that graph gave wrong rows for a padded batch (Inductor at ATEN_CPU_CAPABILITY=avx2)
+        with inductor_config.patch(freezing=True):
+            return self._graph(pixels)[:n]
 
     def __call__(self, batch: dict[str, torch.Tensor]) -> np.ndarray:
         if self.channels_last and "pixel_values" in batch:

@@ -9,6 +9,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, fields
 from typing import Any
 
+from transferkit import runtime
 from transferkit.errors import FinetuneError, Interrupted
 
 __all__ = ["FinetuneConfig", "FinetuneError", "Interrupted", "OPTIMIZERS", "PRECISIONS", "SCHEDULES", "STRATEGIES"]
@@ -16,7 +17,7 @@ __all__ = ["FinetuneConfig", "FinetuneError", "Interrupted", "OPTIMIZERS", "PREC
 STRATEGIES = ("head", "full", "last-k", "gradual", "lora")
 OPTIMIZERS = ("adamw", "sgd")
 SCHEDULES = ("cosine", "onecycle", "constant")
-PRECISIONS = ("auto", "fp32", "bf16")
+PRECISIONS = runtime.PRECISIONS
 #: settings earlier versions kept in the config; they now belong to loss terms (see terms.py) and are dropped on read
 RETIRED = ("domain_loss", "domain_tradeoff")
 

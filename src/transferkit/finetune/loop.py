@@ -25,6 +25,7 @@ from torch import nn
 from transferkit.backbones.base import Backbone
 from transferkit.data.dataset import Dataset
 from transferkit.data.splits import stratified_split
+from transferkit.errors import DataError
 from transferkit.finetune import lora
 from transferkit.finetune.batches import (
     Batches,
@@ -90,6 +91,8 @@ def predict_outputs(model: TransferModel, data: Dataset, collate: Callable, *, i
                     batch_size: int = 64, device: torch.device | None = None,
                     autocast: Callable[[], Any] | None = None, num_workers: int = 0) -> np.ndarray:
     """Raw model outputs (logits or standardised values) for the items at `indices` (all by default), in order."""
+    if batch_size < 1:
+        raise DataError(f"batch_size={batch_size}: give at least 1")
     was_training = model.training
     model.eval()
     device = device or next(model.parameters()).device

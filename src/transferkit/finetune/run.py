@@ -20,8 +20,6 @@ from transferkit.finetune.checkpoint import RunFolder, load_model_tensors, load_
 from transferkit.finetune.config import FinetuneConfig, FinetuneError
 from transferkit.finetune.model import TransferModel
 
-REBUILD_OPTIONS = ("pretrained", "pooling", "image_size", "max_length")
-
 
 @dataclass
 class FineTunedModel:
@@ -60,13 +58,13 @@ class FineTunedModel:
             return out[:, 0] * scale["std"] + scale["mean"]
         return out
 
-    def predict_proba(self, data: Dataset | Any, batch_size: int = 64) -> np.ndarray:
+    def predict_proba(self, data: Dataset | Any, batch_size: int = 64, precision: str | None = None) -> np.ndarray:
         """Class probabilities (N, C) in the order of `class_names`."""
         if self.task != "classification":
             raise FinetuneError("predict_proba needs a classification run; this run is a regression")
         from transferkit.heads.softmax import probabilities
 
-        return probabilities(self.outputs(data, batch_size).astype(np.float64))
+        return probabilities(self.outputs(data, batch_size, precision).astype(np.float64))
 
     def predict(self, data: Dataset | Any, batch_size: int = 64) -> np.ndarray:
         """Class indices (classification) or values (regression)."""
@@ -82,7 +80,7 @@ class FineTunedModel:
 
         net = lora.merge(self.model.backbone) if self.info.get("lora_modules") else self.model.backbone
         return replace(self.backbone, spec=f"run:{self.folder.path.resolve()}", model=net, _digest=None,
-                       pretrained=True,
+                       pretrained=True, build={"spec": f"run:{self.folder.path.resolve()}"},
                        source_head=self.model.head if self.task == "classification" else None,
                        source_classes=self.class_names or None,
                        info={**self.backbone.info, "run": str(self.folder.path.resolve()), "base": self.backbone.spec})
@@ -97,13 +95,12 @@ class FinetunePredictor:
         self.run, self.precision = run, precision
 
     def _data(self, items: Any) -> Dataset:
+        # raw items as they come (no fingerprint: prediction needs none, and hashing every file costs)
         return Dataset(list(items), None, (), self.run.backbone.modality, name="predict", fingerprint="-")
 
     def outputs(self, items: Any, batch_size: int = 64) -> np.ndarray:
         if self.run.task == "classification":
-            from transferkit.heads.softmax import probabilities
-
-            return probabilities(self.run.outputs(self._data(items), batch_size, self.precision).astype(np.float64))
+            return self.run.predict_proba(self._data(items), batch_size, self.precision)
         return self.run.outputs(self._data(items), batch_size, self.precision)
 
     def embed(self, items: Any, batch_size: int = 64) -> np.ndarray:
@@ -123,9 +120,11 @@ class FinetunePredictor:
         return np.concatenate(out) if out else np.zeros((0, self.run.backbone.feature_dim), np.float32)
 
 
-def load_predictor(folder: Path, info: Any, *, device: Any, precision: str, trust_pickle: bool) -> FinetunePredictor:
+def load_predictor(folder: Path, info: Any, *, device: Any, precision: str, trust_pickle: bool,
+                   trust_remote_code: bool = False) -> FinetunePredictor:
     """The loader of the finetune, adapt-e2e and source-free kinds (see `transferkit.model.folder.LOADERS`)."""
-    return FinetunePredictor(load_run(folder, device=device, trust_pickle=trust_pickle), precision)
+    return FinetunePredictor(load_run(folder, device=device, trust_pickle=trust_pickle,
+                                      trust_remote_code=trust_remote_code), precision)
 
 
 def run_backbone(path: str, *, trust_pickle: bool = False) -> Backbone:
@@ -143,12 +142,12 @@ def _as_dataset(items: Any, modality: str) -> Dataset:
 
 
 def load_run(path: str | Path, *, device: str = "cpu", backbone: Backbone | None = None,
-             trust_pickle: bool = False) -> FineTunedModel:
+             trust_pickle: bool = False, trust_remote_code: bool = False) -> FineTunedModel:
     """Rebuild a finished run from its folder. `backbone` overrides the rebuild (runs on in-process modules).
 
     trust_pickle is never read from the folder: a run handed over by someone else cannot opt itself in.
     """
-    from transferkit.backbones.registry import load_backbone
+    from transferkit.backbones.registry import BUILD_OPTIONS, build_options
     from transferkit.finetune import lora
 
     folder = RunFolder(path)
@@ -163,8 +162,13 @@ def load_run(path: str | Path, *, device: str = "cpu", backbone: Backbone | None
         if spec.startswith("module:"):
             raise FinetuneError(f"{folder.path} was trained on an in-process module ({spec}): pass backbone= "
                                 "to load_run with the same module")
-        opts = {k: info["backbone"][k] for k in REBUILD_OPTIONS if info["backbone"].get(k) is not None}
-        backbone = load_backbone(spec, trust_pickle=trust_pickle, **opts)
+        from transferkit.model import rebuild_backbone
+
+        b = info["backbone"]
+        record = {"spec": spec, "build": build_options(**{k: b.get(k) for k in BUILD_OPTIONS if k in b}),
+                  "preprocessing": b.get("preprocessing")}
+        backbone = rebuild_backbone(record, device="cpu", trust_pickle=trust_pickle,
+                                    trust_remote_code=trust_remote_code, check_digest=False, where=str(folder.path))
     saved = set(info["saved_parameters"])
     config = FinetuneConfig.from_dict(info["config"])
     base_digest = backbone.weights_digest()

@@ -85,10 +85,11 @@ class LossTerm(nn.Module):
 
 def check_terms(terms: list[LossTerm]) -> None:
     """Refuse terms whose names are missing, repeated or clash with the model's own tensors."""
-    names = [t.name for t in terms]
     for t in terms:
         if not isinstance(t, LossTerm):
             raise FinetuneError(f"terms must be LossTerm instances, got {type(t).__name__}")
+    names = [t.name for t in terms]
+    for t in terms:
         if not t.name or t.name in RESERVED or "." in t.name:
             raise FinetuneError(f"a loss term is named {t.name!r}: give it a name without dots that is not one of "
                                 f"{', '.join(RESERVED)}")

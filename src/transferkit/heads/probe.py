@@ -12,6 +12,7 @@ from transferkit.errors import FeatureStoreError
 from transferkit.features.store import FeatureSet
 from transferkit.heads.base import FittedHead, best_index
 from transferkit.heads.select import fit_head, heads_for, make_head
+from transferkit.runtime import peak_rss_mb
 
 
 def _params(head: FittedHead) -> str:
@@ -109,6 +110,7 @@ def save_probe_of(fs: FeatureSet, best: FittedHead, rows: list[dict], split: Any
               "sample": where.get("sample"),
               "split": {"train": len(split.train), "val": len(split.val), "test": len(split.test), "seed": seed,
                         "val_fraction": val, "test_fraction": test}},
-        cost={"fit_time_s": round(float(best.fit_time_s), 3),
-              "extract_time_s": fs.meta.get("extract_seconds")},
+        cost={"wall_time_s": round(float(best.fit_time_s) + float(fs.meta.get("extract_seconds") or 0.0), 3),
+              "fit_time_s": round(float(best.fit_time_s), 3), "extract_time_s": fs.meta.get("extract_seconds"),
+              "peak_memory_mb": round(peak_rss_mb(), 1)},
         training={"chosen": row["chosen"], **training})

@@ -103,9 +103,10 @@ def load_head_of(folder: Path, info: ModelInfo) -> FittedHead:
     return head_from_state(arrays, doc, str(folder))
 
 
-def load_predictor(folder: Path, info: ModelInfo, *, device: Any, precision: str,
-                   trust_pickle: bool) -> ProbePredictor:
+def load_predictor(folder: Path, info: ModelInfo, *, device: Any, precision: str, trust_pickle: bool,
+                   trust_remote_code: bool = False) -> ProbePredictor:
     """The `probe` kind's loader (see `transferkit.model.folder.LOADERS`)."""
     head = load_head_of(folder, info)
-    backbone = rebuild_backbone(info.backbone or {}, device=device, trust_pickle=trust_pickle, where=str(folder))
+    backbone = rebuild_backbone(info.backbone or {}, device=device, trust_pickle=trust_pickle,
+                                trust_remote_code=trust_remote_code, where=str(folder))
     return ProbePredictor(backbone, head, precision, len(info.class_names), info.training.get("temperature"))

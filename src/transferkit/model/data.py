@@ -3,7 +3,6 @@ they have not changed): what `export` checks an export on and measures int8 quan
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 from transferkit.errors import TransferkitError
@@ -13,7 +12,7 @@ from transferkit.model.info import ModelInfo
 def own_test_split(info: ModelInfo) -> tuple[Any, str]:
     """(the test items of the model's training data as a Dataset, a description), or (None, why not)."""
     from transferkit.data import load_data, stratified_sample
-    from transferkit.data.loaders import AUTO, TABLE_EXTENSIONS
+    from transferkit.data.loaders import AUTO, is_table
 
     d = info.data or {}
     src, split = d.get("source"), d.get("split") or {}
@@ -22,7 +21,7 @@ def own_test_split(info: ModelInfo) -> tuple[Any, str]:
     if split.get("test_fraction") in (None, 0) or split.get("seed") is None:
         return None, "nothing: the model was trained without a test split (give --data)"
     kw: dict = {}
-    if Path(str(src)).suffix.lower() in TABLE_EXTENSIONS:
+    if is_table(src):
         kw = {"text_column": d.get("text_column") or "text", "label_column": d.get("label_column") or AUTO}
     try:
         ds = load_data(src, **kw)

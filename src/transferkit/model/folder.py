@@ -23,12 +23,10 @@ from transferkit.model.info import CARD_FILE, INFO_FILE, WEIGHTS_FILE, ModelFold
 #: kind -> the "module:function" that rebuilds its predictor: f(folder, info, *, device, precision, trust_pickle)
 LOADERS = {
     "probe": "transferkit.heads.probe_model:load_predictor",
-    "baseline": "transferkit.heads.baselines:load_baseline",
     "finetune": "transferkit.finetune.run:load_predictor",
     "adapt-e2e": "transferkit.finetune.run:load_predictor",
     "source-free": "transferkit.finetune.run:load_predictor",
     "adapt-features": "transferkit.adapt.run:load_predictor",
-    "ensemble": "transferkit.fit.ensemble:load_predictor",
 }
 KINDS = tuple(LOADERS)
 
@@ -97,9 +95,9 @@ def read_info(folder: str | Path) -> ModelInfo:
     if info is None:
         if not folder.exists():
             raise ModelFolderError(f"{folder} does not exist: give a model folder (the --out of probe, finetune, "
-                                   "adapt, compare's OUT/best or fit's OUT/best)")
+                                   "pretrain or adapt, or compare's OUT/best)")
         raise ModelFolderError(f"{folder} is not a model folder (no {INFO_FILE}): give the --out folder of probe, "
-                               "finetune, pretrain, adapt, or compare/fit's OUT/best")
+                               "finetune, pretrain or adapt, or compare's OUT/best")
     return info
 
 
@@ -150,12 +148,13 @@ class LoadedModel:
         return self.predictor.embed(list(items), batch_size)
 
 
-def load_model(folder: str | Path, *, device: Any = "auto", precision: str = "auto",
-               trust_pickle: bool = False) -> LoadedModel:
+def load_model(folder: str | Path, *, device: Any = "auto", precision: str = "auto", trust_pickle: bool = False,
+               trust_remote_code: bool = False) -> LoadedModel:
     """Load the model folder at `folder` for prediction on `device`.
 
     precision "auto" is the precision the model was made in (model.json); "fp32"/"bf16" override it.
-    trust_pickle is never read from the folder: a model handed over by someone else cannot opt itself in.
+    trust_pickle and trust_remote_code are never read from the folder: a model handed over by someone else
+    cannot opt itself in.
     """
     from transferkit.runtime import PRECISIONS
 
@@ -170,5 +169,5 @@ def load_model(folder: str | Path, *, device: Any = "auto", precision: str = "au
     module, _, function = loader.partition(":")
     predictor = getattr(importlib.import_module(module), function)(
         folder, info, device=device, precision=info.precision if precision == "auto" else precision,
-        trust_pickle=trust_pickle)
+        trust_pickle=trust_pickle, trust_remote_code=trust_remote_code)
     return LoadedModel(folder, info, predictor)

@@ -70,7 +70,10 @@ class ModelInfo:
         """Read model.json's document; a missing field or a newer format is an error naming the file."""
         if not isinstance(doc, dict) or doc.get("format") != FORMAT:
             raise ModelFolderError(f"{where} is not a transferkit model description: write the folder again")
-        if int(doc.get("format_version", 0)) > FORMAT_VERSION:
+        version = doc.get("format_version", 0)
+        if not isinstance(version, int):
+            raise ModelFolderError(f"{where} has format_version {version!r}, not a number: the model folder is damaged")
+        if version > FORMAT_VERSION:
             raise ModelFolderError(f"{where} was written by a newer transferkit (model format "
                                    f"{doc['format_version']}): upgrade transferkit to read it")
         names = {f.name for f in fields(cls)}

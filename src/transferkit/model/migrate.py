@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from transferkit.backbones.registry import BUILD_OPTIONS, build_options
 from transferkit.io import read_json
 from transferkit.model.backbone import build_from_identity, record_from_features
 from transferkit.model.info import ModelFolderError, ModelInfo
@@ -43,14 +44,16 @@ def finetune_kind(doc: dict) -> str:
 def finetune_info(doc: dict) -> ModelInfo:
     """A finished run.json as model facts (also what the loop writes to model.json at the end of a run)."""
     b = doc["backbone"]
-    build = {k: b[k] for k in ("pretrained", "pooling", "image_size", "max_length")
-             if b.get(k) not in (None, "default") and not (k == "pretrained" and b[k] is True)}
+    build = build_options(**{k: b[k] for k in BUILD_OPTIONS if k in b})
     record = {"spec": b["spec"], "build": build, "weights": b.get("base_digest"), "modality": b.get("modality"),
               "feature_dim": b.get("feature_dim")}
     if b.get("preprocessing"):
         record["preprocessing"] = b["preprocessing"]
     metrics = dict(doc.get("metrics") or {})
-    target = ((doc.get("adaptation") or {}).get("metrics") or {}).get("target_accuracy")
+    adaptation = doc.get("adaptation") or {}
+    if adaptation.get("method") in SOURCE_FREE and "source_run_metrics" not in adaptation:
+        metrics = {}  # an earlier version copied the source run's (pre-adaptation) scores here: not this model's
+    target = (adaptation.get("metrics") or {}).get("target_accuracy")
     if target is not None:
         metrics["target"] = {"accuracy": target}
     cfg = doc.get("config") or {}
@@ -84,26 +87,50 @@ def _finetune(folder: Path, doc: dict) -> ModelInfo:
         raise ModelFolderError(f"{folder / 'run.json'} lacks {e}: the run folder is damaged") from None
 
 
+def adapt_metrics(flat: dict) -> tuple[dict, dict]:
+    """(the scores by split, the rest) from the flat metrics dict of feature-level adaptation or compare:
+    target_* -> target, source_val_accuracy -> source_val, accuracy/macro_f1 -> test; the rest (validator
+    scores, fit time) is returned apart."""
+    metrics: dict = {}
+    rest = {}
+    for k, v in flat.items():
+        if k.startswith("target_"):
+            metrics.setdefault("target", {})[k.removeprefix("target_")] = v
+        elif k == "source_val_accuracy":
+            metrics.setdefault("source_val", {})["accuracy"] = v
+        elif k in ("accuracy", "macro_f1"):
+            metrics.setdefault("test", {})[k] = v
+        else:
+            rest[k] = v
+    return metrics, rest
+
+
 def _adapt_features(doc: dict) -> ModelInfo:
+    """An adaptation run of an earlier version. Its features were extracted with `auto` precision, which that
+    version resolved to fp32 on every CPU (its bf16 probe read attributes torch no longer has); on a CUDA GPU with
+    bf16 it was bf16, which the run did not record: such a folder predicts in fp32 here (pass --precision bf16)."""
     b = doc.get("backbone") or {}
-    identity = {"pooling": b.get("pooling"), "pretrained": b.get("pretrained", True),
+    identity = {"spec": b.get("spec"), "pooling": b.get("pooling"), "pretrained": b.get("pretrained", True),
                 "preprocessing": b.get("preprocessing") or {}}
     record = {"spec": b.get("spec"), "build": build_from_identity(identity), "weights": b.get("weights"),
               "feature_dim": b.get("feature_dim"), "preprocessing": b.get("preprocessing"),
               "modality": (b.get("preprocessing") or {}).get("kind", "image")}
-    metrics = doc.get("metrics") or {}
+    metrics, selection = adapt_metrics(doc.get("metrics") or {})
     return ModelInfo(
         kind="adapt-features", task="classification", class_names=list(doc.get("class_names") or []),
-        backbone=record, precision=doc.get("precision", "fp32"), modality=record["modality"],
-        metrics={"source_val": {"accuracy": metrics["source_val_accuracy"]}} if "source_val_accuracy" in metrics
-        else {}, data={"name": doc.get("source"), "target": doc.get("target")},
+        backbone=record, precision=doc.get("precision", "fp32"), modality=record["modality"], metrics=metrics,
+        data={"name": doc.get("source"), "target": doc.get("target")},
         training={"method": doc.get("method"), "hyperparameters": doc.get("hyperparameters"),
-                  "validator": doc.get("validator"), "predictor": doc.get("predictor")})
+                  "validator": doc.get("validator"), "predictor": doc.get("predictor"), **selection})
 
 
 def _probe_head(folder: Path) -> ModelInfo:
-    head = read_json(folder / "head.json")
-    probe = read_json(folder / "probe.json") if (folder / "probe.json").is_file() else {}
+    try:
+        head = read_json(folder / "head.json")
+        probe = read_json(folder / "probe.json") if (folder / "probe.json").is_file() else {}
+    except ValueError as e:
+        raise ModelFolderError(f"{folder} holds a damaged head ({e}): run `transferkit probe FEATURES --out "
+                               "FOLDER` again") from None
     feats = Path(probe.get("features", ""))
     if not probe or not (feats / "meta.json").is_file():
         raise ModelFolderError(f"{folder} holds a head saved by an earlier version, and the feature folder it was "

@@ -128,7 +128,8 @@ def run_adapt(task: dict, run_dir: Path) -> dict:
                    "n": src.n_items, **_source(task["settings"]), "target": task["settings"]["target"],
                    "split": {"seed": seed, "val_fraction": task["settings"]["val"],
                              "test_fraction": task["settings"]["test"]}},
-             extra={"seed": seed, "strategy": task["strategy"]["name"]})
+             extra={"seed": seed, "strategy": task["strategy"]["name"]},
+             cost={"wall_time_s": round(fit_s + float(src.meta.get("extract_seconds") or 0.0), 3)})
     fitted = sum(np.asarray(v).size for k, v in model.arrays.items() if k not in ("mean", "std"))
     return {**out, "metrics": metrics, "fit_s": fit_s, "chosen": f"{chosen} {hp}" if hp else chosen,
             "trainable_parameters": int(fitted), "predictions": pred, "y_true": y[split.test],

@@ -7,7 +7,6 @@ so they see the same items, labels and test split; the settings are what `--resu
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, fields
-from pathlib import Path
 
 import numpy as np
 
@@ -77,17 +76,11 @@ class Inputs:
         return rec
 
 
-def _is_table(data: str) -> bool:
-    from transferkit.data.loaders import TABLE_EXTENSIONS
-
-    return Path(data).suffix.lower() in TABLE_EXTENSIONS
-
-
 def _load(s: CompareSettings, data: str, labels: bool) -> Dataset:
-    from transferkit.data.loaders import AUTO
+    from transferkit.data.loaders import AUTO, is_table
 
     kw: dict = {"text_column": s.text_column, "label_column": (s.label_column or AUTO) if labels else None} \
-        if _is_table(data) else {}
+        if is_table(data) else {}
     if not data.startswith("bundled:"):
         kw["on_bad_input"] = s.on_bad_input
     return load_data(data, **kw)
@@ -128,8 +121,9 @@ def load_inputs(s: CompareSettings) -> Inputs:
 
 def build_options(s: CompareSettings) -> dict:
     """The backbone build options the settings name (those that differ from the defaults)."""
-    opts = {"pooling": s.pooling, "image_size": s.image_size, "max_length": s.max_length, "pretrained": s.pretrained}
-    return {k: v for k, v in opts.items() if v not in (None, "default", True)}
+    from transferkit.backbones import build_options as nondefault
+
+    return nondefault(pooling=s.pooling, image_size=s.image_size, max_length=s.max_length, pretrained=s.pretrained)
 
 
 def load_backbone_for(s: CompareSettings, spec: str, trust: dict | None = None):

@@ -42,6 +42,8 @@ def _check_resume(out: Path, old: dict, new: dict) -> None:
     if old.get("format") != FORMAT:
         raise CompareError(f"{out / RESULTS} was not written by `transferkit compare`: choose another --out")
     before = CompareSettings.from_dict(old["settings"]).to_dict()  # keys added since then take their defaults
+    if before.get("label_column") == "label" and new["settings"].get("label_column") is None:
+        before["label_column"] = None  # an earlier version's default, which the table's `label` column now is
     changed = [k for k in new["settings"] if before.get(k) != new["settings"][k]]
     changed += [f"{k} data" for k in ("source", "target") if (old["inputs"].get(k) or {}).get("fingerprint")
                 != (new["inputs"].get(k) or {}).get("fingerprint")]

@@ -90,6 +90,7 @@ def rank(
     seed: int = 0,
     image_size: int | None = None,
     max_length: int | None = None,
+    pooling: str = "default",
     pretrained: bool = True,
     store: FeatureStore | None = None,
     device: str | None = None,
@@ -125,7 +126,7 @@ def rank(
     store = store or FeatureStore()
     primary = "logme" if metric == "all" else metric
     build = {"image_size": image_size, "max_length": max_length, "trust_pickle": trust_pickle,
-             "trust_remote_code": trust_remote_code, "pretrained": pretrained}
+             "trust_remote_code": trust_remote_code, "pretrained": pretrained, "pooling": pooling}
     rows = [_candidate(m, ds, wanted, skipped, build, store, device, precision, progress, log) for m in models]
     ranked = sorted((r for r in rows if _finite(r.get(primary))), key=lambda r: -r[primary])
     for i, r in enumerate(ranked, 1):
@@ -144,7 +145,7 @@ def _options_for(model: str | nn.Module, build: dict) -> dict:
         takes = source(model.partition(":")[0]).options
     except TransferkitError:
         return {}
-    return {k: v for k, v in build.items() if k in takes and (v or k == "pretrained")}
+    return {k: v for k, v in build.items() if k in takes and (v or k == "pretrained") and v != "default"}
 
 
 def _finite(v: object) -> bool:

@@ -26,6 +26,8 @@ from transferkit.serve.batcher import MicroBatcher
 
 MAX_BODY_BYTES = 16 * 2**20
 MAX_ITEMS = 256
+#: pixels one image may decode to (a compressed image can be tiny on the wire and huge in memory)
+MAX_PIXELS = 40_000_000
 
 
 class BodyLimit:
@@ -80,13 +82,17 @@ async def _too_large(send: Any, limit: int) -> None:
 
 
 def _decode_image(data: bytes, where: str) -> Any:
+    """A PIL image from the bytes of an upload; a 400 names what is wrong (unreadable, too large)."""
     from PIL import Image, UnidentifiedImageError
 
     try:
         with Image.open(io.BytesIO(data)) as im:
+            w, h = im.size  # read from the header, before any pixel is decoded
+            if w * h > MAX_PIXELS:
+                raise DataError(f"{where} is {w}×{h} pixels; send images of at most {MAX_PIXELS:,} pixels")
             im.load()
             return im.copy()
-    except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as e:
+    except (UnidentifiedImageError, Image.DecompressionBombError, OSError, ValueError, SyntaxError) as e:
         raise DataError(f"{where} is not a readable image ({type(e).__name__})") from None
 
 
@@ -150,6 +156,11 @@ def create_app(model: Any, *, max_batch: int = 32, max_wait_ms: float = 5.0, max
     async def bad_input(request: Request, exc: DataError) -> JSONResponse:
         return JSONResponse({"error": str(exc).splitlines()[0]}, status_code=400)
 
+    @app.exception_handler(TimeoutError)
+    async def overloaded(request: Request, exc: TimeoutError) -> JSONResponse:
+        return JSONResponse({"error": "the model did not answer in time: the server is overloaded, retry later"},
+                            status_code=503)
+
     @app.exception_handler(Exception)
     async def failed(request: Request, exc: Exception) -> JSONResponse:
         return JSONResponse({"error": f"the model failed on this request ({type(exc).__name__}: "
@@ -201,10 +212,16 @@ def create_app(model: Any, *, max_batch: int = 32, max_wait_ms: float = 5.0, max
     return BodyLimit(app, max_body_bytes)
 
 
+def _number(v: Any) -> float | None:
+    """A JSON number, or null for a value JSON cannot hold (a class the head never saw scores -inf)."""
+    v = float(v)
+    return v if np.isfinite(v) else None
+
+
 def _prediction(model: Any, row: np.ndarray) -> dict:
     info = model.info
     if not info.is_classifier:
-        return {"value": float(row)}
+        return {"value": _number(row)}
     key = "probabilities" if model.has_proba else "scores"
-    return {"label": info.class_names[int(np.argmax(row))], key: {c: float(v) for c, v in zip(info.class_names,
-                                                                                              row)}}
+    return {"label": info.class_names[int(np.argmax(row))], key: {c: _number(v) for c, v in zip(info.class_names,
+                                                                                                row)}}
