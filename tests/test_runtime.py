@@ -72,7 +72,7 @@ def test_cuda_counts_native_bf16_only(monkeypatch):
 
 def test_explicit_precisions_pass_through_and_bad_ones_are_named():
     assert resolve_precision("fp32", "cpu") == "fp32" and resolve_precision("bf16", "cpu") == "bf16"
-    with pytest.raises(RuntimeConfigError, match="--precision 'fp8' is not one of auto, fp32, bf16"):
+    with pytest.raises(RuntimeConfigError, match="--precision 'fp8' is not one of auto, fp32, bf16$"):
         resolve_precision("fp8", "cpu")
 
 
@@ -107,3 +107,42 @@ def test_devices():
     if not torch.cuda.is_available():
         with pytest.raises(RuntimeConfigError, match="torch sees none"):
             resolve_device("cuda")
+
+
+def test_int8_is_an_inference_precision_on_cpu_only():
+    assert resolve_precision("int8", "cpu", inference=True) == "int8"
+    with pytest.raises(RuntimeConfigError, match="extraction and prediction only"):
+        resolve_precision("int8", "cpu")
+    if torch.cuda.is_available():
+        with pytest.raises(RuntimeConfigError, match="quantises for the CPU"):
+            resolve_precision("int8", "cuda", inference=True)
+
+
+def test_int8_hardware_is_vnni_or_amx(monkeypatch):
+    monkeypatch.setattr(runtime, "cpu_flags", lambda: AVX2)
+    assert runtime.cpu_int8_hardware()[0] is False
+    monkeypatch.setattr(runtime, "cpu_flags", lambda: AVX512_BF16)
+    assert runtime.cpu_int8_hardware() == (True, "the CPU has avx512_vnni")
+
+
+def test_measured_decisions_run_once_per_machine_and_question(monkeypatch, tmp_path):
+    monkeypatch.setenv("TRANSFERKIT_CACHE", str(tmp_path))
+    calls = []
+    assert runtime.measured("graph", "a", lambda: calls.append("a") or 1.5) == 1.5
+    assert runtime.measured("graph", "a", lambda: calls.append("again") or 9.0) == 1.5  # from runtime.json
+    assert runtime.measured("graph", "b", lambda: calls.append("b") or 0.8) == 0.8
+    assert calls == ["a", "b"]
+    monkeypatch.setattr(runtime, "cpu_flags", lambda: AVX2)  # another machine: measured again
+    assert runtime.measured("graph", "a", lambda: calls.append("other machine") or 1.2) == 1.2
+    (tmp_path / "runtime.json").write_text("not json")  # a damaged cache is measured over, not fatal
+    assert runtime.measured("graph", "a", lambda: 1.3) == 1.3
+
+
+def test_the_allocator_policy_is_applied_once_and_can_be_turned_off(monkeypatch):
+    runtime.tune_allocator.cache_clear()
+    monkeypatch.setenv("TRANSFERKIT_ALLOCATOR", "system")
+    assert runtime.tune_allocator().startswith("system")
+    runtime.tune_allocator.cache_clear()
+    monkeypatch.delenv("TRANSFERKIT_ALLOCATOR")
+    assert runtime.tune_allocator() in ("no-mmap", "system (not glibc)")
+    runtime.tune_allocator.cache_clear()

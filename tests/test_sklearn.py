@@ -17,6 +17,8 @@ def test_pipeline_fits_and_predicts_on_real_digits(digits_small):
 
 
 def test_params_clone_and_grid_search_reuse_the_cache(digits_small, monkeypatch):
+    # eager, so every batch goes through the counted `encode` (a frozen graph, where it pays here, does not)
+    monkeypatch.setattr("transferkit.features.inference.graph_speedup", lambda backbone, precision: 1.0)
     fe = FeatureExtractor("effnet:lite0", image_size=64)
     assert fe.get_params()["image_size"] == 64
     assert clone(fe).set_params(pooling="mean").pooling == "mean"

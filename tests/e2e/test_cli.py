@@ -51,6 +51,25 @@ def test_extract_then_probe_on_a_review_table(reviews_csv, tmp_path):
     assert "300 predictions (probe model" in pred.stdout and "accuracy" in pred.stdout
 
 
+def test_a_cached_re_extract_does_not_build_the_model(reviews_csv, tmp_path, monkeypatch):
+    from typer.testing import CliRunner
+
+    from transferkit.cli import app
+    from transferkit.cli.options import BackboneArgs
+
+    built = []
+    real = BackboneArgs.load
+    monkeypatch.setattr(BackboneArgs, "load", lambda self, modality: built.append(modality) or real(self, modality))
+    args = ["extract", "--data", str(reviews_csv), "--label-column", "label", "--out", str(tmp_path / "f")]
+    first = CliRunner().invoke(app, args)
+    assert first.exit_code == 0 and "1/1 shards computed" in first.output and built == ["text"]
+    again = CliRunner().invoke(app, args)
+    assert again.exit_code == 0 and "already complete: no model work" in again.output
+    assert built == ["text"]  # the features' key came from the identity record: no model built
+    other = CliRunner().invoke(app, [*args, "--pooling", "cls"])  # other features: built, and the folder refused
+    assert "already holds other features" in str(other.exception) and built == ["text", "text"]
+
+
 def test_extract_an_image_folder_with_the_default_backbone(tmp_path):
     from PIL import Image
 

@@ -30,7 +30,8 @@ def _writer(out, counts):
     bb = _tiny_backbone()
     inner, calls = bb.encode, []
     bb.encode = lambda m, b: calls.append(1) or inner(m, b)
-    extract_features(bb, _data(), out=out, batch_size=10, shard_size=20, precision="fp32", progress=False)
+    extract_features(bb, _data(), out=out, batch_size=10, shard_size=20, precision="fp32",
+                     optimize="none", progress=False)  # eager: every batch goes through the counted `encode`
     counts.put(len(calls))
 
 

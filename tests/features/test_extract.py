@@ -4,11 +4,12 @@ import json
 
 import numpy as np
 import pytest
+import torch
 
 from transferkit import runtime
 from transferkit.data import Dataset
 from transferkit.errors import DataError, FeatureStoreError, TransferkitError
-from transferkit.features import FeatureSet, FeatureStore, extract_features
+from transferkit.features import FeatureSet, FeatureStore, embed_items, extract_features
 from transferkit.runtime import resolve_precision
 
 
@@ -35,11 +36,11 @@ class CountingEncode:
 def test_second_extract_does_no_model_work(lite0_small, digits_small, tmp_path):
     with CountingEncode(lite0_small) as c:
         fs = extract_features(lite0_small, digits_small, out=tmp_path / "f", batch_size=50, shard_size=100,
-                              progress=False)
+                              optimize="none", progress=False)
     assert c.calls == 6 and fs.complete and fs.features().shape == (300, 1280)
     with CountingEncode(lite0_small) as c2:
         again = extract_features(lite0_small, digits_small, out=tmp_path / "f", batch_size=50, shard_size=100,
-                                 progress=False)
+                                 optimize="none", progress=False)
     assert c2.calls == 0
     np.testing.assert_array_equal(again.features(), fs.features())
     np.testing.assert_array_equal(again.labels(), digits_small.labels)
@@ -48,11 +49,11 @@ def test_second_extract_does_no_model_work(lite0_small, digits_small, tmp_path):
 
 def test_interrupted_extract_resumes_at_the_missing_shards(lite0_small, digits_small, tmp_path):
     ref = extract_features(lite0_small, digits_small, out=tmp_path / "ref", batch_size=25, shard_size=50,
-                           progress=False).features()
+                           optimize="none", progress=False).features()
     written = []
     with CountingEncode(lite0_small, fail_after=5) as c, pytest.raises(RuntimeError, match="injected"):
         extract_features(lite0_small, digits_small, out=tmp_path / "f", batch_size=25, shard_size=50,
-                         progress=False, on_shard=written.append)
+                         optimize="none", progress=False, on_shard=written.append)
     assert written == [0, 1] and c.calls == 5
     partial = FeatureSet.open(tmp_path / "f", require_complete=False)
     assert not partial.complete and partial.done_shards() == [0, 1]
@@ -61,7 +62,7 @@ def test_interrupted_extract_resumes_at_the_missing_shards(lite0_small, digits_s
     assert not list((tmp_path / "f").glob("*.tmp"))
     with CountingEncode(lite0_small) as c2:
         fs = extract_features(lite0_small, digits_small, out=tmp_path / "f", batch_size=25, shard_size=50,
-                              progress=False)
+                              optimize="none", progress=False)
     assert c2.calls == 8  # shards 2..5, two batches each: only what was missing
     np.testing.assert_allclose(fs.features(), ref, atol=1e-5)
 
@@ -71,32 +72,32 @@ def test_text_features_keep_item_order_despite_length_bucketing(minilm, tmp_path
              "x", "another fairly long piece of text here"] * 3
     ds = Dataset(texts, None, (), "text", "t")
     fs = extract_features(minilm, ds, out=tmp_path / "t", batch_size=4, shard_size=6, precision="fp32",
-                          progress=False)
+                          optimize="none", progress=False)
     np.testing.assert_allclose(fs.features(), minilm.embed(texts, precision="fp32"), atol=1e-5)
     assert fs.labels() is None and fs.task == "unlabelled"
 
 
 def test_default_store_is_keyed_by_content(lite0_small, digits_small, tmp_path):
     store = FeatureStore(tmp_path / "store")
-    a = extract_features(lite0_small, digits_small, store=store, progress=False)
-    b = extract_features(lite0_small, digits_small.subset(range(100)), store=store, progress=False)
+    a = extract_features(lite0_small, digits_small, store=store, optimize="none", progress=False)
+    b = extract_features(lite0_small, digits_small.subset(range(100)), store=store, optimize="none", progress=False)
     assert a.path.parent == b.path.parent == store.root and a.key != b.key
     assert {e.key for e in store.entries()} == {a.key, b.key}
     assert store.get(a.key) is not None
 
 
 def test_out_folder_with_other_features_needs_overwrite(lite0_small, digits_small, tmp_path):
-    extract_features(lite0_small, digits_small.subset(range(40)), out=tmp_path / "f", progress=False)
+    extract_features(lite0_small, digits_small.subset(range(40)), out=tmp_path / "f", optimize="none", progress=False)
     other = digits_small.subset(range(40, 80))
     with pytest.raises(FeatureStoreError, match="--overwrite"):
-        extract_features(lite0_small, other, out=tmp_path / "f", progress=False)
-    fs = extract_features(lite0_small, other, out=tmp_path / "f", progress=False, overwrite=True)
+        extract_features(lite0_small, other, out=tmp_path / "f", optimize="none", progress=False)
+    fs = extract_features(lite0_small, other, out=tmp_path / "f", optimize="none", progress=False, overwrite=True)
     assert fs.n_items == 40 and json.loads((tmp_path / "f" / "meta.json").read_text())["complete"]
 
 
 def test_modality_mismatch_and_bad_precision(minilm, digits_small, tmp_path):
     with pytest.raises(DataError, match="text"):
-        extract_features(minilm, digits_small, out=tmp_path / "x", progress=False)
+        extract_features(minilm, digits_small, out=tmp_path / "x", optimize="none", progress=False)
     with pytest.raises(TransferkitError, match="precision"):
         resolve_precision("fp8", minilm)
     assert resolve_precision("auto", minilm) == runtime.precision_decision("cpu")[0]  # one policy (test_runtime.py)
@@ -114,15 +115,43 @@ def test_image_files_are_read_by_workers(lite0_small, tmp_path):
             Image.fromarray(rng.integers(0, 255, (20, 24, 3), dtype=np.uint8)).save(tmp_path / "img" / cls / f"{i}.png")
     ds = load_image_folder(tmp_path / "img")
     fs = extract_features(lite0_small, ds, out=tmp_path / "f", batch_size=4, num_workers=1, precision="fp32",
-                          progress=False)
+                          optimize="none", progress=False)
     np.testing.assert_allclose(fs.features(), lite0_small.embed(list(ds.items), precision="fp32"), atol=1e-4)
 
 
-def test_jit_optimised_cnn_gives_the_eager_features(lite0_small, digits_small, tmp_path):
+def test_a_graph_is_captured_only_where_it_measured_faster(lite0_small, minilm, monkeypatch):
+    from transferkit.features import inference
     from transferkit.features.inference import choose_optimization
 
-    assert choose_optimization("auto", lite0_small, 5000) == "jit"
-    assert choose_optimization("auto", lite0_small, 10) == "none"
+    measured = []
+    monkeypatch.setattr(inference, "graph_speedup", lambda bb, precision: measured.append(precision) or 1.3)
+    assert choose_optimization("auto", lite0_small, "bf16") == "jit" and measured == ["bf16"]
+    assert choose_optimization("auto", minilm, "bf16") == "none"  # transformers stay eager
+    assert choose_optimization("auto", lite0_small, "int8") == "none"  # int8 runs its quantised copy eagerly
+    monkeypatch.setattr(inference, "graph_speedup", lambda bb, precision: 0.86)  # Lite0 in fp32 here
+    assert choose_optimization("auto", lite0_small, "fp32") == "none"
+    assert choose_optimization("jit", lite0_small, "fp32") == "jit"  # asked for explicitly
+
+
+def test_the_graph_measurement_runs_once_per_machine_and_architecture(lite0_small, monkeypatch, tmp_path):
+    from transferkit.features import inference
+
+    monkeypatch.setenv("TRANSFERKIT_CACHE", str(tmp_path / "cache"))
+    timed = []
+    monkeypatch.setattr(inference, "_time_graph", lambda bb, precision: timed.append(precision) or 1.25)
+    assert inference.graph_speedup(lite0_small, "fp32") == 1.25
+    assert inference.graph_speedup(lite0_small, "fp32") == 1.25 and timed == ["fp32"]  # from the cache
+    assert "lite0" in (tmp_path / "cache" / "runtime.json").read_text()
+    assert inference.graph_speedup(lite0_small, "bf16") == 1.25 and timed == ["fp32", "bf16"]
+
+
+def test_timing_the_graph_gives_a_positive_ratio(lite0_small):
+    from transferkit.features.inference import _time_graph
+
+    assert _time_graph(lite0_small, "fp32", batch=2, reps=1) > 0
+
+
+def test_jit_optimised_cnn_gives_the_eager_features(lite0_small, digits_small, tmp_path):
     sub = digits_small.subset(range(64))
     for precision, floor in (("fp32", 0.9999), ("bf16", 0.99)):  # bf16 rounds differently in the fused graph
         eager = extract_features(lite0_small, sub, out=tmp_path / f"e{precision}", optimize="none",
@@ -147,3 +176,95 @@ def test_compiled_cnn_pads_the_last_batch_and_matches_eager(tmp_path):
     full, short = runner(b.collate(imgs[:8])), runner(b.collate(imgs[8:]))
     assert runner.optimize == "compile" and short.shape == (5, 16)
     np.testing.assert_allclose(np.concatenate([full, short]), b.embed(imgs, precision="fp32"), atol=1e-4)
+
+
+def test_explicit_attention_is_switched_on_for_a_call_only_and_gives_the_same_features(monkeypatch):
+    import timm
+
+    from transferkit.backbones import load_backbone
+    from transferkit.features import inference
+    from transferkit.features.inference import InferenceRunner
+
+    net = timm.create_model("vit_tiny_patch16_224", pretrained=False, num_classes=0, img_size=32, patch_size=8)
+    bb = load_backbone(net, image_size=32)
+    imgs = list(np.random.default_rng(0).integers(0, 255, (6, 32, 32, 3), dtype=np.uint8))
+    seen = []
+    for blk in net.blocks:  # record which path each attention layer takes
+        blk.attn.register_forward_pre_hook(lambda m, a: seen.append(m.fused_attn))
+    monkeypatch.setattr(inference, "explicit_attention_pays", lambda device, precision: False)
+    fused = InferenceRunner(bb, "fp32")(bb.collate(imgs))
+    assert seen and all(seen)
+    seen.clear()
+    monkeypatch.setattr(inference, "explicit_attention_pays", lambda device, precision: True)
+    explicit = InferenceRunner(bb, "fp32")(bb.collate(imgs))
+    assert seen and not any(seen)
+    assert all(blk.attn.fused_attn for blk in net.blocks)  # restored after the call
+    np.testing.assert_allclose(explicit, fused, atol=1e-4)
+
+
+def test_explicit_attention_for_a_hugging_face_model(minilm, monkeypatch):
+    from transferkit.features import inference
+    from transferkit.features.inference import InferenceRunner
+
+    texts = ["a short one", "a somewhat longer sentence about nothing much at all"]
+    monkeypatch.setattr(inference, "explicit_attention_pays", lambda device, precision: False)
+    fused = InferenceRunner(minilm, "fp32")(minilm.collate(texts))
+    monkeypatch.setattr(inference, "explicit_attention_pays", lambda device, precision: True)
+    runner = InferenceRunner(minilm, "fp32")
+    calls = []
+    monkeypatch.setattr(type(minilm.model), "set_attn_implementation",
+                        lambda self, impl, _real=type(minilm.model).set_attn_implementation: calls.append(impl) or
+                        _real(self, impl))
+    explicit = runner(minilm.collate(texts))
+    assert calls == ["eager", "sdpa"] and minilm.model.config._attn_implementation == "sdpa"
+    np.testing.assert_allclose(explicit, fused, atol=1e-5)
+
+
+def test_onednn_linear_layers_give_the_default_features_and_are_undone_after_the_call(minilm, monkeypatch):
+    from torch import nn
+
+    from transferkit.features import inference
+    from transferkit.features.inference import InferenceRunner
+
+    texts = ["one", "two words", "a third, longer text about the weather"]
+    monkeypatch.setattr(inference, "onednn_linear_pays", lambda device, precision: False)
+    default = InferenceRunner(minilm, "fp32")(minilm.collate(texts))
+    monkeypatch.setattr(inference, "onednn_linear_pays", lambda device, precision: True)
+    used = []
+    real = inference._onednn_linear
+    monkeypatch.setattr(inference, "_onednn_linear", lambda packed, x: used.append(1) or real(packed, x))
+    onednn = InferenceRunner(minilm, "fp32")(minilm.collate(texts))
+    n_linear = sum(type(m) is nn.Linear for m in minilm.model.modules())
+    assert len(used) == n_linear  # every linear layer went through oneDNN, once
+    assert not any("forward" in m.__dict__ for m in minilm.model.modules())  # their own forward is back
+    np.testing.assert_allclose(onednn, default, atol=1e-5)
+    weight = minilm.model.encoder.layer[0].intermediate.dense.weight
+    with torch.no_grad():  # packed weights follow a change of the weights
+        weight.mul_(2.0)
+    try:
+        changed = InferenceRunner(minilm, "fp32")(minilm.collate(texts))
+        monkeypatch.setattr(inference, "onednn_linear_pays", lambda device, precision: False)
+        np.testing.assert_allclose(changed, InferenceRunner(minilm, "fp32")(minilm.collate(texts)), atol=1e-5)
+        assert not np.allclose(changed, default, atol=1e-3)
+    finally:
+        with torch.no_grad():
+            weight.div_(2.0)
+
+
+def test_int8_quantises_the_linear_layers_of_a_copy_once(minilm, digits_small, tmp_path):
+    from transferkit import datasets
+    from transferkit.features.inference import quantised_linear
+    from transferkit.runtime import RuntimeConfigError, resolve_precision
+
+    texts = list(datasets.load("sentiment-movies").items[:64])
+    fp32 = embed_items(minilm, texts, precision="fp32")
+    int8 = embed_items(minilm, texts, precision="int8")
+    cos = (fp32 * int8).sum(1) / (np.linalg.norm(fp32, axis=1) * np.linalg.norm(int8, axis=1))
+    assert cos.mean() > 0.95 and cos.min() > 0.9 and not np.allclose(fp32, int8, atol=1e-3)  # close, but quantised
+    q = quantised_linear(minilm.model)
+    assert q is quantised_linear(minilm.model) and q is not minilm.model  # made once, the original untouched
+    assert type(minilm.model.encoder.layer[0].intermediate.dense) is torch.nn.Linear
+    assert "quantized.dynamic" in type(q.encoder.layer[0].intermediate.dense).__module__
+    with pytest.raises(RuntimeConfigError, match="extraction and prediction only"):
+        resolve_precision("int8", "cpu")  # training refuses it
+    assert resolve_precision("int8", "cpu", inference=True) == "int8"

@@ -103,14 +103,12 @@ class Backbone:
 
     def identity(self) -> dict:
         """JSON-able identity of what `forward` computes: spec, weights, preprocessing, pooling."""
-        return {
-            "spec": self.spec,
-            "weights": self.weights_digest(),
-            "pretrained": self.pretrained,
-            "preprocessing": self.preprocessing,
-            "pooling": self.pooling,
-            "feature_dim": self.feature_dim,
-        }
+        return {**self.identity_fields(), "weights": self.weights_digest()}
+
+    def identity_fields(self) -> dict:
+        """The identity less the weights digest (which costs a pass over every weight)."""
+        return {"spec": self.spec, "pretrained": self.pretrained, "preprocessing": self.preprocessing,
+                "pooling": self.pooling, "feature_dim": self.feature_dim}
 
     def block_parameters(self, block: Block | int) -> list[nn.Parameter]:
         """The parameters of one block (by `Block` or index; negative indices count from the output)."""

@@ -38,6 +38,12 @@ def weights_path(variant: str) -> Path | None:
     return files[0] if files else None
 
 
+def weight_files(name: str, **_: object) -> list[Path] | None:
+    """The weights file `load` builds effnet:`name` from (pretrained), or None when it is not installed."""
+    path = weights_path(name)
+    return [path] if path is not None else None
+
+
 def imagenet_classes() -> list[str]:
     """The 1,000 ImageNet class names (shipped with torchvision, no network)."""
     from torchvision.models import ResNet18_Weights

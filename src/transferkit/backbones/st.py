@@ -13,7 +13,7 @@ import json
 from pathlib import Path
 
 from transferkit.backbones.base import Backbone
-from transferkit.backbones.hf import text_backbone
+from transferkit.backbones.hf import cached_snapshot, folder_files, text_backbone
 from transferkit.errors import WeightsNotFoundError
 from transferkit.io import inside
 
@@ -48,6 +48,16 @@ def resolve(ident: str) -> Path:
             f"cannot find st:{ident} locally or on the hub ({type(e).__name__}); offline, pass a folder "
             f"(st:/path/to/model) or use a bundled model: {', '.join(BUNDLED)}"
         ) from e
+
+
+def weight_files(ident: str, **_: object) -> list[Path] | None:
+    """The files `load` builds `st:ident` from, named without building it and without the network (a folder,
+    the bundled copy, or the hub's local cache); None when they are not on this machine yet."""
+    path = Path(ident).expanduser()
+    folder = path if path.is_dir() else bundled_folder(ident)
+    if folder is None:
+        folder = cached_snapshot(ident if "/" in ident else f"sentence-transformers/{ident}")
+    return folder_files(folder) if folder is not None else None
 
 
 def _pooling_mode(folder: Path) -> tuple[str, bool]:

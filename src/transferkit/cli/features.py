@@ -57,6 +57,8 @@ def extract(
 ) -> None:
     """Extract features of a data set with a frozen backbone into a resumable feature folder."""
     from transferkit.features import extract_features
+    from transferkit.features.extract import finished_features
+    from transferkit.runtime import resolve_precision
 
     ds = DataArgs(data, text_column, label_column, on_bad_input).load()
     skipped = ds.meta.get("skipped") or []
@@ -66,16 +68,20 @@ def extract(
                           + (" …" if len(skipped) > 3 else ""), highlight=False)
     bb_args = BackboneArgs(model, pooling, image_size, max_length, device, precision, random_init, trust_pickle,
                            trust_remote_code)
-    backbone = bb_args.load(ds.modality)
+    identity = None if overwrite else bb_args.known_identity(ds.modality)
+    # these very features may be on disk already: then the model need not even be built
+    prec = resolve_precision(precision, device, inference=True)
+    fs = finished_features(out, identity, ds, prec) if identity else None
     written: list[int] = []
     t0 = time.perf_counter()
-    fs = extract_features(backbone, ds, out=out, batch_size=batch_size, shard_size=shard_size, precision=precision,
-                          optimize=optimize, num_workers=workers, progress=True, overwrite=overwrite,
-                          on_shard=written.append)
+    if fs is None:
+        fs = extract_features(bb_args.load(ds.modality), ds, out=out, batch_size=batch_size, shard_size=shard_size,
+                              precision=precision, optimize=optimize, num_workers=workers, progress=True,
+                              overwrite=overwrite, on_shard=written.append)
     how = (f"{len(written)}/{fs.meta['n_shards']} shards computed in {time.perf_counter() - t0:.1f} s" if written
            else "already complete: no model work")
     labels = "labelled" if fs.task != "unlabelled" else "unlabelled"
-    console.print(f"{fs.n_items} {labels} items × {fs.feature_dim} features from {backbone.spec} "
+    console.print(f"{fs.n_items} {labels} items × {fs.feature_dim} features from {fs.meta['backbone']['spec']} "
                   f"({fs.meta['precision']}) → {out} ({how})", soft_wrap=True)
 
 

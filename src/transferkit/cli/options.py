@@ -34,8 +34,9 @@ ImageSizeOpt = Annotated[int | None, typer.Option("--image-size", help="Input re
 MaxLengthOpt = Annotated[int | None, typer.Option("--max-length", help="Token limit of text models.")]
 DeviceOpt = Annotated[str, typer.Option("--device", help="auto (CUDA when present), cpu, cuda, cuda:N or mps.")]
 PrecisionOpt = Annotated[str, typer.Option(
-    "--precision", help="auto, fp32 or bf16. auto: bf16 where the device runs it natively and faster; for a model "
-    "folder, the precision it was trained in.")]
+    "--precision", help="auto, fp32 or bf16 (extraction and feature-route predictions also int8: linear layers "
+    "quantised, CPU). auto: bf16 where the device runs it natively and faster; for a model folder, the precision "
+    "it was trained in.")]
 RandomInitOpt = Annotated[bool, typer.Option("--random-init", help="The architecture with random weights (speed "
                                              "tests, training from scratch).")]
 TrustPickleOpt = Annotated[bool, typer.Option(
@@ -115,13 +116,21 @@ class BackboneArgs:
         return build_options(pretrained=not self.random_init, pooling=self.pooling, image_size=self.image_size,
                              max_length=self.max_length)
 
+    def known_identity(self, modality: str) -> dict | None:
+        """The backbone's identity from the record of an earlier build from the same files, without building it
+        (`transferkit.backbones.stamps`); None when there is no such record."""
+        from transferkit.backbones.stamps import known_identity
+
+        return known_identity(self.spec(modality), trust_pickle=self.trust_pickle,
+                              trust_remote_code=self.trust_remote_code, **self.build_options())
+
     def load(self, modality: str) -> Any:
         """Build the backbone on the chosen device; a bad precision fails here too, before any model work."""
         from transferkit.backbones import load_backbone
-        from transferkit.runtime import PRECISIONS
+        from transferkit.runtime import INFERENCE_PRECISIONS
 
-        if self.precision not in PRECISIONS:
-            raise TransferkitError(f"--precision {self.precision!r}: use one of {', '.join(PRECISIONS)}")
+        if self.precision not in INFERENCE_PRECISIONS:
+            raise TransferkitError(f"--precision {self.precision!r}: use one of {', '.join(INFERENCE_PRECISIONS)}")
         return load_backbone(self.spec(modality), device=self.device, trust_pickle=self.trust_pickle,
                              trust_remote_code=self.trust_remote_code, **self.build_options())
 

@@ -23,7 +23,7 @@ from transferkit.data.dataset import Dataset
 from transferkit.errors import DataError, FeatureStoreError
 from transferkit.features.inference import InferenceRunner, choose_optimization
 from transferkit.features.store import FeatureSet, FeatureStore, feature_key, shard_name
-from transferkit.runtime import release_free_memory, resolve_precision
+from transferkit.runtime import release_free_memory, resolve_precision, tune_allocator
 
 
 class _Items(torch.utils.data.Dataset):
@@ -61,8 +61,10 @@ def embed_items(backbone: Backbone, items: Sequence[Any], *, batch_size: int = 6
     `extract_features` with the same batch and shard sizes."""
     if batch_size < 1 or shard_size < 1:
         raise DataError(f"batch_size ({batch_size}) and shard_size ({shard_size}) must be at least 1")
-    prec = resolve_precision(precision, backbone)
-    runner = InferenceRunner(backbone, prec, choose_optimization(optimize, backbone, len(items)))
+    prec = resolve_precision(precision, backbone, inference=True)
+    if backbone.device.type == "cpu":
+        tune_allocator()
+    runner = InferenceRunner(backbone, prec, choose_optimization(optimize, backbone, prec))
     out = np.empty((len(items), backbone.feature_dim), np.float32)
     plan = [b for start in range(0, len(items), shard_size)
             for b in plan_batches(items, backbone.modality, batch_size, start, min(start + shard_size, len(items)))]
@@ -101,8 +103,10 @@ def extract_features(
     """Features of `data` under `backbone`, computed only where not already on disk.
 
     out: the feature-set folder; when None, the set lives in `store` (default cache) under its key.
-    precision: "fp32", "bf16" or "auto" (bf16 only where the hardware runs it natively).
-    optimize: "none", "jit" (frozen TorchScript graph), "compile" (Inductor) or "auto" (see `choose_optimization`).
+    precision: "fp32", "bf16" or "auto" (bf16 only where the hardware runs it natively); "int8" quantises the
+        linear layers dynamically (CPU, opt-in: see `inference.quantised_linear`).
+    optimize: "none", "jit" (frozen TorchScript graph), "compile" (Inductor, asked for only) or "auto" (see
+        `choose_optimization`).
     on_shard: called with each shard index after it is written (progress hooks, tests).
     """
     if batch_size < 1 or shard_size < 1:
@@ -110,7 +114,9 @@ def extract_features(
     if data.modality != backbone.modality:
         raise DataError(f"{backbone.spec} reads {backbone.modality} items but data {data.name!r} holds "
                         f"{data.modality}: pick a {data.modality} backbone")
-    prec = resolve_precision(precision, backbone)
+    prec = resolve_precision(precision, backbone, inference=True)
+    if backbone.device.type == "cpu":
+        tune_allocator()
     key = feature_key(backbone.identity(), data.fingerprint, prec)
     folder = Path(out) if out is not None else (store or FeatureStore()).path_for(key)
     n_shards = (len(data) + shard_size - 1) // shard_size
@@ -143,12 +149,24 @@ def extract_features(
                 (folder / shard_name(i)).unlink(missing_ok=True)
         todo = [i for i in range(n_shards) if i not in done]
         t0 = time.perf_counter()
-        opt = choose_optimization(optimize, backbone, len(data))
+        opt = choose_optimization(optimize, backbone, prec)
         _run(backbone, data, fs, todo, batch_size, num_workers, InferenceRunner(backbone, prec, opt), progress,
              on_shard)
         fs.mark_complete(extract_seconds=round(time.perf_counter() - t0, 3), items_computed=sum(
             fs.shard_bounds(i)[1] - fs.shard_bounds(i)[0] for i in todo))
     return fs
+
+
+def finished_features(folder: str | Path, identity: dict, data: Dataset, precision: str) -> FeatureSet | None:
+    """The complete feature set at `folder` when it holds exactly the features `extract_features` would write
+    there (same backbone identity, data and resolved precision), else None. With an identity known without
+    building the backbone (`backbones.stamps.known_identity`), a finished extraction needs no model at all."""
+    key = feature_key(identity, data.fingerprint, precision)
+    try:
+        fs = FeatureSet.open(folder)
+    except FeatureStoreError:
+        return None
+    return fs if fs.key == key else None
 
 
 def _run(backbone: Backbone, data: Dataset, fs: FeatureSet, todo: list[int], batch_size: int,

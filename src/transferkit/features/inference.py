@@ -5,9 +5,12 @@ The precision it runs in is decided by `transferkit.runtime` (the one device/pre
 
 from __future__ import annotations
 
-import shutil
+import contextlib
+import functools
+import time
 import warnings
-from collections.abc import Callable
+import weakref
+from collections.abc import Callable, Iterator
 
 import numpy as np
 import torch
@@ -24,10 +27,9 @@ def is_cnn(model: nn.Module) -> bool:
 
 
 OPTIMIZATIONS = ("auto", "none", "jit", "compile")
-#: below this many items a one-off graph optimisation (a few seconds) does not pay for itself
-JIT_MIN_ITEMS = 512
-#: torch.compile costs 20–60 s on 2 cores; from this many items on it pays (measured on resnet50 here)
-COMPILE_MIN_ITEMS = 20_000
+#: how much faster a path must measure before it replaces the default one (timing noise on a shared machine
+#: is about 5 %)
+MIN_GAIN = 1.1
 
 
 class _Encoder(nn.Module):
@@ -42,23 +44,231 @@ class _Encoder(nn.Module):
         return self.encode(self.model, {"pixel_values": pixel_values})
 
 
-def choose_optimization(optimize: str, backbone: Backbone, n_items: int) -> str:
-    """"auto" -> a captured graph for convolutional image backbones on CPU over enough items, else "none".
+def choose_optimization(optimize: str, backbone: Backbone, precision: str = "fp32") -> str:
+    """"auto" -> a frozen TorchScript graph ("jit") for a convolutional image backbone on CPU where that pays on
+    this machine, else "none" (eager).
 
-    A frozen graph folds batch norms into convolutions and fuses the rest: TorchScript ("jit", ~3 s to
-    build) measured 1.8× the eager hand loop on resnet50 here, Inductor ("compile", 20–60 s to build,
-    needs a C++ compiler) 2.1×. Transformers gain nothing on this CPU, so they stay eager.
+    The graph folds batch norms into convolutions and fuses the rest, but whether that is faster depends on the
+    architecture, the precision and the CPU: measured here, resnet50 ran 1.23–1.32× eager in bf16 and 1.17–1.32×
+    in fp32, EfficientNet-Lite0 1.32–1.39× in bf16 but 0.86–0.91× in fp32, timm's efficientnet_b0 1.03× in bf16
+    and 0.65–0.81× in fp32. So the first use of an architecture in a precision times both paths on a synthetic
+    batch (`graph_speedup`, about a second, cached per machine) and takes the graph only when it was at least
+    `MIN_GAIN` as fast. The choice does not depend on how many items there are: a model folder predicting a few
+    items computes their features the way the extraction it was trained on did (in bf16 the two paths round
+    differently). Inductor ("compile": 20–60 s to build on 2 cores, a C++ compiler) is only used when asked for.
+    Transformers stay eager; their attention and linear layers take the faster kernels instead (`InferenceRunner`).
     """
     if optimize not in OPTIMIZATIONS:
         raise TransferkitError(f"optimize {optimize!r} is not one of {', '.join(OPTIMIZATIONS)}")
     if optimize != "auto":
-        return optimize
+        return "none" if precision == "int8" else optimize
     layer_hook = backbone.pooling.startswith("layer:")
-    if backbone.modality != "image" or backbone.device.type != "cpu" or layer_hook or not is_cnn(backbone.model):
+    if (backbone.modality != "image" or backbone.device.type != "cpu" or layer_hook or precision == "int8"
+            or not is_cnn(backbone.model)):
         return "none"
-    if n_items >= COMPILE_MIN_ITEMS and (shutil.which("c++") or shutil.which("g++")):
-        return "compile"
-    return "jit" if n_items >= JIT_MIN_ITEMS else "none"
+    return "jit" if graph_speedup(backbone, precision) >= MIN_GAIN else "none"
+
+
+def graph_speedup(backbone: Backbone, precision: str) -> float:
+    """Eager time / frozen-graph time of `backbone` in `precision` on this machine (`runtime.measured`: once per
+    architecture, input size, pooling and precision)."""
+    from transferkit.runtime import measured
+
+    size = (backbone.preprocessing or {}).get("size")
+    return measured("graph", f"{backbone.spec}|{size}px|{backbone.pooling}|{precision}",
+                    lambda: _time_graph(backbone, precision))
+
+
+def _time_graph(backbone: Backbone, precision: str, batch: int = 16, reps: int = 2) -> float:
+    size = int((backbone.preprocessing or {}).get("size") or 224)
+    pixels = torch.randn(batch, 3, size, size, generator=torch.Generator().manual_seed(0))
+    eager, graph = InferenceRunner(backbone, precision, "none"), InferenceRunner(backbone, precision, "jit")
+    best = {"none": float("inf"), "jit": float("inf")}
+    for runner in (eager, graph):
+        runner({"pixel_values": pixels})  # warm-up (and the graph's build)
+    if graph.optimize != "jit":  # could not be captured
+        return 0.0
+    for _ in range(reps):
+        for name, runner in (("none", eager), ("jit", graph)):
+            t0 = time.perf_counter()
+            runner({"pixel_values": pixels})
+            best[name] = min(best[name], time.perf_counter() - t0)
+    return best["none"] / best["jit"]
+
+
+def explicit_attention_pays(device: torch.device, precision: str) -> bool:
+    """Whether attention runs faster here as matmul, softmax, matmul than through PyTorch's fused kernel.
+
+    On CPU in bf16 the fused (flash) kernel is the slower one: measured with the models themselves, ViT-S/16 ran
+    1.26× as fast with the explicit path, DeiT-Tiny 1.36×, MiniLM-L6 1.25×, while in fp32 the fused kernel was
+    3–15 % faster. A micro-check of one attention layer (`attention_speedup`, cached per machine) decides."""
+    if device.type != "cpu" or precision != "bf16":
+        return False
+    from transferkit.runtime import measured
+
+    return measured("attention", "bf16", attention_speedup) >= MIN_GAIN
+
+
+def attention_speedup(batch: int = 16, heads: int = 6, tokens: int = 197, dim: int = 64, reps: int = 3) -> float:
+    """Fused time / explicit time of one bf16 attention layer (ViT-S/16's shape) on the CPU."""
+    import torch.nn.functional as F  # noqa: N812
+
+    g = torch.Generator().manual_seed(0)
+    q, k, v = (torch.randn(batch, heads, tokens, dim, generator=g) for _ in range(3))
+
+    def explicit() -> torch.Tensor:
+        return ((q * dim**-0.5) @ k.transpose(-2, -1)).softmax(dim=-1) @ v
+
+    def fused() -> torch.Tensor:
+        return F.scaled_dot_product_attention(q, k, v)
+
+    best = {explicit: float("inf"), fused: float("inf")}
+    with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16):
+        for fn in best:
+            fn()
+        for _ in range(reps):
+            for fn in best:
+                t0 = time.perf_counter()
+                fn()
+                best[fn] = min(best[fn], time.perf_counter() - t0)
+    return best[fused] / best[explicit]
+
+
+def onednn_linear_pays(device: torch.device, precision: str) -> bool:
+    """Whether fp32 linear layers run faster here through oneDNN than through torch's default (MKL).
+
+    On AMD CPUs MKL runs its AVX2 code: an fp32 linear layer reached 207 GFLOP/s on this 2-core EPYC against 374–408
+    through oneDNN for MiniLM's feed-forward shapes (oneDNN already runs bf16 and convolutions). A micro-check of
+    those shapes (`onednn_linear_speedup`, cached per machine) decides; on CPUs where MKL is at its best it stays."""
+    if device.type != "cpu" or precision != "fp32" or not torch.backends.mkldnn.is_available():
+        return False
+    from transferkit.runtime import measured
+
+    return measured("onednn-linear", "fp32", onednn_linear_speedup) >= MIN_GAIN
+
+
+def onednn_linear_speedup(rows: int = 2048, width: int = 384, reps: int = 3) -> float:
+    """MKL time / oneDNN time of a transformer feed-forward pair (width -> 4·width -> width) in fp32."""
+    g = torch.Generator().manual_seed(0)
+    layers = [nn.Linear(width, 4 * width), nn.Linear(4 * width, width)]
+    x = torch.randn(rows, width, generator=g)
+    packed = [_packed(m) for m in layers]
+
+    def mkl() -> torch.Tensor:
+        return layers[1](layers[0](x))
+
+    def onednn() -> torch.Tensor:
+        return _onednn_linear(packed[1], _onednn_linear(packed[0], x))
+
+    best = {mkl: float("inf"), onednn: float("inf")}
+    with torch.inference_mode():
+        for fn in best:
+            fn()
+        for _ in range(reps):
+            for fn in best:
+                t0 = time.perf_counter()
+                fn()
+                best[fn] = min(best[fn], time.perf_counter() - t0)
+    return best[mkl] / best[onednn]
+
+
+def _packed(layer: nn.Linear) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """A linear layer's weight and bias in oneDNN's layout, packed once while the weights stay unchanged."""
+    version = _weights_version(layer)
+    hit = _PACKED.get(layer)
+    if hit is None or hit[0] != version:
+        with torch.no_grad():
+            weight = layer.weight.detach().float().to_mkldnn()
+            bias = layer.bias.detach().float().to_mkldnn() if layer.bias is not None else None
+        hit = _PACKED[layer] = (version, (weight, bias))
+    return hit[1]
+
+
+def _onednn_linear(packed: tuple[torch.Tensor, torch.Tensor | None], x: torch.Tensor) -> torch.Tensor:
+    weight, bias = packed
+    shape = x.shape
+    y = torch._C._nn.mkldnn_linear(x.reshape(-1, shape[-1]).contiguous().to_mkldnn(), weight, bias)
+    return y.to_dense().reshape(*shape[:-1], -1)
+
+
+class _OneDnnLinear:
+    """Runs a model's `nn.Linear` layers through oneDNN for the duration of a `with` block (see
+    `onednn_linear_pays`); their weights are packed once and their own `forward` is back afterwards."""
+
+    def __init__(self, model: nn.Module) -> None:
+        self.layers = [m for m in model.modules() if type(m) is nn.Linear]
+
+    @contextlib.contextmanager
+    def active(self) -> Iterator[None]:
+        for m in self.layers:
+            m.forward = functools.partial(_onednn_linear, _packed(m))
+        try:
+            yield
+        finally:
+            for m in self.layers:
+                m.__dict__.pop("forward", None)
+
+
+class _AttentionPath:
+    """Switches a model's attention between PyTorch's fused kernel and the explicit matmul-softmax-matmul path,
+    for the duration of a `with` block: timm attention modules through their `fused_attn` flag, Hugging Face
+    models through `set_attn_implementation` ("sdpa" <-> "eager"). Models with neither are left alone."""
+
+    def __init__(self, model: nn.Module) -> None:
+        self.timm = [m for m in model.modules() if getattr(m, "fused_attn", None) is True]
+        config = getattr(model, "config", None)
+        self.hf = model if (callable(getattr(model, "set_attn_implementation", None))
+                            and getattr(config, "_attn_implementation", None) == "sdpa") else None
+
+    @contextlib.contextmanager
+    def explicit(self) -> Iterator[None]:
+        for m in self.timm:
+            m.fused_attn = False
+        if self.hf is not None:
+            self.hf.set_attn_implementation("eager")
+        try:
+            yield
+        finally:
+            for m in self.timm:
+                m.fused_attn = True
+            if self.hf is not None:
+                self.hf.set_attn_implementation("sdpa")
+
+
+#: per model: its int8 copy, and its captured graphs (by path, precision, input shape), each with the weights'
+#: version it was made from, so that extracting several data sets with one backbone builds them once
+_QUANTISED: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+_GRAPHS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+#: per linear layer: its weights in oneDNN's layout (see `onednn_linear_pays`)
+_PACKED: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+def _weights_version(model: nn.Module) -> int:
+    """Changes whenever a parameter or buffer of `model` is modified in place (their version counters) or replaced
+    (their storage)."""
+    return hash(tuple((t._version, t.data_ptr()) for t in (*model.parameters(), *model.buffers())))
+
+
+def quantised_linear(model: nn.Module) -> nn.Module:
+    """A copy of `model` whose linear layers are dynamically quantised to int8 (weights to int8 per output channel
+    once, activations per batch; `torch.ao.quantization.quantize_dynamic`), the rest left in fp32.
+
+    Kept per model while its weights are unchanged (their version counters), so repeated predictions do not
+    quantise again. Only linear layers: a transformer's time is almost all in them; a CNN's is in convolutions,
+    which this leaves as they are (dynamic int8 convolutions measured slower than fp32, see `export`)."""
+    from torch.ao.quantization import per_channel_dynamic_qconfig, quantize_dynamic
+
+    version = _weights_version(model)
+    hit = _QUANTISED.get(model)
+    if hit is not None and hit[0] == version:
+        return hit[1]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # torch.ao.quantization announces its move to torchao
+        # per output channel: MiniLM's features kept a cosine of 0.972 (mean) to fp32, against 0.934 per tensor
+        quantised = quantize_dynamic(model, {nn.Linear: per_channel_dynamic_qconfig}, dtype=torch.qint8,
+                                     inplace=False).eval()
+    _QUANTISED[model] = (version, quantised)
+    return quantised
 
 
 class InferenceRunner:
@@ -66,21 +276,37 @@ class InferenceRunner:
 
     With a captured graph ("jit"/"compile") the pixel batch runs through it; any failure to build the
     graph falls back to eager execution, which is always correct. Compiled graphs see one batch shape
-    only: a short last batch is padded, so nothing recompiles.
+    only: a short last batch is padded, so nothing recompiles. Eager attention takes the explicit path where
+    that is faster (`explicit_attention_pays`), during each call only. Precision "int8" runs a copy with
+    dynamically quantised linear layers (`quantised_linear`), eagerly.
     """
 
     def __init__(self, backbone: Backbone, precision: str, optimize: str = "none") -> None:
         self.backbone = backbone
         self.precision = precision
-        self.optimize = optimize
+        self.optimize = "none" if precision == "int8" else optimize
         backbone.model.eval()
         self.channels_last = backbone.modality == "image" and is_cnn(backbone.model)
         if self.channels_last:
             backbone.model.to(memory_format=torch.channels_last)
         self._graph: Callable[[torch.Tensor], torch.Tensor] | None = None
         self._batch = 0
+        self._model = quantised_linear(backbone.model) if precision == "int8" else backbone.model
+        attention = _AttentionPath(self._model)
+        explicit = (attention.timm or attention.hf is not None) and explicit_attention_pays(backbone.device, precision)
+        self._attention = attention.explicit if explicit else contextlib.nullcontext
+        onednn = _OneDnnLinear(self._model)
+        use_onednn = bool(onednn.layers) and precision == "fp32" and onednn_linear_pays(backbone.device, precision)
+        self._linear = onednn.active if use_onednn else contextlib.nullcontext
 
     def _build(self, pixels: torch.Tensor) -> None:
+        model = self.backbone.model
+        key = (self.optimize, self.precision, id(self.backbone.encode), tuple(pixels.shape[1:]),
+               len(pixels) if self.optimize == "compile" else 0)
+        built = _GRAPHS.setdefault(model, {}).get(key)
+        if built is not None and built[0] == _weights_version(model):
+            self._graph, self._batch = built[1], built[2]
+            return
         encoder = _Encoder(self.backbone).eval()
         try:
             if self.optimize == "jit":
@@ -97,6 +323,8 @@ class InferenceRunner:
                 self._graph, self._batch = compiled, len(pixels)
         except Exception:  # noqa: BLE001 — a model that cannot be captured simply runs eagerly
             self.optimize, self._graph = "none", None
+            return
+        _GRAPHS[model][key] = (_weights_version(model), self._graph, self._batch)
 
     def _run_graph(self, pixels: torch.Tensor) -> torch.Tensor:
         n = len(pixels)
@@ -117,7 +345,8 @@ class InferenceRunner:
             batch = {**batch, "pixel_values": batch["pixel_values"].contiguous(memory_format=torch.channels_last)}
         dev = self.backbone.device
         with torch.inference_mode(), torch.autocast(dev.type, dtype=torch.bfloat16,
-                                                    enabled=self.precision == "bf16"):
+                                                    enabled=self.precision == "bf16"), self._attention(), \
+                self._linear():
             if self.optimize in ("jit", "compile"):
                 pixels = batch["pixel_values"].to(dev)
                 if self._graph is None:
@@ -125,5 +354,5 @@ class InferenceRunner:
             if self._graph is not None:
                 out = self._run_graph(pixels)
             else:
-                out = self.backbone.forward(batch)
+                out = self.backbone.encode(self._model, {k: v.to(dev, non_blocking=True) for k, v in batch.items()})
         return out.float().cpu().numpy()

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import shutil
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -19,17 +18,14 @@ import numpy as np
 
 from transferkit.errors import FeatureStoreError
 from transferkit.io import inside, read_arrays, read_json, write_arrays, write_json
+from transferkit.runtime import cache_dir
 
 FORMAT = 1
 
 
 def default_cache_dir() -> Path:
-    """`$TRANSFERKIT_CACHE`, else `$XDG_CACHE_HOME/transferkit`, else `~/.cache/transferkit`."""
-    env = os.environ.get("TRANSFERKIT_CACHE")
-    if env:
-        return Path(env).expanduser()
-    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
-    return Path(base) / "transferkit"
+    """`$TRANSFERKIT_CACHE`, else `$XDG_CACHE_HOME/transferkit`, else `~/.cache/transferkit` (`runtime.cache_dir`)."""
+    return cache_dir()
 
 
 def feature_key(backbone_identity: dict, data_fingerprint: str, precision: str) -> str:

@@ -64,7 +64,7 @@ from transferkit.finetune.terms import LossTerm, TermBatch, check_terms
 from transferkit.heads.metrics import PRIMARY_METRIC, score_all
 from transferkit.model import write_model
 from transferkit.model.migrate import finetune_info
-from transferkit.runtime import peak_rss_mb, resolve_device, resolve_precision
+from transferkit.runtime import peak_rss_mb, resolve_device, resolve_precision, tune_allocator
 
 #: Training items whose pretrained features set the head's input standardisation.
 CALIBRATION_ITEMS = 128
@@ -255,6 +255,8 @@ def finetune(
             return result_from_folder(folder)
 
     accelerator = _accelerator(config, device)
+    if accelerator.device.type == "cpu":
+        tune_allocator()
     precision = "bf16" if accelerator.mixed_precision == "bf16" else "fp32"
     world, rank = accelerator.num_processes, accelerator.process_index
     if config.batch_size % (world * config.grad_accum):
@@ -451,7 +453,9 @@ def finetune(
             bar = _progress(len(batches), start, f"epoch {state.epoch + 1}/{config.epochs}",
                             progress and accelerator.is_main_process)
             fi = -1  # index of the current micro-batch in `flat` (and in each term's extras)
+            epoch_t0, epoch_items = time.perf_counter(), 0
             for b_i, ms in enumerate(micro):
+                epoch_items += sizes[b_i]
                 n_global = sizes[b_i]
                 loss_total = torch.zeros((), device=device)
                 for m_i in range(len(ms)):
@@ -520,7 +524,9 @@ def finetune(
             row = {"epoch": state.epoch + (state.position / len(batches) if partial else 1), "step": state.step,
                    "train_loss": state.epoch_loss / max(state.epoch_items, 1), "lr": scheduler.get_last_lr()[-1],
                    "trainable_parameters": count_parameters(model, now_training),
-                   "time_s": round(time.perf_counter() - t_start, 3)}
+                   "time_s": round(time.perf_counter() - t_start, 3),
+                   # training throughput of this epoch (this session's part of it), validation excluded
+                   "train_items_per_s": round(epoch_items / max(time.perf_counter() - epoch_t0, 1e-9), 2)}
             if partial:
                 row.update(partial=True, batches=state.position, of_batches=len(batches))
             new_best = validate(row)

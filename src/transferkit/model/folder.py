@@ -29,6 +29,8 @@ LOADERS = {
     "adapt-features": "transferkit.adapt.run:load_predictor",
 }
 KINDS = tuple(LOADERS)
+#: the kinds whose backbone runs through the feature extractor's inference runner, which has an int8 path
+INT8_KINDS = ("probe", "adapt-features")
 
 
 class Predictor(Protocol):
@@ -152,20 +154,29 @@ def load_model(folder: str | Path, *, device: Any = "auto", precision: str = "au
                trust_remote_code: bool = False) -> LoadedModel:
     """Load the model folder at `folder` for prediction on `device`.
 
-    precision "auto" is the precision the model was made in (model.json); "fp32"/"bf16" override it.
+    precision "auto" is the precision the model was made in (model.json); "fp32"/"bf16" override it; "int8"
+    (CPU) quantises the backbone's linear layers for the feature-route kinds (probe, adapt-features), whose heads
+    read features (`features.inference.quantised_linear`).
     trust_pickle and trust_remote_code are never read from the folder: a model handed over by someone else
     cannot opt itself in.
     """
-    from transferkit.runtime import PRECISIONS
+    from transferkit.runtime import INFERENCE_PRECISIONS
 
     folder = Path(folder).expanduser()
     info = read_info(folder)
-    if precision not in PRECISIONS:
-        raise ModelFolderError(f"--precision {precision!r} is not one of {', '.join(PRECISIONS)}")
+    if precision not in INFERENCE_PRECISIONS:
+        raise ModelFolderError(f"--precision {precision!r} is not one of {', '.join(INFERENCE_PRECISIONS)}")
+    if precision == "int8" and info.kind not in INT8_KINDS:
+        raise ModelFolderError(f"--precision int8 quantises feature-route models ({', '.join(INT8_KINDS)}); this is a "
+                               f"{info.kind} model: use `transferkit export --int8` for an int8 ONNX copy of it")
     loader = LOADERS.get(info.kind)
     if loader is None:
         raise ModelFolderError(f"{folder / INFO_FILE} has kind {info.kind!r}: this version reads "
                                f"{', '.join(KINDS)}; upgrade transferkit")
+    from transferkit.runtime import resolve_device, tune_allocator
+
+    if resolve_device(device).type == "cpu":
+        tune_allocator()
     module, _, function = loader.partition(":")
     predictor = getattr(importlib.import_module(module), function)(
         folder, info, device=device, precision=info.precision if precision == "auto" else precision,
