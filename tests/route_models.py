@@ -68,6 +68,12 @@ def models(tweets_csv, digit_folders, tmp_path_factory):
                   str(digit_folders / "digits"), "--out", str(root / "source-free")])
     assert r.exit_code == 0, r.output
     out["source-free"] = root / "source-free"
+    # the strong baselines, as compare hands them over (OUT/best of a comparison that runs only the baseline)
+    for name, data in (("baseline", tweets_csv), ("baseline-pixels", digit_folders / "mnist")):
+        r = run(app, ["compare", "--data", str(data), "--strategies", "baseline:tfidf" if name == "baseline"
+                      else "baseline:pixels", "--out", str(root / f"cmp-{name}"), "--tsne-points", "50"])
+        assert r.exit_code == 0, r.output
+        out[name] = root / f"cmp-{name}" / "best"
     return out
 
 
@@ -76,4 +82,9 @@ def items_for(tweets_csv, digit_folders):
     """route -> (raw items, their folder/table for the CLI): the data each model reads."""
     texts = pd.read_csv(tweets_csv)["text"].tolist()[:24]
     images = sorted((digit_folders / "digits").rglob("*.png"))[::5]
-    return lambda route: (texts, tweets_csv) if route.startswith("probe") else (images, digit_folders / "digits")
+    return lambda route: (texts, tweets_csv) if reads_text(route) else (images, digit_folders / "digits")
+
+
+def reads_text(route: str) -> bool:
+    """Whether the model of `route` in `models` reads the tweets (else the digit images)."""
+    return route.startswith("probe") or route == "baseline"

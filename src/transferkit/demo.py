@@ -1,10 +1,11 @@
 """`transferkit demo`: the feature-extraction route on bundled real data, next to raw-input baselines.
 
-Two tasks, no network: VADER tweet sentiment with the all-MiniLM-L6-v2 encoder (baseline: TF-IDF +
-logistic regression) and MNIST digits with ImageNet EfficientNet-Lite0 at 112 px (baseline: the same
-logistic-regression probe on raw pixels). Every head runs on the features; a baseline that wins is
-reported as winning. Then `compare` runs the routes side by side on the tweets (probe heads next to
-fine-tuning) and writes a self-contained HTML report.
+Two tasks, no network: VADER tweet sentiment with the all-MiniLM-L6-v2 encoder (baseline: TF-IDF word and
+character n-grams + a linear model) and MNIST digits with ImageNet EfficientNet-Lite0 at 112 px (baseline: the
+logistic-regression probe on raw pixels) — the baselines of `transferkit.baselines`, as compare and fit run
+them. Every head runs on the features; a baseline that wins is reported as winning. Then `compare` runs the
+routes side by side on the tweets (the baseline, probe heads, fine-tuning) and writes a self-contained HTML
+report.
 """
 
 from __future__ import annotations
@@ -13,12 +14,12 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-import numpy as np
-
 from transferkit import datasets
 from transferkit.backbones import load_backbone
+from transferkit.baselines import fit_baseline
 from transferkit.data import Dataset, stratified_sample, stratified_split
 from transferkit.features import extract_features
+from transferkit.heads.metrics import score_all
 from transferkit.heads.probe import fit_and_score
 
 
@@ -45,28 +46,6 @@ def _subset(ds: Dataset, n: int, seed: int) -> Dataset:
     return ds if n >= len(ds) else ds.subset(stratified_sample(ds.labels, n, seed=seed), name=f"{ds.name}[{n}]")
 
 
-def _tfidf_baseline(texts: list[str], y: np.ndarray, split, seed: int) -> dict:
-    """TF-IDF (word 1-2 grams) + logistic regression with C chosen on the validation split."""
-    from sklearn.feature_extraction.text import TfidfVectorizer
-    from sklearn.linear_model import LogisticRegression
-    from sklearn.metrics import accuracy_score, f1_score
-
-    t0 = time.perf_counter()
-    vec = TfidfVectorizer(ngram_range=(1, 2), min_df=2, sublinear_tf=True)
-    Xtr = vec.fit_transform([texts[i] for i in split.train])
-    Xva, Xte = vec.transform([texts[i] for i in split.val]), vec.transform([texts[i] for i in split.test])
-    best = None
-    for c in (0.1, 0.3, 1.0, 3.0, 10.0, 30.0, 100.0):
-        clf = LogisticRegression(C=c, max_iter=2000, random_state=seed).fit(Xtr, y[split.train])
-        score = clf.score(Xva, y[split.val])
-        if best is None or score > best[0]:
-            best = (score, c, clf)
-    pred = best[2].predict(Xte)
-    return {"head": "logreg", "chosen": f"C={best[1]:.3g}", "val_score": best[0],
-            "accuracy": float(accuracy_score(y[split.test], pred)),
-            "macro_f1": float(f1_score(y[split.test], pred, average="macro")), "fit_s": time.perf_counter() - t0}
-
-
 def run_task(task: DemoTask, *, quick: bool = False, seed: int = 0, progress: bool = False,
              log: Callable[[str], None] = lambda m: None) -> list[dict]:
     """Extract features for one task, fit every head and the baseline; one row each (test-set metrics)."""
@@ -83,13 +62,11 @@ def run_task(task: DemoTask, *, quick: bool = False, seed: int = 0, progress: bo
     label = f"{task.backbone} features"
     out = [{"task": task.name, "method": label, **r, "extract_s": round(extract_s, 2),
             "best_by_val": r["head"] == best.name} for r in rows]
-    if task.baseline == "tfidf":
-        base = _tfidf_baseline(list(ds.items), y, split, seed)
-        method = "TF-IDF baseline"
-    else:
-        pixels = np.asarray([np.asarray(im, np.float32).ravel() / 255.0 for im in ds.items])
-        base_rows, _ = fit_and_score("logreg", pixels, y, split, "classification", seed)
-        base, method = base_rows[0], "raw-pixel baseline"
+    fitted = fit_baseline(task.baseline, ds, split, seed)  # the same baseline compare and fit run
+    pred = fitted.predict([ds.items[i] for i in split.test])
+    base = {"head": fitted.chosen.split()[0], "chosen": fitted.chosen, "val_score": fitted.val_score,
+            **score_all("classification", y[split.test], pred), "fit_s": fitted.fit_s}
+    method = "TF-IDF baseline" if task.baseline == "tfidf" else "raw-pixel baseline"
     out.append({"task": task.name, "method": method, **base, "extract_s": 0.0, "best_by_val": False})
     return out
 
@@ -129,8 +106,9 @@ def compare_plan(quick: bool, seed: int = 0) -> tuple[object, str, dict]:
     settings = CompareSettings(data=f"bundled:{task.dataset}", model=task.backbone, seed=seed,
                                sample=min(task.n_items, 600) if quick else None)
     if quick:
-        return settings, "probe:logreg,finetune:head", {"epochs": 1, "max_steps": 6}
-    return settings, "probe:logreg,probe:svm,finetune:head,finetune:lora", {"epochs": 1, "lr": 5e-4, "max_steps": 40}
+        return settings, "baseline:tfidf,probe:logreg,finetune:head", {"epochs": 1, "max_steps": 6}
+    return (settings, "baseline:tfidf,probe:logreg,probe:svm,finetune:head,finetune:lora",
+            {"epochs": 1, "lr": 5e-4, "max_steps": 40})
 
 
 def run_demo_compare(out, *, quick: bool = False, seed: int = 0, progress: bool = False,

@@ -259,6 +259,8 @@ class Model(ClassifierMixin, BaseEstimator):
             self._set(_refit_probe(self, info, items, labels))
         elif info.kind == "finetune":
             self._set(_refit_finetune(self, info, items, labels))
+        elif info.kind == "baseline":
+            self._set(_refit_baseline(self, info, items, labels))
         else:
             from transferkit.errors import TransferkitError
 
@@ -351,6 +353,23 @@ def _refit_probe(est: Model, info: Any, items: list, y: np.ndarray) -> Any:
     new = replace(info, class_names=list(names), metrics={"val": {head.metric: head.val_score}},
                   data={"name": "fit(X, y)", "n": len(items)})
     return LoadedModel(Path(str(est.path)), new, ProbePredictor(backbone, head, precision, len(names), temperature))
+
+
+def _refit_baseline(est: Model, info: Any, items: list, y: np.ndarray) -> Any:
+    """The same baseline, fitted on (items, y): its C chosen on a 15% validation split, as compare does."""
+    from dataclasses import replace
+
+    from transferkit.baselines.model import BaselinePredictor, fit_baseline
+    from transferkit.data.loaders import from_arrays
+    from transferkit.data.splits import stratified_split
+    from transferkit.model import LoadedModel
+
+    data = from_arrays(items, y, task=info.task, name="fit(X, y)")
+    split = stratified_split(np.asarray(data.labels), val=0.15, test=0.0, seed=0)
+    fitted = fit_baseline(info.training.get("baseline", "auto"), data, split)
+    new = replace(info, class_names=list(data.class_names), metrics={"val": {"accuracy": fitted.val_score}},
+                  data={"name": "fit(X, y)", "n": len(items)})
+    return LoadedModel(Path(str(est.path)), new, BaselinePredictor(fitted))
 
 
 def _refit_finetune(est: Model, info: Any, items: list, y: np.ndarray) -> Any:

@@ -14,15 +14,16 @@ LAYERS = {
     "errors": 0, "io": 0.1, "params": 0.1, "runtime": 0.2,
     "backbones": 1, "data": 1, "datasets": 1,
     "features": 2, "model": 2,
-    "heads": 3, "select": 3, "shift": 3, "finetune": 3, "adapt": 3,
+    "heads": 3, "baselines": 3, "select": 3, "shift": 3, "finetune": 3, "adapt": 3,
     "predict": 4, "export": 4, "serve": 4,
     "report": 5, "fit": 5, "sklearn": 5, "demo": 5,
     "cli": 6, "__init__": 6, "__main__": 7,
 }
 #: same-layer imports that are part of the design: adapt plugs into finetune, finetune and adapt score with heads'
-#: metrics, `datasets` is data's public alias, demo runs a comparison, fit builds on compare
-SAME_LAYER = {("finetune", "heads"), ("adapt", "finetune"), ("adapt", "heads"), ("datasets", "data"),
-              ("demo", "report"), ("fit", "report")}
+#: metrics, baselines fit the logreg head on pixels, `datasets` is data's public alias, demo runs a comparison,
+#: fit builds on compare
+SAME_LAYER = {("finetune", "heads"), ("adapt", "finetune"), ("adapt", "heads"), ("baselines", "heads"),
+              ("datasets", "data"), ("demo", "report"), ("fit", "report")}
 
 
 def _imports(path: Path) -> set[str]:

@@ -133,7 +133,8 @@ def test_demo_quick_runs_offline_and_prints_the_table(tmp_path):
     assert any("baseline" in row["method"] for row in rows)
     assert "tweet sentiment:" in r.stdout and "MNIST digits:" in r.stdout
     report = json.loads((tmp_path / "compare" / "results.json").read_text())  # demo grows a compare of the routes
-    assert [s["status"] for s in report["strategies"]] == ["ok", "ok"]
+    assert [s["name"] for s in report["strategies"]][0] == "baseline:tfidf"  # the compare includes the baseline
+    assert [s["status"] for s in report["strategies"]] == ["ok", "ok", "ok"]
     assert "recommended:" in r.stdout and (tmp_path / "compare" / "index.html").exists()
     # it ends by handing over the recommended model, and saying how to use it
     assert (tmp_path / "compare" / "best" / "model.json").exists()

@@ -32,16 +32,16 @@ def test_shared_options_have_one_default_everywhere():
             if flag in opts and flag != "--model":  # pretrain's --model is required: it names an architecture
                 assert opts[flag].default == default, (name, flag, opts[flag].default)
                 seen.setdefault(flag, []).append(name)
-    assert set(seen["--device"]) >= {"extract", "finetune", "predict", "shift", "adapt", "compare", "rank"}
+    assert set(seen["--device"]) >= {"extract", "finetune", "predict", "shift", "adapt", "compare", "fit", "rank"}
 
 
 @pytest.mark.parametrize("name", ["extract", "rank", "finetune", "pretrain", "predict", "shift", "adapt",
-                                  "compare"])
+                                  "compare", "fit"])
 def test_every_command_that_reads_data_takes_the_whole_data_group(name):
     assert DATA <= set(commands()[name]), DATA - set(commands()[name])
 
 
-@pytest.mark.parametrize("name", ["extract", "finetune", "pretrain", "shift", "adapt", "compare", "rank"])
+@pytest.mark.parametrize("name", ["extract", "finetune", "pretrain", "shift", "adapt", "compare", "fit", "rank"])
 def test_every_command_that_builds_a_backbone_takes_the_whole_backbone_group(name):
     want = BACKBONE | ({"--models"} if name == "rank" else {"--model"})  # rank names several candidates
     if name == "pretrain":

@@ -6,6 +6,7 @@ import json
 
 import numpy as np
 import pytest
+from route_models import reads_text
 from typer.testing import CliRunner
 
 import transferkit
@@ -14,7 +15,7 @@ from transferkit.model import load_model, read_info
 from transferkit.model.data import own_test_split
 
 ROUTES = {"probe": "probe", "probe-svm": "probe", "finetune": "finetune", "adapt-features": "adapt-features",
-          "source-free": "source-free"}
+          "source-free": "source-free", "baseline": "baseline", "baseline-pixels": "baseline"}
 
 
 @pytest.mark.parametrize("route", list(ROUTES))
@@ -25,7 +26,11 @@ def test_every_route_writes_a_model_folder_with_its_card(route, models):
     assert not [p for p in folder.rglob("*") if p.suffix in (".pkl", ".pickle", ".pt", ".pth", ".bin", ".joblib")]
     info = read_info(folder)
     assert info.kind == ROUTES[route] and info.precision == "fp32" and info.task == "classification"
-    assert info.backbone["spec"] in ("st:all-MiniLM-L6-v2", "effnet:lite0") and info.backbone["weights"]
+    if info.kind == "baseline":  # no pretrained network: the featurizer and the linear model are the weights
+        assert info.backbone is None and info.training["baseline"] == ("tfidf" if route == "baseline" else "pixels")
+        assert "transferkit export" not in (folder / "README.md").read_text()
+    else:
+        assert info.backbone["spec"] in ("st:all-MiniLM-L6-v2", "effnet:lite0") and info.backbone["weights"]
     card = (folder / "README.md").read_text()
     assert f"# {info.kind} model" in card and "transferkit predict" in card and "transferkit.load" in card
     for part, scores in info.metrics.items():  # every measured score is in the card
@@ -41,19 +46,19 @@ def test_the_same_answers_through_load_transferkit_load_and_the_cli(route, model
     assert ref.shape == (len(items), len(loaded.class_names)) and loaded.has_proba
     np.testing.assert_allclose(ref.sum(1), 1.0, atol=1e-6)
     est = transferkit.load(folder)
-    np.testing.assert_allclose(est.predict_proba([str(i) for i in items] if route not in ("probe", "probe-svm")
-                                                 else items), ref, atol=1e-6)
+    np.testing.assert_allclose(est.predict_proba(items if reads_text(route) else [str(i) for i in items]), ref,
+                               atol=1e-6)
     assert list(est.predict(items)) == list(est.classes_[ref.argmax(1)])
     r = CliRunner().invoke(app, ["predict", str(folder), "--data", str(source), "--out", str(tmp_path / "p.csv")])
     assert r.exit_code == 0, r.output
     rows = {row["id"]: row for row in csv.DictReader(open(tmp_path / "p.csv"))}
-    keys = [str(i + 1) for i in range(len(items))] if route.startswith("probe") else [str(p) for p in items]
+    keys = [str(i + 1) for i in range(len(items))] if reads_text(route) else [str(p) for p in items]
     got = np.array([[float(rows[k][f"p_{c}"]) for c in loaded.class_names] for k in keys])
     np.testing.assert_allclose(got, ref, atol=2e-6)  # the CSV keeps 6 decimals
     assert [rows[k]["prediction"] for k in keys] == [loaded.class_names[i] for i in ref.argmax(1)]
 
 
-@pytest.mark.parametrize("route", ["probe", "probe-svm", "finetune"])
+@pytest.mark.parametrize("route", ["probe", "probe-svm", "finetune", "baseline", "baseline-pixels"])
 def test_after_loading_it_scores_its_test_split_as_when_it_was_made(route, models):
     """The test accuracy recorded when the model was made is what the folder alone gives on the same items (its
     test split, read again from the data model.json names)."""

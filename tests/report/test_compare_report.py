@@ -22,7 +22,7 @@ def cache(tmp_path_factory):
     return tmp_path_factory.getbasetemp() / "tk-cache"
 
 
-STRATEGIES = "probe:logreg,finetune:lora,finetune:head"
+STRATEGIES = "baseline:tfidf,probe:logreg,finetune:lora,finetune:head"
 
 
 def _children_of(out: Path) -> list[int]:
@@ -64,8 +64,8 @@ def killed(tmp_path_factory, cache):
 
 @pytest.fixture(scope="module")
 def report(killed, cache):
-    """The killed comparison resumed (in this process; strategies in child processes): a probe that finished
-    before the kill, a LoRA run that fails on a bad target layer, then a 1-epoch head fine-tune."""
+    """The killed comparison resumed (in this process; strategies in child processes): the baseline that finished
+    before the kill, a probe, a LoRA run that fails on a bad target layer, then a 1-epoch head fine-tune."""
     out, args, _ = killed
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("TRANSFERKIT_CACHE", str(cache))
@@ -77,7 +77,7 @@ def report(killed, cache):
 @pytest.mark.slow
 def test_sigkill_then_resume_reruns_nothing_that_finished(killed, report):
     out, _, before = killed
-    assert [r["status"] for r in before["strategies"]] == ["ok", "pending", "pending"]
+    assert [r["status"] for r in before["strategies"]] == ["ok", "pending", "pending", "pending"]
     for _ in range(100):  # the strategy running at the kill dies with its parent (PR_SET_PDEATHSIG)
         if not _children_of(out):
             break
@@ -87,8 +87,8 @@ def test_sigkill_then_resume_reruns_nothing_that_finished(killed, report):
     log = r.stderr.replace("\n", " ")
     first, after_first = before["strategies"][0], after["strategies"][0]
     assert after_first["attempt"] == 1 and after_first["finished_at"] == first["finished_at"]  # untouched
-    assert "probe:logreg: skipped, finished in attempt 1" in log and "probe:logreg: running" not in log
-    assert "finetune:lora: running (attempt 1)" in log and "finetune:head: running (attempt 1)" in log
+    assert "baseline:tfidf: skipped, finished in attempt 1" in log and "baseline:tfidf: running" not in log
+    assert "probe:logreg: running (attempt 1)" in log and "finetune:lora: running (attempt 1)" in log and "finetune:head: running (attempt 1)" in log
     assert [x["name"] for x in after["strategies"]] == STRATEGIES.split(",")
 
 
@@ -96,7 +96,7 @@ def test_sigkill_then_resume_reruns_nothing_that_finished(killed, report):
 def test_every_strategy_gets_a_record_and_a_failure_does_not_stop_the_others(report):
     out, r, doc = report
     recs = {x["name"]: x for x in doc["strategies"]}
-    assert list(recs) == ["probe:logreg", "finetune:lora", "finetune:head"]
+    assert list(recs) == ["baseline:tfidf", "probe:logreg", "finetune:lora", "finetune:head"]
     lora = recs.pop("finetune:lora")
     assert lora["status"] == "failed" and "nosuchlayer" in lora["error"] and "metrics" not in lora
     assert "finetune:lora: failed" in r.stdout
@@ -104,7 +104,8 @@ def test_every_strategy_gets_a_record_and_a_failure_does_not_stop_the_others(rep
     assert len(split["test"]) == doc["inputs"]["source"]["test"] == 30
     for rec in recs.values():  # the ones after the failure ran too, all on the same test split
         assert rec["status"] == "ok" and rec["attempt"] == 1
-        assert set(rec["metrics"]) == {"accuracy", "macro_f1"} and 0.5 < rec["metrics"]["accuracy"] <= 1
+        assert set(rec["metrics"]) == {"accuracy", "macro_f1", "val_accuracy", "val_macro_f1"}
+        assert 0.5 < rec["metrics"]["accuracy"] <= 1 and 0.5 < rec["metrics"]["val_accuracy"] <= 1
         assert rec["wall_s"] > 0 and 50 < rec["peak_memory_mb"] < 8000
         preds = json.loads((out / "runs" / rec["name"].replace(":", "-") / "predictions.json").read_text())
         assert len(preds["y_true"]) == len(preds["y_pred"]) == 30
@@ -116,7 +117,12 @@ def test_every_strategy_gets_a_record_and_a_failure_does_not_stop_the_others(rep
     head = recs["finetune:head"]
     assert head["trainable_parameters"] == 2 * 384 + 2 and len(head["history"]) == 1
     assert (out / "runs" / "finetune-head" / "run" / "history.json").exists()
-    assert "recommended:" in r.stdout and "rule: the cheapest strategy" in r.stdout
+    base = recs["baseline:tfidf"]
+    assert base["features_s"] == 0 and base["trainable_parameters"] > 1000 and base["chosen"].split()[0] in (
+        "svm", "logreg")
+    assert "recommended:" in r.stdout
+    assert "rule: the cheapest strategy (by wall time) on the Pareto front of wall time vs val_accuracy" in r.stdout
+    assert "the baseline won:" in r.stdout or "beats the baseline baseline:tfidf" in r.stdout
     assert str(out / "index.html") in r.stdout.replace("\n", "")
 
 
@@ -132,7 +138,7 @@ def test_the_recommended_route_is_handed_over_as_a_model_folder(report):
     assert f"transferkit predict {out / 'best'}" in r.stdout.replace("\n", "")
     assert not (out / "best" / "state").exists() and (out / "best" / "model.json").exists()
     model = load_model(out / "best")
-    assert model.info.kind == {"probe": "probe", "finetune": "finetune"}[rec["name"].split(":")[0]]
+    assert model.info.kind == rec["name"].split(":")[0]
     record = next(x for x in doc["strategies"] if x["name"] == rec["name"])
     preds = json.loads(open(record["artefacts"]["predictions"]).read())
     assert list(model.predict(DATA_ITEMS(doc))) == preds["y_pred"]
@@ -164,6 +170,7 @@ def test_report_renders_in_headless_chromium(report, browser, tmp_path):
         assert t["status"] == r["status"]
         m = r.get("metrics") or {}
         for key, want, places in (("accuracy", m.get("accuracy"), 4), ("macro_f1", m.get("macro_f1"), 4),
+                                  ("val_accuracy", m.get("val_accuracy"), 4),
                                   ("wall_s", r.get("wall_s"), 2), ("peak_memory_mb", r.get("peak_memory_mb"), 1),
                                   ("trainable_parameters", r.get("trainable_parameters"), 0)):
             if want is None:

@@ -62,3 +62,51 @@ def test_recommendation_is_the_cheapest_front_point_within_tolerance():
     assert "0.7 points below the best" in rec["why"] and "within 1.0 points" in rec["rule"]
     assert recommend(doc, tolerance=0.001)["name"] == "finetune:full"  # tighter rule: only the best qualifies
     assert recommend(_doc([]), 0.01) is None
+
+
+def _vdoc(rows):
+    """rows: (name, validation accuracy, test accuracy, wall s, trainable)."""
+    recs = [{"name": n, "route": n.split(":")[0], "status": "ok", "wall_s": t, "trainable_parameters": p,
+             "chosen": "C=1", "metrics": {"val_accuracy": v, "accuracy": a}} for n, v, a, t, p in rows]
+    return {"strategies": recs, "inputs": {"source": {}}}
+
+
+def test_the_choice_is_made_on_validation_never_on_test():
+    # finetune:full is best on test but not on validation: the rule must not see the test split
+    doc = _vdoc([("baseline:tfidf", 0.86, 0.84, 3.0, 90_000), ("probe:logreg", 0.90, 0.85, 8.0, 770),
+                 ("finetune:full", 0.88, 0.93, 300.0, 22_000_000)])
+    rec = recommend(doc, tolerance=0.01)
+    assert rec["metric"] == "val_accuracy" and rec["name"] == "probe:logreg" and rec["test_score"] == 0.85
+    assert "test split" not in rec["rule"]
+    for r in doc["strategies"]:
+        del r["metrics"]["val_accuracy"]  # results of an earlier version: chosen on test, and the rule says so
+    old = recommend(doc, tolerance=0.01)
+    assert old["name"] == "finetune:full" and "chosen on the test split" in old["rule"]
+
+
+def test_the_report_says_plainly_when_the_baseline_wins_and_who_loses_to_it():
+    from transferkit.report.summary import baseline_verdict, summary_lines
+
+    doc = _vdoc([("baseline:tfidf", 0.90, 0.89, 3.0, 90_000), ("probe:logreg", 0.895, 0.86, 8.0, 770),
+                 ("finetune:lora", 0.80, 0.79, 120.0, 70_000)])
+    rec = recommend(doc, tolerance=0.01)
+    assert rec["name"] == "baseline:tfidf"
+    lines = baseline_verdict(doc, rec)
+    assert lines[0].startswith("the baseline won: baseline:tfidf") and "probe:logreg" in lines[0]
+    assert "losing to the baseline (0.8900) on accuracy: probe:logreg 0.8600, finetune:lora 0.7900" in lines[1]
+    assert any(line.startswith("the baseline won") for line in summary_lines(doc, 0.01))
+    doc = _vdoc([("baseline:tfidf", 0.80, 0.79, 3.0, 90_000), ("probe:logreg", 0.90, 0.88, 8.0, 770)])
+    lines = baseline_verdict(doc, recommend(doc, 0.01))
+    assert lines == ["probe:logreg beats the baseline baseline:tfidf on val_accuracy: 0.9000 vs 0.8000; on "
+                     "accuracy: 0.8800 vs 0.7900"]
+    assert baseline_verdict(_vdoc([("probe:logreg", 0.9, 0.9, 1.0, 1)]), None) == []
+
+
+def test_baseline_specs_follow_the_data_modality():
+    from transferkit.report.specs import check_modality, default_strategies
+
+    assert default_strategies("text").startswith("baseline:tfidf,") and "baseline:pixels" in default_strategies(
+        "image")
+    check_modality(parse_strategies("baseline:tfidf,probe:svm", with_target=False), "text")
+    with pytest.raises(CompareError, match="use baseline:pixels"):
+        check_modality(parse_strategies("baseline:tfidf", with_target=False), "image")

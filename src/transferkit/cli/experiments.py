@@ -39,9 +39,10 @@ def compare(
     data: DataOpt,
     out: Annotated[Path, typer.Option("--out", "-o", help="Report folder: results.json, index.html, runs/, best/.")],
     model: ModelOpt = None,
-    strategies: Annotated[str, typer.Option(help="Comma-separated route:method specs, e.g. probe:logreg,probe:svm,"
-                                            "finetune:lora,finetune:full,adapt:dann (adapt:* need --target).")
-                          ] = "probe:logreg,probe:svm,finetune:head",
+    strategies: Annotated[str | None, typer.Option(
+        help="Comma-separated route:method specs, e.g. baseline:tfidf,probe:logreg,finetune:lora,adapt:dann (adapt:* "
+        "need --target). Default: the data's baseline (baseline:tfidf for text, baseline:pixels for images), "
+        "probe:logreg, probe:svm, finetune:head.")] = None,
     budget: Annotated[str | None, typer.Option(help="Stop starting new strategies once this much time is spent: "
                                                "90s, 10m, 1h, 1h30m.")] = None,
     target: Annotated[str | None, typer.Option("--target", help="Unlabelled target domain: adds shift diagnostics "
@@ -116,3 +117,67 @@ def print_compare(doc: dict, page: Path, tolerance: float) -> None:
                       "ITEMS --out predictions.csv", soft_wrap=True, highlight=False)
     elif best.get("note"):
         console.print(f"no model folder to hand over: {best['note']}", soft_wrap=True, highlight=False)
+
+
+@app.command(rich_help_panel="Compare and choose")
+def fit(
+    data: DataOpt,
+    out: Annotated[Path, typer.Option("--out", "-o", help="Output folder: best/ (the model), results.json, "
+                                      "index.html, runs/.")] = Path("fit-out"),
+    model: ModelOpt = None,
+    budget: Annotated[str, typer.Option(help="Time for the whole search: 90s, 10m, 1h, 1h30m. Fine-tuning runs stop "
+                                        "(keeping their best epoch) when it is spent; no strategy starts after.")
+                      ] = "15m",
+    strategies: Annotated[str | None, typer.Option(
+        help="Override the portfolio (comma-separated route:method specs). Default for text: baseline:tfidf, "
+        "probe:auto, finetune:lora, finetune:full; for images: baseline:pixels, probe:auto, finetune:last-k, "
+        "finetune:full.")] = None,
+    resume: Annotated[bool, typer.Option(help="Continue the search in --out: strategies that finished are not run "
+                                         "again.")] = False,
+    text_column: TextColumnOpt = "text",
+    label_column: LabelColumnOpt = None,
+    on_bad_input: OnBadInputOpt = "fail",
+    pooling: PoolingOpt = "default",
+    image_size: ImageSizeOpt = None,
+    max_length: MaxLengthOpt = None,
+    device: DeviceOpt = "auto",
+    precision: PrecisionOpt = "auto",
+    random_init: RandomInitOpt = False,
+    trust_pickle: TrustPickleOpt = False,
+    trust_remote_code: TrustRemoteCodeOpt = False,
+    seed: SeedOpt = 0,
+    sample: SampleOpt = None,
+    val: ValOpt = 0.15,
+    test: TestOpt = 0.15,
+    epochs: Annotated[int | None, typer.Option(help="Fine-tuning epochs at most (default 6, ended earlier by early "
+                                               "stopping on validation).")] = None,
+    lr: Annotated[float | None, typer.Option(help="One fine-tuning learning rate for every strategy (default: each "
+                                             "strategy's own).")] = None,
+    finetune_param: Annotated[list[str] | None, typer.Option("--finetune-param", help="Any other fine-tuning "
+                                                             "setting NAME=VALUE (repeatable), e.g. lora_r=4.")
+                              ] = None,
+    tolerance: Annotated[float, typer.Option(help="Choice rule: validation accuracy (as a fraction) a cheaper model "
+                                             "may give up against the best.")] = 0.01,
+    tsne_points: Annotated[int, typer.Option(help="Items in the report's t-SNE projections (at most).")] = 1000,
+) -> None:
+    """The best model for your data within a budget: the strong baseline, probes and fine-tuning, chosen on
+    validation; writes OUT/best (a model folder), results.json and an HTML report."""
+    from transferkit.finetune import FinetuneConfig
+    from transferkit.fit import run_fit
+    from transferkit.params import dataclass_schema, parse_params
+    from transferkit.report import CompareSettings, parse_budget, render_report
+
+    budget_s = parse_budget(budget)
+    owned = ("strategy", "val", "test", "seed", "precision", "time_limit_s")
+    schema = {k: v for k, v in dataclass_schema(FinetuneConfig).items() if k not in owned}
+    ft = {**({"epochs": epochs} if epochs is not None else {}), **({"lr": lr} if lr is not None else {}),
+          **parse_params(finetune_param or [], schema, flag="--finetune-param", what="fit's fine-tuning")}
+    settings = CompareSettings(data=data, model=model, text_column=text_column, label_column=label_column,
+                               on_bad_input=on_bad_input, image_size=image_size, max_length=max_length,
+                               pooling=pooling, device=device, precision=precision, pretrained=not random_init,
+                               sample=sample, seed=seed, val=val, test=test)
+    doc = run_fit(settings, out, budget_s=budget_s, strategies=strategies, finetune_options=ft, resume=resume,
+                  tolerance=tolerance, progress=sys.stderr.isatty(), log=log,
+                  trust={"trust_pickle": trust_pickle, "trust_remote_code": trust_remote_code})
+    log("rendering the report (plots, t-SNE)")
+    print_compare(doc, render_report(doc, out, tolerance=tolerance, max_points=tsne_points), tolerance)

@@ -90,6 +90,9 @@ def _export(loaded: Any, model_path: Path, out: Path, quantize: str | None, data
     probe = loaded.predictor
     backbone = getattr(probe, "backbone", None) or getattr(getattr(probe, "run", None), "backbone", None)
     if backbone is None:
+        if loaded.info.kind == "baseline":
+            raise ExportError("a baseline model (TF-IDF or pixels + a linear model) has no network to export: use it "
+                              "with `transferkit predict`, `transferkit serve` or transferkit.load")
         raise ExportError(f"a {loaded.info.kind} model has no network to export")
     sample = backbone.collate(_sample_items(loaded.modality))
     names = list(sample)

@@ -210,6 +210,15 @@ def _check_resume(folder: RunFolder, info: dict, config: FinetuneConfig, data: D
         raise FinetuneError(f"--resume {folder.path}: the run started from {info['backbone']['spec']}, not {spec}")
 
 
+def _over_time(accelerator: Any, elapsed: float, limit: float) -> bool:
+    """Whether the run's time limit is reached; every process gets the same answer (they stop at the same step)."""
+    over = elapsed >= limit
+    if accelerator.num_processes > 1:
+        flag = torch.tensor([1.0 if over else 0.0], device=accelerator.device)
+        over = bool(accelerator.reduce(flag, reduction="sum").item() > 0)
+    return over
+
+
 def finetune(
     backbone: Backbone,
     data: Dataset,
@@ -248,6 +257,7 @@ def finetune(
         raise FinetuneError(f"{folder.path} already holds {what}: {fix}")
     if resume and not prior:
         raise FinetuneError(f"--resume {folder.path}: there is no run there to resume; drop --resume to start one")
+    wall_before = float((prior or {}).get("wall_time_s") or 0.0)  # what earlier sessions of this run took
     if prior:
         _check_resume(folder, prior, config, data, backbone.spec, terms)
         if prior.get("status") == "complete":
@@ -454,6 +464,7 @@ def finetune(
                             progress and accelerator.is_main_process)
             fi = -1  # index of the current micro-batch in `flat` (and in each term's extras)
             epoch_t0, epoch_items = time.perf_counter(), 0
+            over_time = False
             for b_i, ms in enumerate(micro):
                 epoch_items += sizes[b_i]
                 n_global = sizes[b_i]
@@ -515,9 +526,13 @@ def finetune(
                         bar.close()
                     raise Interrupted(f"stopped at step {state.step}/{total_steps}; state saved in {folder.state}: "
                                       "rerun the same command with --resume to continue")
+                if config.time_limit_s and _over_time(accelerator, wall_before + time.perf_counter() - t_start,
+                                                      config.time_limit_s):
+                    over_time = True
+                    break
             if bar is not None:
                 bar.close()
-            partial = state.position < len(batches)  # max_steps ended the run inside this epoch
+            partial = state.position < len(batches)  # max_steps or the time limit ended the run inside this epoch
             # --- end of epoch (or of the part of it max_steps allowed): validate, track the best, maybe stop early
             if bn_train:
                 recompute_bn_statistics(unwrapped, data, train_idx, backbone.collate, config, device)
@@ -534,7 +549,13 @@ def finetune(
             if accelerator.is_main_process:
                 log(f"epoch {row['epoch']:.3g}: loss {row['train_loss']:.4f}"
                     + (f", val {metric} {row.get('val_' + metric):.4f}" if len(val_idx) else "")
-                    + (f" (max_steps reached after {state.position} of {len(batches)} batches)" if partial else ""))
+                    + (f" (stopped after {state.position} of {len(batches)} batches)" if partial else ""))
+            if over_time:
+                stop_reason = (f"time limit {config.time_limit_s:g} s reached in epoch {state.epoch + 1} "
+                               f"({state.position} of {len(batches)} batches)")
+                if not partial:
+                    save(new_best)
+                break
             if partial:
                 stop_reason = (f"max_steps={config.max_steps} reached inside epoch {state.epoch + 1} "
                                f"({state.position} of {len(batches)} batches)")

@@ -23,6 +23,7 @@ from transferkit.model.info import CARD_FILE, INFO_FILE, WEIGHTS_FILE, ModelFold
 #: kind -> the "module:function" that rebuilds its predictor: f(folder, info, *, device, precision, trust_pickle)
 LOADERS = {
     "probe": "transferkit.heads.probe_model:load_predictor",
+    "baseline": "transferkit.baselines.model:load_predictor",
     "finetune": "transferkit.finetune.run:load_predictor",
     "adapt-e2e": "transferkit.finetune.run:load_predictor",
     "source-free": "transferkit.finetune.run:load_predictor",

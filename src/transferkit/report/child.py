@@ -87,7 +87,7 @@ def run_probe(task: dict, run_dir: Path) -> dict:
     rows, best = fit_and_score(task["strategy"]["method"], X, y, split, "classification", s["seed"])
     row = next(r for r in rows if r["head"] == best.name)
     pred = best.predict(X[split.test])
-    metrics = _scores(y[split.test], pred)
+    metrics = {**_scores(y[split.test], pred), **_scores(y[split.val], best.predict(X[split.val]), "val_")}
     out = _target(metrics, yt, lambda: best.predict(Xt))
     target = {k.removeprefix("target_"): v for k, v in metrics.items() if k.startswith("target_")}
     save_probe_of(FeatureSet.open(task["features"]["source"]), best, rows, split, run_dir / "model", seed=s["seed"],
@@ -120,6 +120,8 @@ def run_adapt(task: dict, run_dir: Path) -> dict:
     fit_s = time.perf_counter() - t0
     pred = model.predict(X[split.test])
     metrics = _scores(y[split.test], pred)
+    if method != "auto":  # "auto" trains on train+val, so validation is not held out from it
+        metrics.update(_scores(y[split.val], model.predict(X[split.val]), "val_"))
     out = _target(metrics, yt, lambda: model.predict(Xt))
     src = FeatureSet.open(task["features"]["source"])
     save_run(run_dir / "model", model, backbone=task["backbone_record"], method=chosen, hyperparameters=hp,
@@ -150,7 +152,8 @@ def run_finetune(task: dict, run_dir: Path) -> dict:
     if inputs.source.fingerprint != task["fingerprint"]:
         raise RuntimeError(f"the data of {s.data} changed while compare ran (fingerprint differs): rerun compare")
     config = FinetuneConfig(**{**task["options"], "strategy": task["strategy"]["method"], "val": s.val,
-                               "test": s.test, "seed": s.seed, "precision": s.precision})
+                               "test": s.test, "seed": s.seed, "precision": s.precision,
+                               "time_limit_s": task.get("time_limit_s")})
     rebuild = build_options(s)
     folder = run_dir / "run"
 
@@ -175,6 +178,9 @@ def run_finetune(task: dict, run_dir: Path) -> dict:
     test = inputs.source.subset(inputs.split.test)
     pred = fitted.predict(test)
     metrics = _scores(np.asarray(test.labels), pred)
+    if len(inputs.split.val):
+        val = inputs.source.subset(inputs.split.val)
+        metrics.update(_scores(np.asarray(val.labels), fitted.predict(val), "val_"))
     out = _target(metrics, inputs.target_labels, lambda: fitted.predict(inputs.target))
     stopped = result.info.get("stopped")
     chosen = f"{result.steps} steps" + (f", best epoch {result.best_epoch:g}" if result.best_epoch else "") + \
@@ -188,7 +194,44 @@ def run_finetune(task: dict, run_dir: Path) -> dict:
             "artefacts": {"model": str(folder), "run": str(folder), "history": str(folder / "history.json")}}
 
 
-ROUTES = {"probe": run_probe, "finetune": run_finetune, "adapt": run_adapt}
+def run_baseline(task: dict, run_dir: Path) -> dict:
+    """The strong simple baseline on the raw items (TF-IDF or pixels + a linear model, C on validation), written
+    as a baseline model folder."""
+    from transferkit.baselines import fit_baseline, save_baseline
+    from transferkit.report.inputs import CompareSettings, load_inputs
+
+    s = CompareSettings.from_dict(task["settings"])
+    inputs = load_inputs(s)
+    if inputs.source.fingerprint != task["fingerprint"]:
+        raise RuntimeError(f"the data of {s.data} changed while compare ran (fingerprint differs): rerun compare")
+    ds, split = inputs.source, inputs.split
+    fitted = fit_baseline(task["strategy"]["method"], ds, split, seed=s.seed)
+    y = np.asarray(ds.labels)
+    Xtest = fitted.features([ds.items[i] for i in split.test])
+    pred = fitted.proba_from_features(Xtest).argmax(1)
+    val_pred = fitted.predict([ds.items[i] for i in split.val])
+    metrics = {**_scores(y[split.test], pred), **_scores(y[split.val], val_pred, "val_")}
+    out = _target(metrics, inputs.target_labels, lambda: fitted.predict(inputs.target.items))
+    target = {k.removeprefix("target_"): v for k, v in metrics.items() if k.startswith("target_")}
+    folder = save_baseline(
+        run_dir / "model", fitted, class_names=list(ds.class_names),
+        metrics={"val": {"accuracy": metrics["val_accuracy"], "macro_f1": metrics["val_macro_f1"]},
+                 "test": {"accuracy": metrics["accuracy"], "macro_f1": metrics["macro_f1"]},
+                 **({"target": target} if target else {})},
+        data={"name": ds.name, "fingerprint": ds.fingerprint, "n": len(ds), **_source(task["settings"]),
+              "split": {"train": len(split.train), "val": len(split.val), "test": len(split.test), "seed": s.seed,
+                        "val_fraction": s.val, "test_fraction": s.test}},
+        cost={"wall_time_s": round(fitted.fit_s, 3), "fit_time_s": round(fitted.fit_s, 3),
+              "peak_memory_mb": round(peak_rss_mb(), 1)},
+        training={"strategy": task["strategy"]["name"]})
+    from transferkit.model import read_info
+
+    return {**out, "metrics": metrics, "fit_s": fitted.fit_s, "chosen": fitted.chosen,
+            "trainable_parameters": int(read_info(folder).cost["trainable_parameters"]), "predictions": pred,
+            "y_true": y[split.test], "artefacts": {"model": str(folder)}}
+
+
+ROUTES = {"baseline": run_baseline, "probe": run_probe, "finetune": run_finetune, "adapt": run_adapt}
 
 
 def main(task_file: str) -> int:

@@ -14,7 +14,7 @@ import numpy as np
 from transferkit.io import atomic_write
 from transferkit.report import plots
 from transferkit.report.runner import ok_records, predictions, primary_metric
-from transferkit.report.summary import DEFAULT_TOLERANCE, recommend
+from transferkit.report.summary import DEFAULT_TOLERANCE, baseline_verdict, recommend
 
 CSS = """
 body{font-family:system-ui,-apple-system,'Segoe UI',sans-serif;margin:2rem auto;max-width:1100px;color:#222;
@@ -41,7 +41,8 @@ def _num(v: object, fmt: str) -> str:
 
 def columns(doc: dict) -> list[tuple[str, str, Callable[[dict], object], str]]:
     """(key, header, value getter, number format) of the results table; the page test reads the same keys."""
-    cols = [("accuracy", "test accuracy", lambda r: (r.get("metrics") or {}).get("accuracy"), ".4f"),
+    cols = [("val_accuracy", "validation accuracy", lambda r: (r.get("metrics") or {}).get("val_accuracy"), ".4f"),
+            ("accuracy", "test accuracy", lambda r: (r.get("metrics") or {}).get("accuracy"), ".4f"),
             ("macro_f1", "test macro-F1", lambda r: (r.get("metrics") or {}).get("macro_f1"), ".4f")]
     if primary_metric(doc) == "target_accuracy":
         cols += [("target_accuracy", "target accuracy", lambda r: (r.get("metrics") or {}).get("target_accuracy"),
@@ -166,7 +167,8 @@ def render_report(doc: dict, out: str | Path, *, tolerance: float = DEFAULT_TOLE
         model = (f"<br>Its model folder: <code>{_e(best['path'])}</code> — use it with <code>transferkit predict "
                  f"{_e(best['path'])} --data …</code>, <code>transferkit serve</code> or "
                  "<code>transferkit export</code>." if best.get("path") and best.get("name") == rec["name"] else "")
-        body.append(f"<p class='rec'><b>Recommended: {_e(rec['name'])}</b> — {_e(rec['why'])}.{model}<br>"
+        verdict = "".join(f"<br><b>{_e(line)}</b>" for line in baseline_verdict(doc, rec))
+        body.append(f"<p class='rec'><b>Recommended: {_e(rec['name'])}</b> — {_e(rec['why'])}.{model}{verdict}<br>"
                     f"<span class='note'>{_e(rec['rule'])}.</span></p>")
     else:
         body.append("<p class='rec'>No strategy finished: nothing to recommend.</p>")

@@ -21,7 +21,7 @@ import numpy as np
 from transferkit.errors import Interrupted
 from transferkit.io import read_json, write_arrays, write_json
 from transferkit.report.inputs import CompareSettings, Inputs, load_backbone_for, load_inputs
-from transferkit.report.specs import CompareError, Strategy, parse_strategies
+from transferkit.report.specs import CompareError, Strategy, check_modality, default_strategies, parse_strategies
 
 FORMAT = "transferkit-compare"
 RESULTS = "results.json"
@@ -33,9 +33,11 @@ def _now() -> str:
     return datetime.now(UTC).isoformat(timespec="milliseconds")
 
 
-def _strategy_options(s: Strategy, finetune_options: dict) -> dict:
+def _strategy_options(s: Strategy, finetune_options: dict, per_strategy: Callable[[str], dict] | None = None) -> dict:
     """The per-strategy settings a finished record must match to be skipped on --resume."""
-    return dict(sorted(finetune_options.items())) if s.route == "finetune" else {}
+    if s.route != "finetune":
+        return {}
+    return dict(sorted((per_strategy(s.method) if per_strategy else finetune_options).items()))
 
 
 def _check_resume(out: Path, old: dict, new: dict) -> None:
@@ -201,12 +203,14 @@ def _run_strategy(cmp: Comparison, s: Strategy, task_base: dict, options: dict, 
 
 def run_compare(
     settings: CompareSettings,
-    strategies: str,
+    strategies: str | Callable[[str], str] | None,
     out: str | Path,
     *,
     budget_s: float | None = None,
     resume: bool = False,
     finetune_options: dict | None = None,
+    strategy_options: Callable[[str], dict] | None = None,
+    deadline: float | None = None,
     permutations: int = 200,
     progress: bool = False,
     log: Callable[[str], None] = lambda m: None,
@@ -214,15 +218,22 @@ def run_compare(
 ) -> dict:
     """Run every strategy (see the module docstring) into report folder `out`; returns the results document.
 
+    strategies: comma-separated specs, or a function of the data's modality that gives them; None runs
+    `default_strategies` of the data's modality (its baseline first).
+    strategy_options: fine-tuning method -> its options (default: `finetune_options` for every method).
+    deadline: a `time.perf_counter()` time by which fine-tuning runs must end (each gets what is left as its
+    `time_limit_s`, and stops there keeping its best weights); budget_s only stops new strategies from starting.
     trust: {"trust_pickle": bool, "trust_remote_code": bool} for loading the backbone (never recorded)."""
     from filelock import FileLock, Timeout
 
     from transferkit.finetune import FinetuneConfig
 
     t_start = time.perf_counter()
-    specs = parse_strategies(strategies, with_target=settings.target is not None)
+    specs = parse_strategies(strategies, with_target=settings.target is not None) \
+        if isinstance(strategies, str) and strategies else None
     options = {**FINETUNE_DEFAULTS, **(finetune_options or {})}
-    if any(s.route == "finetune" for s in specs):  # bad options fail before any data or model is loaded
+    per_strategy = (lambda m: {**FINETUNE_DEFAULTS, **strategy_options(m)}) if strategy_options else None
+    if specs is None or any(s.route == "finetune" for s in specs):  # bad options fail before data or model load
         try:
             FinetuneConfig(**{**options, "val": settings.val, "test": settings.test, "seed": settings.seed})
         except TypeError as e:
@@ -242,6 +253,11 @@ def run_compare(
             raise CompareError(f"{out} already holds a comparison: add --resume to continue it, or choose "
                                "another --out")
         inputs = load_inputs(settings)
+        if specs is None:
+            text = strategies(inputs.source.modality) if callable(strategies) else \
+                default_strategies(inputs.source.modality)
+            specs = parse_strategies(text, with_target=settings.target is not None)
+        check_modality(specs, inputs.source.modality)
         doc = {"format": FORMAT, "version": 1, "settings": settings.to_dict(), "inputs": inputs.record()}
         if prior is not None:
             _check_resume(out, prior, doc)
@@ -250,7 +266,10 @@ def run_compare(
             doc.update(started_at=_now(), strategies=[], shift=None)
         cmp = Comparison(out, doc)
         trust = {k: bool(v) for k, v in (trust or {}).items() if v}
-        features = _extract(inputs, settings, log, progress, trust)
+        if inputs.target is not None or any(s.route in ("probe", "adapt") for s in specs):
+            features = _extract(inputs, settings, log, progress, trust)
+        else:  # baselines and fine-tuning read the raw items: no frozen features to compute
+            features = {"backbone_record": None, "seconds": 0.0, "source_s": 0.0}
         doc["features"] = {k: v for k, v in features.items() if k != "backbone_record"}
         split = inputs.split
         write_arrays(out / "split.safetensors", {"train": split.train, "val": split.val, "test": split.test})
@@ -268,7 +287,7 @@ def run_compare(
                      "backbone_record": features["backbone_record"], "trust": trust}
         for i, s in enumerate(specs, 1):
             old = cmp.record(s.name) or {}
-            opts = _strategy_options(s, options)
+            opts = _strategy_options(s, options, per_strategy)
             tag = f"[{i}/{len(specs)}] {s.name}"
             if old.get("status") == "ok" and old.get("settings") == opts:
                 log(f"{tag}: skipped, finished in attempt {old['attempt']} ({old.get('finished_at')})")
@@ -281,11 +300,16 @@ def run_compare(
                 log(f"{tag}: skipped, budget spent ({elapsed:.1f} s of {budget_s:g} s)")
                 continue
             log(f"{tag}: running (attempt {old.get('attempt', 0) + 1})")
-            rec = _run_strategy(cmp, s, task_base, opts, features, old.get("attempt", 0) + 1)
+            base = task_base
+            if deadline is not None and s.route == "finetune":
+                base = {**task_base, "time_limit_s": round(max(deadline - time.perf_counter(), 1.0), 1)}
+            rec = _run_strategy(cmp, s, base, opts, features, old.get("attempt", 0) + 1)
             cmp.put(rec)
             if rec["status"] == "ok":
                 m = rec["metrics"]
-                log(f"{tag}: ok, accuracy {m['accuracy']:.4f}"
+                log(f"{tag}: ok, "
+                    + (f"validation accuracy {m['val_accuracy']:.4f}, " if "val_accuracy" in m else "")
+                    + f"test accuracy {m['accuracy']:.4f}"
                     + (f", target accuracy {m['target_accuracy']:.4f}" if "target_accuracy" in m else "")
                     + f", {rec['wall_s']:.1f} s, {rec['trainable_parameters']:,} trainable parameters, "
                     f"peak {rec['peak_memory_mb']:.0f} MB")

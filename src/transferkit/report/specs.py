@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 from transferkit.errors import TransferkitError
 
-ROUTES = ("probe", "finetune", "adapt")
+ROUTES = ("baseline", "probe", "finetune", "adapt")
 
 
 class CompareError(TransferkitError):
@@ -37,6 +37,10 @@ class Strategy:
 
 def methods(route: str) -> tuple[str, ...]:
     """The methods a route offers, from that route's own registry."""
+    if route == "baseline":
+        from transferkit.baselines import BASELINES
+
+        return tuple(BASELINES)
     if route == "probe":
         from transferkit.heads import HEAD_NAMES, heads_for
 
@@ -54,8 +58,25 @@ def methods(route: str) -> tuple[str, ...]:
 
 def valid_specs(with_target: bool = True) -> list[str]:
     """Every spec `compare` accepts (adapt:* only with a target)."""
-    routes = ROUTES if with_target else ("probe", "finetune")
+    routes = ROUTES if with_target else ("baseline", "probe", "finetune")
     return [f"{r}:{m}" for r in routes for m in methods(r)]
+
+
+def default_strategies(modality: str) -> str:
+    """What `compare` runs when --strategies is not given: the data's baseline, two probes and a head fine-tune."""
+    from transferkit.baselines import baseline_for
+
+    return f"baseline:{baseline_for(modality)},probe:logreg,probe:svm,finetune:head"
+
+
+def check_modality(specs: list[Strategy], modality: str) -> None:
+    """A baseline reads raw items of one modality: refuse the other's before anything runs."""
+    from transferkit.baselines import BASELINES, baseline_for
+
+    for s in specs:
+        if s.route == "baseline" and BASELINES[s.method] != modality:
+            raise CompareError(f"strategy {s.name!r} reads {BASELINES[s.method]} and the data are {modality}: use "
+                               f"baseline:{baseline_for(modality)}")
 
 
 def parse_strategies(text: str, *, with_target: bool) -> list[Strategy]:

@@ -1,9 +1,11 @@
 """The recommendation: which route to take, by an explicit rule on accuracy and cost.
 
-Rule: among the strategies that finished, take the best score S* of the primary metric (target accuracy
-when the target has labels, else test accuracy). A strategy qualifies when it is on the Pareto front of
-(wall time, score) and scores at least S* − tolerance (default 1 accuracy point). The recommended route
-is the qualifying strategy with the least wall time (ties: fewer trainable parameters).
+Rule: among the strategies that finished, take the best score S* of the choice metric: validation accuracy
+(the test split is never used to choose), or target accuracy when the target has labels. A strategy qualifies
+when it is on the Pareto front of (wall time, score) and scores at least S* − tolerance (default 1 accuracy
+point). The recommended route is the qualifying strategy with the least wall time (ties: fewer trainable
+parameters). Results of an earlier version without validation scores are chosen on test accuracy, and the rule
+says so.
 """
 
 from __future__ import annotations
@@ -24,15 +26,27 @@ def pareto_front(points: list[tuple[float, float]]) -> list[int]:
     return sorted(front, key=lambda i: points[i])
 
 
+def choice_metric(doc: dict) -> str:
+    """The metric the recommendation is chosen by: target accuracy when the target has labels, else validation
+    accuracy; test accuracy only for results of an earlier version that recorded no validation score."""
+    metric = primary_metric(doc)
+    if metric != "accuracy":
+        return metric
+    return "val_accuracy" if any("val_accuracy" in r["metrics"] for r in ok_records(doc)) else "accuracy"
+
+
 def rule_text(metric: str, tolerance: float) -> str:
-    return (f"rule: the cheapest strategy (by wall time) on the Pareto front of wall time vs {metric} whose "
+    text = (f"rule: the cheapest strategy (by wall time) on the Pareto front of wall time vs {metric} whose "
             f"{metric} is within {100 * tolerance:.1f} points of the best")
+    if metric == "accuracy":
+        text += " (chosen on the test split: these results are from a version that recorded no validation score)"
+    return text
 
 
 def recommend(doc: dict, tolerance: float = DEFAULT_TOLERANCE) -> dict | None:
     """The recommended strategy and why; None when no strategy finished."""
     recs = ok_records(doc)
-    metric = primary_metric(doc)
+    metric = choice_metric(doc)
     recs = [r for r in recs if metric in r["metrics"]]
     if not recs:
         return None
@@ -50,9 +64,40 @@ def recommend(doc: dict, tolerance: float = DEFAULT_TOLERANCE) -> dict | None:
                f"best ({b['name']} {points[best][1]:.4f}), at {points[pick][0]:.1f} s instead of "
                f"{points[best][0]:.1f} s ({points[best][0] / max(points[pick][0], 1e-9):.1f}× less time) and "
                f"{r['trainable_parameters']:,} instead of {b['trainable_parameters']:,} trainable parameters")
-    return {"name": r["name"], "metric": metric, "score": points[pick][1], "wall_s": points[pick][0],
+    unchosen = [x["name"] for x in ok_records(doc) if metric not in x["metrics"]]
+    return {"name": r["name"], "route": r["route"], "metric": metric, "score": points[pick][1],
+            "test_score": r["metrics"].get(primary_metric(doc)), "wall_s": points[pick][0],
             "best": b["name"], "best_score": points[best][1], "tolerance": tolerance,
-            "pareto": [recs[i]["name"] for i in front], "why": why, "rule": rule_text(metric, tolerance)}
+            "pareto": [recs[i]["name"] for i in front], "why": why, "rule": rule_text(metric, tolerance),
+            "not_candidates": unchosen}
+
+
+def baseline_verdict(doc: dict, rec: dict | None) -> list[str]:
+    """What the comparison says about the strong simple baseline, plainly: whether it won, and which transfer
+    routes lost to it on the reported (test or target) split. Empty when no baseline finished."""
+    base = [r for r in ok_records(doc) if r["route"] == "baseline"]
+    if not base or rec is None:
+        return []
+    b = base[0]
+    test = primary_metric(doc)
+    cm = rec["metric"]
+    lines = []
+    if rec["route"] == "baseline":
+        others = [r for r in ok_records(doc) if r["route"] != "baseline" and cm in r["metrics"]]
+        top = max(others, key=lambda r: r["metrics"][cm], default=None)
+        lines.append(f"the baseline won: {b['name']} ({b.get('chosen')}) is recommended; "
+                     + (f"no transfer route beat it on {cm} by more than {100 * rec['tolerance']:.1f} points (best "
+                        f"transfer route {top['name']}: {cm} {top['metrics'][cm]:.4f} vs {b['metrics'][cm]:.4f})"
+                        if top else "no transfer route finished"))
+    else:
+        lines.append(f"{rec['name']} beats the baseline {b['name']} on {cm}: {rec['score']:.4f} vs "
+                     f"{b['metrics'].get(cm, float('nan')):.4f}; on {test}: "
+                     f"{rec['test_score']:.4f} vs {b['metrics'][test]:.4f}")
+    losing = [f"{r['name']} {r['metrics'][test]:.4f}" for r in ok_records(doc)
+              if r["route"] != "baseline" and r["metrics"].get(test, 1.0) < b["metrics"][test]]
+    if losing:
+        lines.append(f"losing to the baseline ({b['metrics'][test]:.4f}) on {test}: " + ", ".join(losing))
+    return lines
 
 
 def summary_lines(doc: dict, tolerance: float = DEFAULT_TOLERANCE) -> list[str]:
@@ -64,6 +109,10 @@ def summary_lines(doc: dict, tolerance: float = DEFAULT_TOLERANCE) -> list[str]:
     else:
         lines.append(f"recommended: {rec['name']} — {rec['why']}")
         lines.append(rec["rule"] + f"; Pareto front: {', '.join(rec['pareto'])}")
+        if rec["not_candidates"]:
+            lines.append(f"not candidates (no {rec['metric']}: validation was part of their training): "
+                         + ", ".join(rec["not_candidates"]))
+        lines += baseline_verdict(doc, rec)
     if rec is not None and rec["metric"] == "accuracy" and any(r["route"] == "adapt" for r in ok_records(doc)):
         lines.append("note: no target labels (--target-labels not given), so every route is judged on the source "
                      "test split; that cannot show what adaptation gains on the target (give --target-labels if you "
@@ -82,10 +131,12 @@ def table_rows(doc: dict) -> tuple[list[dict], list[str]]:
     rows = []
     for r in doc["strategies"]:
         m = r.get("metrics") or {}
-        rows.append({"strategy": r["name"], "status": r.get("status"), "accuracy": m.get("accuracy"),
+        rows.append({"strategy": r["name"], "status": r.get("status"), "val_accuracy": m.get("val_accuracy"),
+                     "accuracy": m.get("accuracy"),
                      "macro_f1": m.get("macro_f1"), "target_accuracy": m.get("target_accuracy"),
                      "wall_s": r.get("wall_s"), "peak_mb": r.get("peak_memory_mb"),
                      "trainable": r.get("trainable_parameters"), "attempt": r.get("attempt")})
-    cols = ["strategy", "status", "accuracy", "macro_f1", *(["target_accuracy"] if metric != "accuracy" else []),
+    cols = ["strategy", "status", "val_accuracy", "accuracy", "macro_f1",
+            *(["target_accuracy"] if metric != "accuracy" else []),
             "wall_s", "peak_mb", "trainable", "attempt"]
     return rows, cols

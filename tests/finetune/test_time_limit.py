@@ -1,0 +1,23 @@
+"""A fine-tuning run with a time limit (how `fit` spends its budget) stops there, validates the part of the epoch
+it did, keeps its best weights and says why it stopped."""
+
+from transferkit.finetune import FinetuneConfig, finetune, load_run
+
+
+def test_the_time_limit_ends_the_run_inside_its_first_epoch(lite0_64, mnist_200, tmp_path):
+    config = FinetuneConfig(strategy="head", epochs=3, batch_size=16, lr=1e-3, time_limit_s=1e-3)
+    result = finetune(lite0_64, mnist_200, tmp_path / "run", config, backbone_options={"image_size": 64},
+                      progress=False)
+    assert result.steps == 1 and "time limit 0.001 s reached in epoch 1" in result.info["stopped"]
+    (row,) = result.history
+    assert row["partial"] and row["batches"] == 1 and 0 < row["epoch"] < 1 and "val_accuracy" in row
+    run = load_run(tmp_path / "run")
+    test = mnist_200.subset(list(range(10)))
+    assert run.predict(test).shape == (10,)
+
+
+def test_without_a_time_limit_the_same_run_goes_on(lite0_64, mnist_200, tmp_path):
+    config = FinetuneConfig(strategy="head", epochs=1, batch_size=16, lr=1e-3, max_steps=3, time_limit_s=3600)
+    result = finetune(lite0_64, mnist_200, tmp_path / "run", config, backbone_options={"image_size": 64},
+                      progress=False)
+    assert result.steps == 3 and "max_steps=3" in result.info["stopped"]
