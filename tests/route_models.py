@@ -69,9 +69,11 @@ def models(tweets_csv, digit_folders, tmp_path_factory):
     assert r.exit_code == 0, r.output
     out["source-free"] = root / "source-free"
     # the strong baselines, as compare hands them over (OUT/best of a comparison that runs only the baseline)
-    for name, data in (("baseline", tweets_csv), ("baseline-pixels", digit_folders / "mnist")):
-        r = run(app, ["compare", "--data", str(data), "--strategies", "baseline:tfidf" if name == "baseline"
-                      else "baseline:pixels", "--out", str(root / f"cmp-{name}"), "--tsne-points", "50"])
+    for name, data, spec in (("baseline", tweets_csv, "baseline:tfidf"),
+                             ("baseline-pixels", digit_folders / "mnist", "baseline:pixels"),
+                             ("hybrid", tweets_csv, "probe:hybrid")):
+        r = run(app, ["compare", "--data", str(data), "--strategies", spec, "--precision", "fp32", "--out",
+                      str(root / f"cmp-{name}"), "--tsne-points", "50"])
         assert r.exit_code == 0, r.output
         out[name] = root / f"cmp-{name}" / "best"
     return out
@@ -87,4 +89,4 @@ def items_for(tweets_csv, digit_folders):
 
 def reads_text(route: str) -> bool:
     """Whether the model of `route` in `models` reads the tweets (else the digit images)."""
-    return route.startswith("probe") or route == "baseline"
+    return route.startswith("probe") or route in ("baseline", "hybrid")

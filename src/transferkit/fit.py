@@ -20,7 +20,7 @@ from transferkit.report.specs import CompareError
 
 #: the portfolio per modality, cheapest first
 PORTFOLIO = {
-    "text": ("baseline:tfidf", "probe:auto", "finetune:lora", "finetune:full"),
+    "text": ("baseline:tfidf", "probe:auto", "probe:hybrid", "finetune:lora", "finetune:full"),
     "image": ("baseline:pixels", "probe:auto", "finetune:last-k", "finetune:full"),
 }
 #: fine-tuning settings of fit's strategies unless the user gives them: epochs end by early stopping on

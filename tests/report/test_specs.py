@@ -110,3 +110,5 @@ def test_baseline_specs_follow_the_data_modality():
     check_modality(parse_strategies("baseline:tfidf,probe:svm", with_target=False), "text")
     with pytest.raises(CompareError, match="use baseline:pixels"):
         check_modality(parse_strategies("baseline:tfidf", with_target=False), "image")
+    with pytest.raises(CompareError, match="probe:hybrid"):
+        check_modality(parse_strategies("probe:hybrid", with_target=False), "image")

@@ -16,6 +16,7 @@ from typing import Any
 
 import numpy as np
 
+from transferkit.baselines.hybrid import SCALES, HybridFeatures
 from transferkit.baselines.pixels import PixelFeatures
 from transferkit.baselines.tfidf import TfidfFeatures
 from transferkit.errors import TransferkitError
@@ -153,6 +154,59 @@ def fit_baseline(method: str, data: Any, split: Any, seed: int = 0) -> FittedBas
     return fitted
 
 
+def fit_hybrid(data: Any, split: Any, embeddings: np.ndarray, seed: int = 0) -> FittedBaseline:
+    """probe:hybrid: TF-IDF of the texts of `data` and their frozen embeddings (`embeddings[i]` for item i, as
+    extraction computed them) in one linear model; the embedding block's scale, the classifier family and its C
+    chosen together on split.val; trained on split.train only."""
+    if data.modality != "text":
+        raise BaselineError(f"probe:hybrid puts TF-IDF beside an encoder's embeddings: it reads text, and "
+                            f"{data.name} holds {data.modality}")
+    if data.task != "classification":
+        raise BaselineError(f"{data.name} is {data.task}: probe:hybrid is a classifier (give class labels)")
+    if not len(split.val):
+        raise BaselineError("probe:hybrid chooses its settings on validation: give a validation split (val > 0)")
+    if len(embeddings) != len(data):
+        raise BaselineError(f"{len(embeddings)} embeddings for {len(data)} items: give one per item")
+    t0 = time.perf_counter()
+    y = np.asarray(data.labels)
+    train, val = [data.items[i] for i in split.train], [data.items[i] for i in split.val]
+    tfidf = TfidfFeatures().fit(train)
+    Ttr, Tv = tfidf.transform(train), tfidf.transform(val)
+    search, best, best_score, best_feat = [], None, -1.0, None
+    for scale in SCALES:
+        feat = HybridFeatures(tfidf, scale)
+        Xtr, Xv = feat.combine(Ttr, embeddings[split.train]), feat.combine(Tv, embeddings[split.val])
+        for family, C in TEXT_GRID:
+            clf = SparseLinear.fit(family, C, Xtr, y[split.train], seed)
+            score = float((clf.classes[clf.scores(Xv).argmax(1)] == y[split.val]).mean())
+            search.append({"scale": scale, "family": family, "C": C, "val_score": score})
+            if score > best_score:
+                best, best_score, best_feat, Xbest = clf, score, feat, Xv
+    temperature = 1.0
+    if best.family == "svm":
+        from transferkit.heads.probe_model import fit_temperature
+
+        ids = np.clip(np.searchsorted(best.classes, y[split.val]), 0, len(best.classes) - 1)
+        temperature = fit_temperature(best.scores(Xbest), ids)
+    fitted = FittedBaseline("hybrid", best_feat, best, len(data.class_names), temperature,
+                            f"{best.family} C={best.C:g}, embeddings x{best_feat.scale:g}", best_score, search)
+    fitted.fit_s = time.perf_counter() - t0
+    return fitted
+
+
+def _pack_vocabularies(doc: dict, weights: dict) -> None:
+    """Move a TF-IDF document's vocabularies (in `doc`, or in its "tfidf" part) into `weights` as bytes."""
+    part = doc.get("tfidf", doc)
+    for i, block in enumerate(part.get("blocks", [])):
+        weights[f"feat.vocab{i}.bytes"], weights[f"feat.vocab{i}.offsets"] = _pack_strings(block.pop("vocabulary"))
+
+
+def _unpack_vocabularies(doc: dict, arrays: dict) -> None:
+    part = doc.get("tfidf", doc)
+    part["blocks"] = [{**b, "vocabulary": _unpack_strings(arrays[f"vocab{i}.bytes"], arrays[f"vocab{i}.offsets"])}
+                      for i, b in enumerate(part["blocks"])]
+
+
 def _pack_strings(strings: list[str]) -> tuple[np.ndarray, np.ndarray]:
     blobs = [s.encode("utf-8") for s in strings]
     offsets = np.zeros(len(blobs) + 1, dtype=np.int64)
@@ -166,15 +220,15 @@ def _unpack_strings(data: np.ndarray, offsets: np.ndarray) -> list[str]:
 
 
 def save_baseline(folder: str | Path, fitted: FittedBaseline, *, class_names: list[str], metrics: dict, data: dict,
-                  cost: dict | None = None, training: dict | None = None) -> Path:
-    """Write a baseline model folder."""
+                  cost: dict | None = None, training: dict | None = None, backbone: dict | None = None,
+                  precision: str = "fp32") -> Path:
+    """Write a baseline model folder (kind "hybrid", with `backbone` the record of the encoder whose embeddings
+    it reads and `precision` the one they were computed in, for probe:hybrid)."""
     from transferkit.heads.persist import head_state
 
     arrays, doc = fitted.featurizer.state()
     weights = {f"feat.{k}": v for k, v in arrays.items()}
-    if isinstance(fitted.featurizer, TfidfFeatures):
-        for i, block in enumerate(doc["blocks"]):
-            weights[f"feat.vocab{i}.bytes"], weights[f"feat.vocab{i}.offsets"] = _pack_strings(block.pop("vocabulary"))
+    _pack_vocabularies(doc, weights)
     if isinstance(fitted.classifier, SparseLinear):
         carrays, cdoc = fitted.classifier.state()
         cdoc = {"predictor": "sparse-linear", **cdoc}
@@ -186,8 +240,10 @@ def save_baseline(folder: str | Path, fitted: FittedBaseline, *, class_names: li
         cdoc = {"predictor": "head", "head_state": cdoc}
         fitted_params = int(sum(np.asarray(v).size for k, v in carrays.items() if k not in NOT_FITTED))
     weights.update({f"clf.{k}": v for k, v in carrays.items()})
-    info = ModelInfo(kind="baseline", task="classification", class_names=list(class_names), backbone=None,
-                     precision="fp32", modality=BASELINES[fitted.method], metrics=metrics, data=data,
+    hybrid = fitted.method == "hybrid"
+    info = ModelInfo(kind="hybrid" if hybrid else "baseline", task="classification", class_names=list(class_names),
+                     backbone=backbone if hybrid else None, precision=precision if hybrid else "fp32",
+                     modality="text" if hybrid else BASELINES[fitted.method], metrics=metrics, data=data,
                      cost={"trainable_parameters": fitted_params, **(cost or {})},
                      training={"baseline": fitted.method, "chosen": fitted.chosen, "temperature": fitted.temperature,
                                "search": fitted.search, "featurizer": doc, "classifier": cdoc, **(training or {})})
@@ -228,11 +284,12 @@ def load_fitted(folder: Path, info: ModelInfo) -> FittedBaseline:
     feat_arrays = {k.removeprefix("feat."): v for k, v in arrays.items() if k.startswith("feat.")}
     clf_arrays = {k.removeprefix("clf."): v for k, v in arrays.items() if k.startswith("clf.")}
     try:
+        if feat_doc.get("featurizer") in ("tfidf", "hybrid"):
+            _unpack_vocabularies(feat_doc, feat_arrays)
         if feat_doc.get("featurizer") == "tfidf":
-            feat_doc["blocks"] = [{**b, "vocabulary": _unpack_strings(feat_arrays[f"vocab{i}.bytes"],
-                                                                       feat_arrays[f"vocab{i}.offsets"])}
-                                  for i, b in enumerate(feat_doc["blocks"])]
             feat = TfidfFeatures.from_state(feat_arrays, feat_doc)
+        elif feat_doc.get("featurizer") == "hybrid":
+            feat = HybridFeatures(TfidfFeatures.from_state(feat_arrays, feat_doc["tfidf"]), feat_doc["scale"])
         else:
             feat = PixelFeatures.from_state(feat_arrays, feat_doc)
         if clf_doc.get("predictor") == "sparse-linear":
@@ -248,6 +305,14 @@ def load_fitted(folder: Path, info: ModelInfo) -> FittedBaseline:
 
 def load_predictor(folder: Path, info: ModelInfo, *, device: Any, precision: str, trust_pickle: bool,
                    trust_remote_code: bool = False) -> BaselinePredictor:
-    """The `baseline` kind's loader (see `transferkit.model.folder.LOADERS`); it runs on the CPU in fp32 whatever
-    device or precision is asked for (a sparse linear model has nothing to gain from either)."""
-    return BaselinePredictor(load_fitted(Path(folder), info))
+    """The `baseline` and `hybrid` kinds' loader (see `transferkit.model.folder.LOADERS`). A baseline runs on the
+    CPU in fp32 whatever is asked (a sparse linear model gains nothing from either); a hybrid rebuilds its encoder
+    on `device` and embeds in `precision` (the model's own unless overridden), as its features were computed."""
+    fitted = load_fitted(Path(folder), info)
+    if isinstance(fitted.featurizer, HybridFeatures):
+        from transferkit.model import rebuild_backbone
+
+        fitted.featurizer.backbone = rebuild_backbone(info.backbone or {}, device=device, trust_pickle=trust_pickle,
+                                                      trust_remote_code=trust_remote_code, where=str(folder))
+        fitted.featurizer.precision = precision
+    return BaselinePredictor(fitted)

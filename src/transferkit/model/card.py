@@ -8,6 +8,7 @@ from transferkit.model.info import ModelInfo
 KIND_TEXT = {
     "probe": "a frozen pretrained backbone whose features feed a classical head fitted on them",
     "baseline": "a classical model on the raw input (no pretrained network): the strong simple baseline",
+    "hybrid": "TF-IDF features and a frozen pretrained encoder's embeddings side by side in one linear model",
     "finetune": "a pretrained backbone fine-tuned, with a new linear head, on the task",
     "adapt-features": "a classifier adapted from a labelled source domain to an unlabelled target domain on "
                       "frozen backbone features",

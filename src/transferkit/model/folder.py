@@ -24,6 +24,7 @@ from transferkit.model.info import CARD_FILE, INFO_FILE, WEIGHTS_FILE, ModelFold
 LOADERS = {
     "probe": "transferkit.heads.probe_model:load_predictor",
     "baseline": "transferkit.baselines.model:load_predictor",
+    "hybrid": "transferkit.baselines.model:load_predictor",
     "finetune": "transferkit.finetune.run:load_predictor",
     "adapt-e2e": "transferkit.finetune.run:load_predictor",
     "source-free": "transferkit.finetune.run:load_predictor",

@@ -25,7 +25,7 @@ class ModelFolderError(TransferkitError):
 class ModelInfo:
     """The facts of model.json.
 
-    kind: probe | baseline | finetune | adapt-features | adapt-e2e | source-free | ensemble.
+    kind: probe | baseline | hybrid | finetune | adapt-features | adapt-e2e | source-free | ensemble.
     backbone: how to rebuild the frozen or starting backbone: spec, build options (pretrained, pooling,
     image_size, max_length), weights digest, modality, feature dimension and preprocessing; None for a model
     without one (the TF-IDF baseline).

@@ -82,6 +82,8 @@ def run_probe(task: dict, run_dir: Path) -> dict:
     from transferkit.heads.probe import fit_and_score, save_probe_of
     from transferkit.heads.probe_model import NOT_FITTED
 
+    if task["strategy"]["method"] == "hybrid":
+        return run_hybrid(task, run_dir)
     X, y, Xt, yt = _features(task)
     split, s = _split(task), task["settings"]
     rows, best = fit_and_score(task["strategy"]["method"], X, y, split, "classification", s["seed"])
@@ -192,6 +194,48 @@ def run_finetune(task: dict, run_dir: Path) -> dict:
             "gpu_peak_memory_mb": result.peak_memory_mb if torch.cuda.is_available() else None,
             "y_true": np.asarray(test.labels),
             "artefacts": {"model": str(folder), "run": str(folder), "history": str(folder / "history.json")}}
+
+
+def run_hybrid(task: dict, run_dir: Path) -> dict:
+    """probe:hybrid: TF-IDF of the raw texts beside their cached frozen embeddings in one linear model, written as
+    a hybrid model folder (the encoder by reference + the TF-IDF vocabulary and the linear model)."""
+    from transferkit.baselines import fit_hybrid, save_baseline
+    from transferkit.features import FeatureSet
+    from transferkit.report.inputs import CompareSettings, load_inputs
+
+    s = CompareSettings.from_dict(task["settings"])
+    inputs = load_inputs(s)
+    X, y, Xt, yt = _features(task)
+    ds, split = inputs.source, inputs.split
+    fitted = fit_hybrid(ds, split, X, seed=s.seed)
+    feat = fitted.featurizer
+
+    def rows(idx: np.ndarray) -> np.ndarray:
+        return fitted.proba_from_features(feat.combine(feat.tfidf.transform([ds.items[i] for i in idx]), X[idx]))
+
+    pred = rows(split.test).argmax(1)
+    metrics = {**_scores(y[split.test], pred), **_scores(y[split.val], rows(split.val).argmax(1), "val_")}
+    out = _target(metrics, yt, lambda: fitted.proba_from_features(
+        feat.combine(feat.tfidf.transform(list(inputs.target.items)), Xt)).argmax(1))
+    target = {k.removeprefix("target_"): v for k, v in metrics.items() if k.startswith("target_")}
+    fs = FeatureSet.open(task["features"]["source"])
+    folder = save_baseline(
+        run_dir / "model", fitted, class_names=list(ds.class_names), backbone=task["backbone_record"],
+        precision=fs.meta.get("precision", "fp32"),
+        metrics={"val": {"accuracy": metrics["val_accuracy"], "macro_f1": metrics["val_macro_f1"]},
+                 "test": {"accuracy": metrics["accuracy"], "macro_f1": metrics["macro_f1"]},
+                 **({"target": target} if target else {})},
+        data={"name": ds.name, "fingerprint": ds.fingerprint, "n": len(ds), **_source(task["settings"]),
+              "split": {"train": len(split.train), "val": len(split.val), "test": len(split.test), "seed": s.seed,
+                        "val_fraction": s.val, "test_fraction": s.test}},
+        cost={"wall_time_s": round(fitted.fit_s + float(fs.meta.get("extract_seconds") or 0.0), 3),
+              "fit_time_s": round(fitted.fit_s, 3), "peak_memory_mb": round(peak_rss_mb(), 1)},
+        training={"strategy": task["strategy"]["name"]})
+    from transferkit.model import read_info
+
+    return {**out, "metrics": metrics, "fit_s": fitted.fit_s, "chosen": fitted.chosen,
+            "trainable_parameters": int(read_info(folder).cost["trainable_parameters"]), "predictions": pred,
+            "y_true": y[split.test], "artefacts": {"model": str(folder)}}
 
 
 def run_baseline(task: dict, run_dir: Path) -> dict:

@@ -44,7 +44,8 @@ def methods(route: str) -> tuple[str, ...]:
     if route == "probe":
         from transferkit.heads import HEAD_NAMES, heads_for
 
-        return tuple(h for h in HEAD_NAMES if h == "auto" or h in heads_for("classification"))
+        # + hybrid: TF-IDF beside the embeddings in one linear model (text; transferkit.baselines.hybrid)
+        return (*(h for h in HEAD_NAMES if h == "auto" or h in heads_for("classification")), "hybrid")
     if route == "finetune":
         from transferkit.finetune import STRATEGIES
 
@@ -77,6 +78,9 @@ def check_modality(specs: list[Strategy], modality: str) -> None:
         if s.route == "baseline" and BASELINES[s.method] != modality:
             raise CompareError(f"strategy {s.name!r} reads {BASELINES[s.method]} and the data are {modality}: use "
                                f"baseline:{baseline_for(modality)}")
+        if s.name == "probe:hybrid" and modality != "text":
+            raise CompareError(f"strategy 'probe:hybrid' puts TF-IDF beside the embeddings: it reads text and the "
+                               f"data are {modality}; drop it")
 
 
 def parse_strategies(text: str, *, with_target: bool) -> list[Strategy]:

@@ -60,8 +60,11 @@ def recommend(doc: dict, tolerance: float = DEFAULT_TOLERANCE) -> dict | None:
         why = (f"it scores best ({metric} {points[best][1]:.4f}) and no strategy within "
                f"{100 * tolerance:.1f} points of it is cheaper")
     else:
-        why = (f"{metric} {points[pick][1]:.4f}, {100 * (points[best][1] - points[pick][1]):.1f} points below the "
-               f"best ({b['name']} {points[best][1]:.4f}), at {points[pick][0]:.1f} s instead of "
+        gap = points[best][1] - points[pick][1]
+        why = (f"{metric} {points[pick][1]:.4f}, "
+               + (f"tied with {b['name']}," if gap <= 1e-12 else
+                  f"{100 * gap:.1f} points below the best ({b['name']} {points[best][1]:.4f}),")
+               + f" at {points[pick][0]:.1f} s instead of "
                f"{points[best][0]:.1f} s ({points[best][0] / max(points[pick][0], 1e-9):.1f}× less time) and "
                f"{r['trainable_parameters']:,} instead of {b['trainable_parameters']:,} trainable parameters")
     unchosen = [x["name"] for x in ok_records(doc) if metric not in x["metrics"]]
