@@ -76,6 +76,11 @@ def models(tweets_csv, digit_folders, tmp_path_factory):
                       str(root / f"cmp-{name}"), "--tsne-points", "50"])
         assert r.exit_code == 0, r.output
         out[name] = root / f"cmp-{name}" / "best"
+    r = run(app, ["compare", "--data", str(tweets_csv), "--strategies", "baseline:tfidf,probe:logreg,probe:svm,"
+                  "ensemble:caruana", "--precision", "fp32", "--out", str(root / "cmp-ensemble"),
+                  "--tsne-points", "50"])
+    assert r.exit_code == 0, r.output
+    out["ensemble"] = root / "cmp-ensemble" / "runs" / "ensemble-caruana" / "model"
     return out
 
 
@@ -89,4 +94,4 @@ def items_for(tweets_csv, digit_folders):
 
 def reads_text(route: str) -> bool:
     """Whether the model of `route` in `models` reads the tweets (else the digit images)."""
-    return route.startswith("probe") or route in ("baseline", "hybrid")
+    return route.startswith("probe") or route in ("baseline", "hybrid", "ensemble")

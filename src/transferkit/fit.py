@@ -20,8 +20,8 @@ from transferkit.report.specs import CompareError
 
 #: the portfolio per modality, cheapest first
 PORTFOLIO = {
-    "text": ("baseline:tfidf", "probe:auto", "probe:hybrid", "finetune:lora", "finetune:full"),
-    "image": ("baseline:pixels", "probe:auto", "finetune:last-k", "finetune:full"),
+    "text": ("baseline:tfidf", "probe:auto", "probe:hybrid", "finetune:lora", "finetune:full", "ensemble:caruana"),
+    "image": ("baseline:pixels", "probe:auto", "finetune:last-k", "finetune:full", "ensemble:caruana"),
 }
 #: fine-tuning settings of fit's strategies unless the user gives them: epochs end by early stopping on
 #: validation (the best epoch's weights are kept)

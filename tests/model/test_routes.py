@@ -15,7 +15,8 @@ from transferkit.model import load_model, read_info
 from transferkit.model.data import own_test_split
 
 ROUTES = {"probe": "probe", "probe-svm": "probe", "finetune": "finetune", "adapt-features": "adapt-features",
-          "source-free": "source-free", "baseline": "baseline", "baseline-pixels": "baseline", "hybrid": "hybrid"}
+          "source-free": "source-free", "baseline": "baseline", "baseline-pixels": "baseline", "hybrid": "hybrid",
+          "ensemble": "ensemble"}
 
 
 @pytest.mark.parametrize("route", list(ROUTES))
@@ -31,6 +32,9 @@ def test_every_route_writes_a_model_folder_with_its_card(route, models):
         assert "transferkit export" not in (folder / "README.md").read_text()
     elif info.kind == "hybrid":  # TF-IDF beside MiniLM's embeddings: the encoder by reference, like a probe
         assert info.backbone["spec"] == "st:all-MiniLM-L6-v2" and info.training["baseline"] == "hybrid"
+    elif info.kind == "ensemble":  # its members are model folders of their own, inside it
+        assert info.backbone is None and all((folder / m["folder"] / "model.json").exists()
+                                             for m in info.training["members"])
     else:
         assert info.backbone["spec"] in ("st:all-MiniLM-L6-v2", "effnet:lite0") and info.backbone["weights"]
     card = (folder / "README.md").read_text()
@@ -60,7 +64,8 @@ def test_the_same_answers_through_load_transferkit_load_and_the_cli(route, model
     assert [rows[k]["prediction"] for k in keys] == [loaded.class_names[i] for i in ref.argmax(1)]
 
 
-@pytest.mark.parametrize("route", ["probe", "probe-svm", "finetune", "baseline", "baseline-pixels", "hybrid"])
+@pytest.mark.parametrize("route", ["probe", "probe-svm", "finetune", "baseline", "baseline-pixels", "hybrid",
+                                   "ensemble"])
 def test_after_loading_it_scores_its_test_split_as_when_it_was_made(route, models):
     """The test accuracy recorded when the model was made is what the folder alone gives on the same items (its
     test split, read again from the data model.json names)."""

@@ -19,6 +19,9 @@ def test_specs_come_from_the_route_registries():
     got = parse_strategies(" probe:logreg, finetune:lora ,adapt:cdan+e", with_target=True)
     assert [s.name for s in got] == ["probe:logreg", "finetune:lora", "adapt:cdan+e"]
     assert got[2].folder == "adapt-cdan-plus-e"
+    assert parse_strategies("baseline:tfidf,probe:svm,ensemble:caruana", with_target=False)[-1].route == "ensemble"
+    with pytest.raises(CompareError, match="list it last"):
+        parse_strategies("ensemble:caruana,probe:svm", with_target=False)
 
 
 @pytest.mark.parametrize("text,words", [

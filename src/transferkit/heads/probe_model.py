@@ -68,23 +68,28 @@ class ProbePredictor:
         return embed_items(self.backbone, items, batch_size=batch_size, precision=self.precision)
 
     def outputs(self, items: Sequence[Any], batch_size: int = 64) -> np.ndarray:
-        X = self.embed(items, batch_size)
-        if self.head.task == "regression":
-            return np.asarray(self.head.predict(X), dtype=np.float64)
-        if self.head.has_proba:
-            cols, fill = self.head.predict_proba(X), 0.0
-        elif self.temperature is not None:
-            from transferkit.heads.softmax import probabilities
+        return head_outputs(self.head, self.embed(items, batch_size), self.n_classes, self.temperature)
 
-            cols, fill = probabilities(self.head.class_scores(X) / self.temperature), 0.0
-        else:
-            cols, fill = self.head.class_scores(X), -np.inf
-        ids = np.asarray(self.head.classes_, dtype=np.int64)
-        if len(ids) == self.n_classes and (ids == np.arange(self.n_classes)).all():
-            return cols
-        out = np.full((len(cols), self.n_classes), fill)  # a class the head never saw gets no mass
-        out[:, ids] = cols
-        return out
+
+def head_outputs(head: FittedHead, X: np.ndarray, n_classes: int, temperature: float | None = None) -> np.ndarray:
+    """What a probe model gives for features `X`: values (regression), probabilities over all `n_classes` (a head
+    with them, or a margin head with its temperature), else decision scores."""
+    if head.task == "regression":
+        return np.asarray(head.predict(X), dtype=np.float64)
+    if head.has_proba:
+        cols, fill = head.predict_proba(X), 0.0
+    elif temperature is not None:
+        from transferkit.heads.softmax import probabilities
+
+        cols, fill = probabilities(head.class_scores(X) / temperature), 0.0
+    else:
+        cols, fill = head.class_scores(X), -np.inf
+    ids = np.asarray(head.classes_, dtype=np.int64)
+    if len(ids) == n_classes and (ids == np.arange(n_classes)).all():
+        return cols
+    out = np.full((len(cols), n_classes), fill)  # a class the head never saw gets no mass
+    out[:, ids] = cols
+    return out
 
 
 def load_head_of(folder: Path, info: ModelInfo) -> FittedHead:

@@ -29,6 +29,7 @@ LOADERS = {
     "adapt-e2e": "transferkit.finetune.run:load_predictor",
     "source-free": "transferkit.finetune.run:load_predictor",
     "adapt-features": "transferkit.adapt.run:load_predictor",
+    "ensemble": "transferkit.model.ensemble:load_predictor",
 }
 KINDS = tuple(LOADERS)
 #: the kinds whose backbone runs through the feature extractor's inference runner, which has an int8 path

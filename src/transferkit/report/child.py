@@ -50,6 +50,18 @@ def _target(metrics: dict, yt: np.ndarray | None, predict) -> dict:
     return {"target_predictions": pred, "target_y_true": yt}
 
 
+def _probabilities(run_dir: Path, val: np.ndarray | None, test: np.ndarray) -> dict:
+    """Save a strategy's class probabilities on the validation and test splits (what an ensemble is selected
+    from and scored on); the artefact entry that names them."""
+    from transferkit.io import write_arrays
+
+    arrays = {"test": np.asarray(test, dtype=np.float64)}
+    if val is not None:
+        arrays["val"] = np.asarray(val, dtype=np.float64)
+    write_arrays(run_dir / "proba.safetensors", arrays)
+    return {"proba": str(run_dir / "proba.safetensors")}
+
+
 def _split(task: dict) -> Split:
     a = read_arrays(task["split"])
     return Split(a["train"], a["val"], a["test"])
@@ -96,10 +108,18 @@ def run_probe(task: dict, run_dir: Path) -> dict:
                   val=s["val"], test=s["test"], metrics_extra={"target": target} if target else None,
                   training={"strategy": task["strategy"]["name"]}, source=_source(s))
     arrays, _ = best.predictor.state()
+    from transferkit.heads.probe_model import head_outputs
+    from transferkit.model import read_info
+
+    # probabilities of the folder's own predictor: the head's, or a margin head's through its validation temperature
+    temp, k = read_info(run_dir / "model").training.get("temperature"), len(task["class_names"])
+    proba = (_probabilities(run_dir, head_outputs(best, X[split.val], k, temp), head_outputs(best, X[split.test], k,
+                                                                                            temp))
+             if best.has_proba or temp is not None else {})
     return {**out, "metrics": metrics, "fit_s": float(sum(r["fit_s"] for r in rows)),
             "chosen": f"{best.name} {row['chosen']}",
             "trainable_parameters": int(sum(np.asarray(v).size for k, v in arrays.items() if k not in NOT_FITTED)),
-            "predictions": pred, "y_true": y[split.test], "artefacts": {"model": str(run_dir / "model")}}
+            "predictions": pred, "y_true": y[split.test], "artefacts": {"model": str(run_dir / "model"), **proba}}
 
 
 def run_adapt(task: dict, run_dir: Path) -> dict:
@@ -122,7 +142,8 @@ def run_adapt(task: dict, run_dir: Path) -> dict:
     fit_s = time.perf_counter() - t0
     pred = model.predict(X[split.test])
     metrics = _scores(y[split.test], pred)
-    if method != "auto":  # "auto" trains on train+val, so validation is not held out from it
+    held_out = method != "auto"  # "auto" trains on train+val, so validation is not held out from it
+    if held_out:
         metrics.update(_scores(y[split.val], model.predict(X[split.val]), "val_"))
     out = _target(metrics, yt, lambda: model.predict(Xt))
     src = FeatureSet.open(task["features"]["source"])
@@ -135,9 +156,11 @@ def run_adapt(task: dict, run_dir: Path) -> dict:
              extra={"seed": seed, "strategy": task["strategy"]["name"]},
              cost={"wall_time_s": round(fit_s + float(src.meta.get("extract_seconds") or 0.0), 3)})
     fitted = sum(np.asarray(v).size for k, v in model.arrays.items() if k not in ("mean", "std"))
+    proba = _probabilities(run_dir, model.predict_proba(X[split.val]) if held_out else None,
+                           model.predict_proba(X[split.test]))
     return {**out, "metrics": metrics, "fit_s": fit_s, "chosen": f"{chosen} {hp}" if hp else chosen,
             "trainable_parameters": int(fitted), "predictions": pred, "y_true": y[split.test],
-            "artefacts": {"model": str(run_dir / "model"), "run": str(run_dir / "model")}}
+            "artefacts": {"model": str(run_dir / "model"), "run": str(run_dir / "model"), **proba}}
 
 
 def run_finetune(task: dict, run_dir: Path) -> dict:
@@ -178,11 +201,14 @@ def run_finetune(task: dict, run_dir: Path) -> dict:
         raise RuntimeError("the fine-tuning run's test split differs from the comparison's")
     fitted = load_run(folder)
     test = inputs.source.subset(inputs.split.test)
-    pred = fitted.predict(test)
+    test_proba = fitted.predict_proba(test)
+    pred = test_proba.argmax(1)
     metrics = _scores(np.asarray(test.labels), pred)
+    val_proba = None
     if len(inputs.split.val):
         val = inputs.source.subset(inputs.split.val)
-        metrics.update(_scores(np.asarray(val.labels), fitted.predict(val), "val_"))
+        val_proba = fitted.predict_proba(val)
+        metrics.update(_scores(np.asarray(val.labels), val_proba.argmax(1), "val_"))
     out = _target(metrics, inputs.target_labels, lambda: fitted.predict(inputs.target))
     stopped = result.info.get("stopped")
     chosen = f"{result.steps} steps" + (f", best epoch {result.best_epoch:g}" if result.best_epoch else "") + \
@@ -193,7 +219,8 @@ def run_finetune(task: dict, run_dir: Path) -> dict:
             # on a GPU the loop reports torch's peak allocated GPU memory; on CPU it is the RSS VmHWM already has
             "gpu_peak_memory_mb": result.peak_memory_mb if torch.cuda.is_available() else None,
             "y_true": np.asarray(test.labels),
-            "artefacts": {"model": str(folder), "run": str(folder), "history": str(folder / "history.json")}}
+            "artefacts": {"model": str(folder), "run": str(folder), "history": str(folder / "history.json"),
+                          **_probabilities(run_dir, val_proba, test_proba)}}
 
 
 def run_hybrid(task: dict, run_dir: Path) -> dict:
@@ -213,8 +240,9 @@ def run_hybrid(task: dict, run_dir: Path) -> dict:
     def rows(idx: np.ndarray) -> np.ndarray:
         return fitted.proba_from_features(feat.combine(feat.tfidf.transform([ds.items[i] for i in idx]), X[idx]))
 
-    pred = rows(split.test).argmax(1)
-    metrics = {**_scores(y[split.test], pred), **_scores(y[split.val], rows(split.val).argmax(1), "val_")}
+    test_proba, val_proba = rows(split.test), rows(split.val)
+    pred = test_proba.argmax(1)
+    metrics = {**_scores(y[split.test], pred), **_scores(y[split.val], val_proba.argmax(1), "val_")}
     out = _target(metrics, yt, lambda: fitted.proba_from_features(
         feat.combine(feat.tfidf.transform(list(inputs.target.items)), Xt)).argmax(1))
     target = {k.removeprefix("target_"): v for k, v in metrics.items() if k.startswith("target_")}
@@ -235,7 +263,8 @@ def run_hybrid(task: dict, run_dir: Path) -> dict:
 
     return {**out, "metrics": metrics, "fit_s": fitted.fit_s, "chosen": fitted.chosen,
             "trainable_parameters": int(read_info(folder).cost["trainable_parameters"]), "predictions": pred,
-            "y_true": y[split.test], "artefacts": {"model": str(folder)}}
+            "y_true": y[split.test], "artefacts": {"model": str(folder), **_probabilities(run_dir, val_proba,
+                                                                                              test_proba)}}
 
 
 def run_baseline(task: dict, run_dir: Path) -> dict:
@@ -251,10 +280,10 @@ def run_baseline(task: dict, run_dir: Path) -> dict:
     ds, split = inputs.source, inputs.split
     fitted = fit_baseline(task["strategy"]["method"], ds, split, seed=s.seed)
     y = np.asarray(ds.labels)
-    Xtest = fitted.features([ds.items[i] for i in split.test])
-    pred = fitted.proba_from_features(Xtest).argmax(1)
-    val_pred = fitted.predict([ds.items[i] for i in split.val])
-    metrics = {**_scores(y[split.test], pred), **_scores(y[split.val], val_pred, "val_")}
+    test_proba = fitted.predict_proba([ds.items[i] for i in split.test])
+    val_proba = fitted.predict_proba([ds.items[i] for i in split.val])
+    pred = test_proba.argmax(1)
+    metrics = {**_scores(y[split.test], pred), **_scores(y[split.val], val_proba.argmax(1), "val_")}
     out = _target(metrics, inputs.target_labels, lambda: fitted.predict(inputs.target.items))
     target = {k.removeprefix("target_"): v for k, v in metrics.items() if k.startswith("target_")}
     folder = save_baseline(
@@ -272,10 +301,61 @@ def run_baseline(task: dict, run_dir: Path) -> dict:
 
     return {**out, "metrics": metrics, "fit_s": fitted.fit_s, "chosen": fitted.chosen,
             "trainable_parameters": int(read_info(folder).cost["trainable_parameters"]), "predictions": pred,
-            "y_true": y[split.test], "artefacts": {"model": str(folder)}}
+            "y_true": y[split.test], "artefacts": {"model": str(folder), **_probabilities(run_dir, val_proba,
+                                                                                              test_proba)}}
 
 
-ROUTES = {"baseline": run_baseline, "probe": run_probe, "finetune": run_finetune, "adapt": run_adapt}
+def run_ensemble(task: dict, run_dir: Path) -> dict:
+    """Greedy ensemble selection (Caruana et al.) over the strategies that finished before it, on their validation
+    probabilities; written as an ensemble model folder holding its members."""
+    import time as _time
+
+    from transferkit.io import read_arrays
+    from transferkit.model.ensemble import cross_fitted_accuracy, save_ensemble, select_weights
+    from transferkit.report.inputs import CompareSettings, load_inputs
+
+    s = CompareSettings.from_dict(task["settings"])
+    members = [m for m in task.get("members") or [] if m.get("proba")]
+    probas = [read_arrays(m["proba"]) for m in members]
+    members = [m for m, p in zip(members, probas, strict=True) if "val" in p]
+    probas = [p for p in probas if "val" in p]
+    if len(members) < 2:
+        raise RuntimeError(f"an ensemble needs at least two finished strategies with validation probabilities "
+                           f"({len(members)} here): list it after them in --strategies")
+    inputs = load_inputs(s)
+    y = np.asarray(inputs.source.labels)
+    split = inputs.split
+    t0 = _time.perf_counter()
+    weights = select_weights([p["val"] for p in probas], y[split.val])
+    val_acc = cross_fitted_accuracy([p["val"] for p in probas], y[split.val], seed=s.seed)
+    test_proba = sum(w * p["test"] for w, p in zip(weights, probas, strict=True))
+    val_proba = sum(w * p["val"] for w, p in zip(weights, probas, strict=True))
+    fit_s = _time.perf_counter() - t0
+    pred = test_proba.argmax(1)
+    metrics = {**_scores(y[split.test], pred), "val_accuracy": val_acc,
+               "val_macro_f1": _scores(y[split.val], val_proba.argmax(1))["macro_f1"]}
+    used = [(m, w) for m, w in zip(members, weights, strict=True) if w > 0]
+    ds = inputs.source
+    save_ensemble(run_dir / "model", [(m["name"], Path(m["model"])) for m in members], weights,
+                  class_names=list(ds.class_names), modality=ds.modality,
+                  metrics={"val": {"accuracy": val_acc}, "test": {k: metrics[k] for k in ("accuracy", "macro_f1")}},
+                  data={"name": ds.name, "fingerprint": ds.fingerprint, "n": len(ds), **_source(task["settings"]),
+                        "split": {"train": len(split.train), "val": len(split.val), "test": len(split.test),
+                                  "seed": s.seed, "val_fraction": s.val, "test_fraction": s.test}},
+                  cost={"wall_time_s": round(fit_s + sum(float(m["wall_s"]) for m, _ in used), 3),
+                        "trainable_parameters": int(sum(int(m["trainable_parameters"]) for m, _ in used))},
+                  training={"strategy": task["strategy"]["name"],
+                            "validation_score": "cross-fitted: weights chosen on one half of validation, scored on "
+                                                "the other, both ways"})
+    return {"metrics": metrics, "fit_s": fit_s, "members_s": sum(float(m["wall_s"]) for m, _ in used),
+            "chosen": ", ".join(f"{m['name']} x{w:.2f}" for m, w in used),
+            "trainable_parameters": int(sum(int(m["trainable_parameters"]) for m, _ in used)), "predictions": pred,
+            "y_true": y[split.test], "artefacts": {"model": str(run_dir / "model"),
+                                                   **_probabilities(run_dir, val_proba, test_proba)}}
+
+
+ROUTES = {"baseline": run_baseline, "ensemble": run_ensemble, "probe": run_probe, "finetune": run_finetune,
+          "adapt": run_adapt}
 
 
 def main(task_file: str) -> int:

@@ -183,8 +183,10 @@ def _run_strategy(cmp: Comparison, s: Strategy, task_base: dict, options: dict, 
         rec["process_s"] = round(res["wall_s"], 3)
         if res["status"] == "ok":
             # the frozen features a route is built on: source for a probe (target ones only score it), both
-            # domains for adaptation, none for fine-tuning (it runs the backbone itself)
-            feats = {"probe": features["source_s"], "adapt": features["seconds"]}.get(s.route, 0.0)
+            # domains for adaptation, none for fine-tuning (it runs the backbone itself); an ensemble costs what
+            # its members cost
+            feats = {"probe": features["source_s"], "adapt": features["seconds"]}.get(s.route, 0.0) \
+                + float(res.get("members_s") or 0.0)
             rec.update(metrics=res["metrics"], chosen=res.get("chosen"), fit_s=round(res["fit_s"], 3),
                        features_s=round(feats, 3), wall_s=round(res["fit_s"] + feats, 3),
                        trainable_parameters=res["trainable_parameters"],
@@ -301,6 +303,11 @@ def run_compare(
                 continue
             log(f"{tag}: running (attempt {old.get('attempt', 0) + 1})")
             base = task_base
+            if s.route == "ensemble":  # what it selects from: every strategy that finished before it
+                base = {**task_base, "members": [
+                    {"name": r["name"], "model": r["artefacts"].get("model"), "proba": r["artefacts"].get("proba"),
+                     "wall_s": r["wall_s"], "trainable_parameters": r["trainable_parameters"]}
+                    for r in ok_records(cmp.doc) if r["route"] != "ensemble" and r["artefacts"].get("model")]}
             if deadline is not None and s.route == "finetune":
                 base = {**task_base, "time_limit_s": round(max(deadline - time.perf_counter(), 1.0), 1)}
             rec = _run_strategy(cmp, s, base, opts, features, old.get("attempt", 0) + 1)

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 from transferkit.errors import TransferkitError
 
-ROUTES = ("baseline", "probe", "finetune", "adapt")
+ROUTES = ("baseline", "probe", "finetune", "adapt", "ensemble")
 
 
 class CompareError(TransferkitError):
@@ -41,6 +41,8 @@ def methods(route: str) -> tuple[str, ...]:
         from transferkit.baselines import BASELINES
 
         return tuple(BASELINES)
+    if route == "ensemble":
+        return ("caruana",)  # greedy selection over the strategies listed before it (transferkit.model.ensemble)
     if route == "probe":
         from transferkit.heads import HEAD_NAMES, heads_for
 
@@ -59,7 +61,7 @@ def methods(route: str) -> tuple[str, ...]:
 
 def valid_specs(with_target: bool = True) -> list[str]:
     """Every spec `compare` accepts (adapt:* only with a target)."""
-    routes = ROUTES if with_target else ("baseline", "probe", "finetune")
+    routes = ROUTES if with_target else ("baseline", "probe", "finetune", "ensemble")
     return [f"{r}:{m}" for r in routes for m in methods(r)]
 
 
@@ -98,6 +100,8 @@ def parse_strategies(text: str, *, with_target: bool) -> list[Strategy]:
             raise CompareError(f"strategy {name!r} adapts to a target domain: add --target with unlabelled "
                                "target data, or drop it")
         s = Strategy(route, method)
+        if out and out[-1].route == "ensemble":
+            raise CompareError(f"{out[-1].name!r} combines the strategies before it: list it last in --strategies")
         if s in out:
             raise CompareError(f"strategy {name!r} is listed twice in --strategies: list it once")
         out.append(s)
