@@ -89,11 +89,19 @@ def load_task(name: str) -> Dataset:
 
 
 def sample(ds: Dataset, size: str, cap: int, seed: int) -> tuple[Dataset, int]:
-    """A stratified sample with `size` training items per class (train = 55% of the sample) or all up to cap."""
+    """A class-stratified sample of ceil(size × classes / 0.55) items (train is 55 % of it: about `size` training
+    items per class when the classes are balanced; proportional otherwise, with at least 3 items per class), or
+    "all" up to cap items."""
     k = len(ds.class_names)
     n = min(cap, len(ds)) if size == "all" else min(len(ds), math.ceil(int(size) * k / 0.55))
     idx = stratified_sample(ds.labels, n, seed=seed) if n < len(ds) else np.arange(len(ds))
-    return ds.subset(idx, name=f"{ds.name}[{n}]"), n
+    rng = np.random.default_rng(seed)
+    for c in range(k):  # a rare class (TREC's ABBR: 1.6 %) still gets the 3 items a train/val/test split needs
+        have = np.flatnonzero(ds.labels[idx] == c)
+        if len(have) < 3:
+            spare = np.setdiff1d(np.flatnonzero(ds.labels == c), idx)
+            idx = np.sort(np.r_[idx, rng.choice(spare, min(3 - len(have), len(spare)), replace=False)])
+    return ds.subset(idx, name=f"{ds.name}[{len(idx)}]"), len(idx)
 
 
 def one(task: str, size: str, args: argparse.Namespace) -> dict:
