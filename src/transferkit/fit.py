@@ -24,8 +24,8 @@ PORTFOLIO = {
     "image": ("baseline:pixels", "probe:auto", "finetune:last-k", "finetune:full", "ensemble:caruana"),
 }
 #: fine-tuning settings of fit's strategies unless the user gives them: epochs end by early stopping on
-#: validation (the best epoch's weights are kept)
-FINETUNE = {"epochs": 6, "patience": 2}
+#: validation (the best epoch's weights are kept); image training items are augmented (light), texts are not
+FINETUNE = {"epochs": 6, "patience": 2, "augment": "auto"}
 #: learning rate per fine-tuning strategy (the backbone's; the new head trains at 10x)
 STRATEGY_LR = {"head": 1e-3, "lora": 1e-3, "last-k": 2e-4, "gradual": 1e-4, "full": 5e-5}
 DEFAULT_BUDGET_S = 15 * 60.0
@@ -46,9 +46,20 @@ def run_fit(settings: CompareSettings, out: str | Path, *, budget_s: float | Non
     document (its "best" entry names the model folder)."""
     t0 = time.perf_counter()
     options = {**FINETUNE, **(finetune_options or {})}
+
+    def leaderboard(doc: dict) -> None:
+        from transferkit.report.summary import recommend
+
+        rec = recommend(doc, tolerance)
+        spent = time.perf_counter() - t0
+        if rec is not None:
+            log(f"leader so far: {rec['name']} ({rec['metric']} {rec['score']:.4f}); {spent:.0f} s"
+                + (f" of {budget_s:.0f} s" if budget_s else "") + " spent")
+
     doc = run_compare(settings, strategies or _portfolio_of, out, budget_s=budget_s, resume=resume,
                       finetune_options=options, strategy_options=_per_strategy(options), progress=progress,
-                      log=log, trust=trust, deadline=None if budget_s is None else t0 + budget_s)
+                      log=log, trust=trust, deadline=None if budget_s is None else t0 + budget_s,
+                      on_record=leaderboard)
     doc["fit"] = {"budget_s": budget_s, "tolerance": tolerance, "wall_s": round(time.perf_counter() - t0, 3)}
     publish_best(doc, out, tolerance)
     return doc

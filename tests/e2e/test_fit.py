@@ -37,6 +37,7 @@ def test_fit_chooses_on_validation_and_hands_over_a_model(tmp_path):
     assert rec["score"] >= best - 0.01  # within the tolerance of the best on validation
     assert "the baseline won:" in r.stdout or "beats the baseline baseline:tfidf" in r.stdout
     assert f"transferkit predict {out / 'best'}" in r.stdout.replace("\n", "")
+    assert r.stderr.count("leader so far:") == 3  # a live leaderboard line after every strategy
     texts = tmp_path / "new.csv"
     texts.write_text('text\n"WINNER!! Claim your free prize now, call 09061701461"\nsee you at lunch tomorrow?\n')
     p = run("predict", str(out / "best"), "--data", str(texts), "--out", str(tmp_path / "p.csv"))

@@ -124,3 +124,12 @@ def test_export_refuses_a_used_folder_and_unknown_options(models, tmp_path):
         export_onnx(models["probe"], tmp_path / "a", quantize="int4")
     r = CliRunner().invoke(app, ["export", str(models["probe"]), "--format", "tflite", "--out", str(tmp_path / "b")])
     assert "--format 'tflite'" in str(r.exception)
+
+
+@pytest.mark.parametrize("route", ["baseline", "hybrid", "ensemble"])
+def test_models_without_one_network_are_refused_in_one_line(route, models, tmp_path):
+    with pytest.raises(ExportError, match="no (single )?network to export") as e:
+        export_onnx(models[route], tmp_path / "onnx")
+    assert "\n" not in str(e.value) and "transferkit predict" in str(e.value)
+    assert not (tmp_path / "onnx").exists()  # a refused export leaves nothing behind
+    assert "transferkit export" not in (models[route] / "README.md").read_text()

@@ -102,6 +102,29 @@ class FittedBaseline:
         return self.predict_proba(items).argmax(1)
 
 
+def _search(candidates: list[tuple[dict, Any, Any]], y: np.ndarray, split: Any, seed: int
+            ) -> tuple[SparseLinear, float, dict, float, list[dict]]:
+    """Every (features, family, C) of `candidates` x `TEXT_GRID` fitted on train and scored on validation: the
+    best classifier, its score, its candidate's settings, its temperature (margins -> probabilities on
+    validation; 1 for logistic regression) and the whole search. Ties keep the earlier (smaller C, margin first)."""
+    search, best = [], None
+    for extra, Xtr, Xv in candidates:
+        for family, C in TEXT_GRID:
+            clf = SparseLinear.fit(family, C, Xtr, y[split.train], seed)
+            score = float((clf.classes[clf.scores(Xv).argmax(1)] == y[split.val]).mean())
+            search.append({**extra, "family": family, "C": C, "val_score": score})
+            if best is None or score > best[1]:
+                best = (clf, score, extra, Xv)
+    clf, score, extra, Xv = best
+    temperature = 1.0
+    if clf.family == "svm":
+        from transferkit.heads.probe_model import fit_temperature
+
+        ids = np.clip(np.searchsorted(clf.classes, y[split.val]), 0, len(clf.classes) - 1)
+        temperature = fit_temperature(clf.scores(Xv), ids)
+    return clf, score, extra, temperature, search
+
+
 def fit_baseline(method: str, data: Any, split: Any, seed: int = 0) -> FittedBaseline:
     """Fit baseline `method` ("tfidf" | "pixels" | "auto" = the data's) on split.train of `data` (a Dataset),
     choosing its hyperparameters on split.val; the model is trained on train only, like every probe."""
@@ -124,22 +147,10 @@ def fit_baseline(method: str, data: Any, split: Any, seed: int = 0) -> FittedBas
     n_classes = len(data.class_names)
     if method == "tfidf":
         feat = TfidfFeatures().fit(train)
-        Xtr, Xv = feat.transform(train), feat.transform(val)
-        search, best, best_score = [], None, -1.0
-        for family, C in TEXT_GRID:
-            clf = SparseLinear.fit(family, C, Xtr, y[split.train], seed)
-            score = float((clf.classes[clf.scores(Xv).argmax(1)] == y[split.val]).mean())
-            search.append({"family": family, "C": C, "val_score": score})
-            if score > best_score:  # ties keep the earlier (smaller C, margin before logistic)
-                best, best_score = clf, score
-        temperature = 1.0
-        if best.family == "svm":
-            from transferkit.heads.probe_model import fit_temperature
-
-            ids = np.searchsorted(best.classes, y[split.val])
-            temperature = fit_temperature(best.scores(Xv), np.clip(ids, 0, len(best.classes) - 1))
-        fitted = FittedBaseline(method, feat, best, n_classes, temperature, f"{best.family} C={best.C:g}",
-                                best_score, search)
+        best, score, _, temperature, search = _search([({}, feat.transform(train), feat.transform(val))], y, split,
+                                                      seed)
+        fitted = FittedBaseline(method, feat, best, n_classes, temperature, f"{best.family} C={best.C:g}", score,
+                                search)
     else:
         from transferkit.heads.select import fit_head
 
@@ -172,24 +183,13 @@ def fit_hybrid(data: Any, split: Any, embeddings: np.ndarray, seed: int = 0) -> 
     train, val = [data.items[i] for i in split.train], [data.items[i] for i in split.val]
     tfidf = TfidfFeatures().fit(train)
     Ttr, Tv = tfidf.transform(train), tfidf.transform(val)
-    search, best, best_score, best_feat = [], None, -1.0, None
-    for scale in SCALES:
-        feat = HybridFeatures(tfidf, scale)
-        Xtr, Xv = feat.combine(Ttr, embeddings[split.train]), feat.combine(Tv, embeddings[split.val])
-        for family, C in TEXT_GRID:
-            clf = SparseLinear.fit(family, C, Xtr, y[split.train], seed)
-            score = float((clf.classes[clf.scores(Xv).argmax(1)] == y[split.val]).mean())
-            search.append({"scale": scale, "family": family, "C": C, "val_score": score})
-            if score > best_score:
-                best, best_score, best_feat, Xbest = clf, score, feat, Xv
-    temperature = 1.0
-    if best.family == "svm":
-        from transferkit.heads.probe_model import fit_temperature
-
-        ids = np.clip(np.searchsorted(best.classes, y[split.val]), 0, len(best.classes) - 1)
-        temperature = fit_temperature(best.scores(Xbest), ids)
-    fitted = FittedBaseline("hybrid", best_feat, best, len(data.class_names), temperature,
-                            f"{best.family} C={best.C:g}, embeddings x{best_feat.scale:g}", best_score, search)
+    feats = {scale: HybridFeatures(tfidf, scale) for scale in SCALES}
+    best, score, extra, temperature, search = _search(
+        [({"scale": s}, f.combine(Ttr, embeddings[split.train]), f.combine(Tv, embeddings[split.val]))
+         for s, f in feats.items()], y, split, seed)
+    feat = feats[extra["scale"]]
+    fitted = FittedBaseline("hybrid", feat, best, len(data.class_names), temperature,
+                            f"{best.family} C={best.C:g}, embeddings x{feat.scale:g}", score, search)
     fitted.fit_s = time.perf_counter() - t0
     return fitted
 

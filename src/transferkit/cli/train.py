@@ -105,6 +105,9 @@ def finetune_cmd(
     lora_dropout: Annotated[float, typer.Option(help="LoRA dropout.")] = 0.0,
     lora_targets: Annotated[str, typer.Option(help="auto, all-linear, or comma-separated module names.")] = "auto",
     class_weights: Annotated[str | None, typer.Option(help="balanced: weight classes by inverse frequency.")] = None,
+    augment: Annotated[str, typer.Option(help="Image training items: none, light (random resized crop + flip), "
+                                         "strong (+ TrivialAugment) or auto (light for images); seeded, so "
+                                         "--resume stays exact.")] = "none",
     val: ValOpt = 0.15,
     test: TestOpt = 0.15,
     seed: SeedOpt = 0,
@@ -121,7 +124,7 @@ def finetune_cmd(
                 grad_checkpointing=grad_checkpointing, bn_train=bn_train, patience=patience, last_k=last_k,
                 unfreeze_every=unfreeze_every, lora_r=lora_r, lora_alpha=lora_alpha, lora_dropout=lora_dropout,
                 lora_targets=lora_targets, class_weights=class_weights, val=val, test=test, seed=seed,
-                num_workers=workers, checkpoint_every=checkpoint_every, max_steps=max_steps)
+                num_workers=workers, checkpoint_every=checkpoint_every, max_steps=max_steps, augment=augment)
     run_finetune(DataArgs(data, text_column, label_column, on_bad_input),
                  BackboneArgs(model, pooling, image_size, max_length, device, precision, random_init, trust_pickle,
                               trust_remote_code), out, resume, opts, as_json)

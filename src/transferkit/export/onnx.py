@@ -90,10 +90,14 @@ def _export(loaded: Any, model_path: Path, out: Path, quantize: str | None, data
     probe = loaded.predictor
     backbone = getattr(probe, "backbone", None) or getattr(getattr(probe, "run", None), "backbone", None)
     if backbone is None:
-        if loaded.info.kind == "baseline":
-            raise ExportError("a baseline model (TF-IDF or pixels + a linear model) has no network to export: use it "
-                              "with `transferkit predict`, `transferkit serve` or transferkit.load")
-        raise ExportError(f"a {loaded.info.kind} model has no network to export")
+        if loaded.info.kind in ("baseline", "hybrid"):
+            raise ExportError(f"a {loaded.info.kind} model (TF-IDF or pixels + a linear model) has no network to "
+                              "export: use it with `transferkit predict`, `transferkit serve` or transferkit.load")
+        if loaded.info.kind == "ensemble":
+            raise ExportError("an ensemble model averages several models' predictions and has no single network to "
+                              "export: export its members (members/NAME in the folder), or use it with "
+                              "`transferkit predict`, `transferkit serve` or transferkit.load")
+        raise ExportError(f"this {loaded.info.kind} model has no network to export")
     sample = backbone.collate(_sample_items(loaded.modality))
     names = list(sample)
     net, _ = model_network(loaded, names)

@@ -122,16 +122,22 @@ def attention_speedup(batch: int = 16, heads: int = 6, tokens: int = 197, dim: i
     def fused() -> torch.Tensor:
         return F.scaled_dot_product_attention(q, k, v)
 
-    best = {explicit: float("inf"), fused: float("inf")}
     with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16):
-        for fn in best:
+        t_explicit, t_fused = _best_times((explicit, fused), reps)
+    return t_fused / t_explicit
+
+
+def _best_times(fns: tuple, reps: int) -> list[float]:
+    """The best wall time of each of `fns` over `reps` interleaved rounds, after one warm-up call each."""
+    best = [float("inf")] * len(fns)
+    for fn in fns:
+        fn()
+    for _ in range(reps):
+        for i, fn in enumerate(fns):
+            t0 = time.perf_counter()
             fn()
-        for _ in range(reps):
-            for fn in best:
-                t0 = time.perf_counter()
-                fn()
-                best[fn] = min(best[fn], time.perf_counter() - t0)
-    return best[fused] / best[explicit]
+            best[i] = min(best[i], time.perf_counter() - t0)
+    return best
 
 
 def onednn_linear_pays(device: torch.device, precision: str) -> bool:
@@ -160,16 +166,9 @@ def onednn_linear_speedup(rows: int = 2048, width: int = 384, reps: int = 3) -> 
     def onednn() -> torch.Tensor:
         return _onednn_linear(packed[1], _onednn_linear(packed[0], x))
 
-    best = {mkl: float("inf"), onednn: float("inf")}
     with torch.inference_mode():
-        for fn in best:
-            fn()
-        for _ in range(reps):
-            for fn in best:
-                t0 = time.perf_counter()
-                fn()
-                best[fn] = min(best[fn], time.perf_counter() - t0)
-    return best[mkl] / best[onednn]
+        t_mkl, t_onednn = _best_times((mkl, onednn), reps)
+    return t_mkl / t_onednn
 
 
 def _packed(layer: nn.Linear) -> tuple[torch.Tensor, torch.Tensor | None]:

@@ -63,15 +63,18 @@ class Batches(torch.utils.data.Dataset):
     are collated behind the source items."""
 
     def __init__(self, data: Dataset, batches: list[list[int]], collate: Callable, targets: Targets | None,
-                 extras: Sequence[tuple[Dataset, list[list[int]]]] = ()) -> None:
+                 extras: Sequence[tuple[Dataset, list[list[int]]]] = (), augment: Callable | None = None,
+                 epoch: int = 0) -> None:
         self.data, self.batches, self.collate, self.targets, self.extras = data, batches, collate, targets, extras
+        self.augment, self.epoch = augment, epoch  # augment(item, epoch, index) for the source items
 
     def __len__(self) -> int:
         return len(self.batches)
 
     def __getitem__(self, i: int) -> tuple[dict, torch.Tensor | None, int]:
         idx = self.batches[i]
-        items = [self.data.items[j] for j in idx]
+        items = [self.data.items[j] if self.augment is None else self.augment(self.data.items[j], self.epoch, j)
+                 for j in idx]
         for other, other_batches in self.extras:
             items += [other.items[j] for j in other_batches[i]]
         return self.collate(items), (self.targets.tensor(idx) if self.targets else None), len(idx)

@@ -34,6 +34,8 @@ class FinetuneConfig:
     False for pretrained backbones and True for random-init ones, which have no statistics to keep.
     batch_size is the global batch: split across processes under `accelerate launch`, and over
     `grad_accum` micro-batches.
+    augment: "none", "light" (random resized crop + flip), "strong" (+ TrivialAugment) or "auto" (light for
+    images, none for text) — image training items only, seeded per (seed, epoch, item) so resume stays exact.
     time_limit_s ends the run once its wall time (across resumes) reaches it: the epoch in progress is validated
     as a partial one and the best weights so far are kept (how `fit` spends its budget).
     Extra losses (domain adaptation, say) are not settings here: they are `LossTerm`s given to `finetune`.
@@ -71,6 +73,7 @@ class FinetuneConfig:
     checkpoint_every: int = 50
     max_steps: int | None = None
     time_limit_s: float | None = None
+    augment: str = "none"
 
     def __post_init__(self) -> None:
         self.validate()
@@ -112,6 +115,10 @@ class FinetuneConfig:
             raise bad("patience", self.patience, "give a number of epochs ≥ 1, or None for no early stopping")
         if self.class_weights not in (None, "balanced"):
             raise bad("class_weights", self.class_weights, "use 'balanced' or None")
+        from transferkit.finetune.augment import AUGMENTS
+
+        if self.augment not in AUGMENTS:
+            raise bad("augment", self.augment, "use one of " + ", ".join(AUGMENTS))
         if self.time_limit_s is not None and not self.time_limit_s > 0:
             raise bad("time_limit_s", self.time_limit_s, "give a positive number of seconds, or None for no limit")
         if self.max_steps is not None and self.max_steps < 1:

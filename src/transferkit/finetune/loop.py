@@ -27,6 +27,7 @@ from transferkit.data.dataset import Dataset
 from transferkit.data.splits import stratified_split
 from transferkit.errors import DataError
 from transferkit.finetune import lora
+from transferkit.finetune.augment import Augment, resolve_augment
 from transferkit.finetune.batches import (
     Batches,
     Targets,
@@ -265,6 +266,8 @@ def finetune(
             return result_from_folder(folder)
 
     accelerator = _accelerator(config, device)
+    level = resolve_augment(config.augment, backbone.modality)
+    augment = Augment(level, config.seed) if level != "none" else None
     if accelerator.device.type == "cpu":
         tune_allocator()
     precision = "bf16" if accelerator.mixed_precision == "bf16" else "fp32"
@@ -459,7 +462,8 @@ def finetune(
                          for p in picks]
                 extras.append([m for ms in local for m in ms])
             it = loader(Batches(data, flat, backbone.collate, target,
-                                [(t.items, e) for t, e in zip(terms, extras) if e is not None]), config.num_workers)
+                                [(t.items, e) for t, e in zip(terms, extras) if e is not None], augment=augment,
+                                epoch=state.epoch), config.num_workers)
             bar = _progress(len(batches), start, f"epoch {state.epoch + 1}/{config.epochs}",
                             progress and accelerator.is_main_process)
             fi = -1  # index of the current micro-batch in `flat` (and in each term's extras)

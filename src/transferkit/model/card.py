@@ -19,6 +19,10 @@ KIND_TEXT = {
 }
 
 
+#: kinds without one network to trace (a sparse linear model on n-grams, an average of models)
+NOT_EXPORTED = ("baseline", "hybrid", "ensemble")
+
+
 def _fmt(v: object) -> str:
     if isinstance(v, float):
         return f"{v:.4f}" if abs(v) < 100 else f"{v:,.0f}"
@@ -68,7 +72,8 @@ def render_card(info: ModelInfo, folder_name: str = "MODEL") -> str:
     lines += ["", "## Use", "", "```bash",
               f"transferkit predict {folder_name} --data ITEMS --out predictions.csv",
               f"transferkit serve {folder_name} --port 8000",
-              *([f"transferkit export {folder_name} --format onnx --out {folder_name}-onnx"] if b else []),
+              *([f"transferkit export {folder_name} --format onnx --out {folder_name}-onnx"]
+                if info.kind not in NOT_EXPORTED else []),
               "```", "", "```python",
               "import transferkit", "", f'model = transferkit.load("{folder_name}")',
               "model.predict(items)        # " + ("class names" if info.is_classifier else "values"),

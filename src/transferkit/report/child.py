@@ -12,6 +12,7 @@ import sys
 import time
 import traceback
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -223,6 +224,23 @@ def run_finetune(task: dict, run_dir: Path) -> dict:
                           **_probabilities(run_dir, val_proba, test_proba)}}
 
 
+def _folder_metrics(metrics: dict) -> dict:
+    """A result's flat metrics (accuracy, val_accuracy, target_accuracy, …) as model.json's {"val", "test",
+    "target"} parts."""
+    parts: dict[str, dict] = {}
+    for k, v in metrics.items():
+        part = next((p for p in ("val", "target") if k.startswith(p + "_")), "test")
+        parts.setdefault(part, {})[k.removeprefix(part + "_")] = v
+    return {p: parts[p] for p in ("val", "test", "target") if p in parts}
+
+
+def _folder_data(ds: Any, split: Split, settings: dict) -> dict:
+    """model.json's data record of a strategy trained on `ds` with the comparison's `split`."""
+    return {"name": ds.name, "fingerprint": ds.fingerprint, "n": len(ds), **_source(settings),
+            "split": {"train": len(split.train), "val": len(split.val), "test": len(split.test),
+                      "seed": settings["seed"], "val_fraction": settings["val"], "test_fraction": settings["test"]}}
+
+
 def run_hybrid(task: dict, run_dir: Path) -> dict:
     """probe:hybrid: TF-IDF of the raw texts beside their cached frozen embeddings in one linear model, written as
     a hybrid model folder (the encoder by reference + the TF-IDF vocabulary and the linear model)."""
@@ -245,17 +263,11 @@ def run_hybrid(task: dict, run_dir: Path) -> dict:
     metrics = {**_scores(y[split.test], pred), **_scores(y[split.val], val_proba.argmax(1), "val_")}
     out = _target(metrics, yt, lambda: fitted.proba_from_features(
         feat.combine(feat.tfidf.transform(list(inputs.target.items)), Xt)).argmax(1))
-    target = {k.removeprefix("target_"): v for k, v in metrics.items() if k.startswith("target_")}
     fs = FeatureSet.open(task["features"]["source"])
     folder = save_baseline(
         run_dir / "model", fitted, class_names=list(ds.class_names), backbone=task["backbone_record"],
         precision=fs.meta.get("precision", "fp32"),
-        metrics={"val": {"accuracy": metrics["val_accuracy"], "macro_f1": metrics["val_macro_f1"]},
-                 "test": {"accuracy": metrics["accuracy"], "macro_f1": metrics["macro_f1"]},
-                 **({"target": target} if target else {})},
-        data={"name": ds.name, "fingerprint": ds.fingerprint, "n": len(ds), **_source(task["settings"]),
-              "split": {"train": len(split.train), "val": len(split.val), "test": len(split.test), "seed": s.seed,
-                        "val_fraction": s.val, "test_fraction": s.test}},
+        metrics=_folder_metrics(metrics), data=_folder_data(ds, split, task["settings"]),
         cost={"wall_time_s": round(fitted.fit_s + float(fs.meta.get("extract_seconds") or 0.0), 3),
               "fit_time_s": round(fitted.fit_s, 3), "peak_memory_mb": round(peak_rss_mb(), 1)},
         training={"strategy": task["strategy"]["name"]})
@@ -285,15 +297,9 @@ def run_baseline(task: dict, run_dir: Path) -> dict:
     pred = test_proba.argmax(1)
     metrics = {**_scores(y[split.test], pred), **_scores(y[split.val], val_proba.argmax(1), "val_")}
     out = _target(metrics, inputs.target_labels, lambda: fitted.predict(inputs.target.items))
-    target = {k.removeprefix("target_"): v for k, v in metrics.items() if k.startswith("target_")}
     folder = save_baseline(
         run_dir / "model", fitted, class_names=list(ds.class_names),
-        metrics={"val": {"accuracy": metrics["val_accuracy"], "macro_f1": metrics["val_macro_f1"]},
-                 "test": {"accuracy": metrics["accuracy"], "macro_f1": metrics["macro_f1"]},
-                 **({"target": target} if target else {})},
-        data={"name": ds.name, "fingerprint": ds.fingerprint, "n": len(ds), **_source(task["settings"]),
-              "split": {"train": len(split.train), "val": len(split.val), "test": len(split.test), "seed": s.seed,
-                        "val_fraction": s.val, "test_fraction": s.test}},
+        metrics=_folder_metrics(metrics), data=_folder_data(ds, split, task["settings"]),
         cost={"wall_time_s": round(fitted.fit_s, 3), "fit_time_s": round(fitted.fit_s, 3),
               "peak_memory_mb": round(peak_rss_mb(), 1)},
         training={"strategy": task["strategy"]["name"]})
@@ -332,16 +338,14 @@ def run_ensemble(task: dict, run_dir: Path) -> dict:
     val_proba = sum(w * p["val"] for w, p in zip(weights, probas, strict=True))
     fit_s = _time.perf_counter() - t0
     pred = test_proba.argmax(1)
-    metrics = {**_scores(y[split.test], pred), "val_accuracy": val_acc,
-               "val_macro_f1": _scores(y[split.val], val_proba.argmax(1))["macro_f1"]}
+    # only the cross-fitted validation accuracy: scores of val_proba itself would be measured on the items the
+    # weights were chosen on
+    metrics = {**_scores(y[split.test], pred), "val_accuracy": val_acc}
     used = [(m, w) for m, w in zip(members, weights, strict=True) if w > 0]
     ds = inputs.source
     save_ensemble(run_dir / "model", [(m["name"], Path(m["model"])) for m in members], weights,
                   class_names=list(ds.class_names), modality=ds.modality,
-                  metrics={"val": {"accuracy": val_acc}, "test": {k: metrics[k] for k in ("accuracy", "macro_f1")}},
-                  data={"name": ds.name, "fingerprint": ds.fingerprint, "n": len(ds), **_source(task["settings"]),
-                        "split": {"train": len(split.train), "val": len(split.val), "test": len(split.test),
-                                  "seed": s.seed, "val_fraction": s.val, "test_fraction": s.test}},
+                  metrics=_folder_metrics(metrics), data=_folder_data(ds, split, task["settings"]),
                   cost={"wall_time_s": round(fit_s + sum(float(m["wall_s"]) for m, _ in used), 3),
                         "trainable_parameters": int(sum(int(m["trainable_parameters"]) for m, _ in used))},
                   training={"strategy": task["strategy"]["name"],

@@ -213,6 +213,7 @@ def run_compare(
     finetune_options: dict | None = None,
     strategy_options: Callable[[str], dict] | None = None,
     deadline: float | None = None,
+    on_record: Callable[[dict], None] | None = None,
     permutations: int = 200,
     progress: bool = False,
     log: Callable[[str], None] = lambda m: None,
@@ -225,6 +226,7 @@ def run_compare(
     strategy_options: fine-tuning method -> its options (default: `finetune_options` for every method).
     deadline: a `time.perf_counter()` time by which fine-tuning runs must end (each gets what is left as its
     `time_limit_s`, and stops there keeping its best weights); budget_s only stops new strategies from starting.
+    on_record: called with the results document after each strategy ends (a live leaderboard).
     trust: {"trust_pickle": bool, "trust_remote_code": bool} for loading the backbone (never recorded)."""
     from filelock import FileLock, Timeout
 
@@ -322,6 +324,8 @@ def run_compare(
                     f"peak {rec['peak_memory_mb']:.0f} MB")
             else:
                 log(f"{tag}: {rec['status']}: {rec.get('error', '')}")
+            if on_record is not None:
+                on_record(cmp.doc)
         cmp.doc["finished_at"] = _now()
         cmp.save()
         return cmp.doc
