@@ -15,7 +15,9 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+from transferkit.io import write_json
 from transferkit.report import CompareSettings, publish_best, run_compare
+from transferkit.report.runner import RESULTS
 from transferkit.report.specs import CompareError
 
 #: the portfolio per modality, cheapest first
@@ -56,17 +58,14 @@ def run_fit(settings: CompareSettings, out: str | Path, *, budget_s: float | Non
             log(f"leader so far: {rec['name']} ({rec['metric']} {rec['score']:.4f}); {spent:.0f} s"
                 + (f" of {budget_s:.0f} s" if budget_s else "") + " spent")
 
-    doc = run_compare(settings, strategies or _portfolio_of, out, budget_s=budget_s, resume=resume,
+    doc = run_compare(settings, strategies or portfolio, out, budget_s=budget_s, resume=resume,
                       finetune_options=options, strategy_options=_per_strategy(options), progress=progress,
                       log=log, trust=trust, deadline=None if budget_s is None else t0 + budget_s,
                       on_record=leaderboard)
     doc["fit"] = {"budget_s": budget_s, "tolerance": tolerance, "wall_s": round(time.perf_counter() - t0, 3)}
+    write_json(Path(out) / RESULTS, doc)  # saved even when nothing finished (publish_best then writes nothing)
     publish_best(doc, out, tolerance)
     return doc
-
-
-def _portfolio_of(modality: str) -> str:
-    return portfolio(modality)
 
 
 def _per_strategy(options: dict) -> Callable[[str], dict]:
