@@ -101,6 +101,16 @@ class FittedBaseline:
     def predict(self, items: Sequence[Any]) -> np.ndarray:
         return self.predict_proba(items).argmax(1)
 
+    @property
+    def trainable_parameters(self) -> int:
+        """Numbers the classifier fits (not the featurizer's statistics or a head's input scaling)."""
+        if isinstance(self.classifier, SparseLinear):
+            return int(self.classifier.coef.size + self.classifier.intercept.size)
+        from transferkit.heads.probe_model import NOT_FITTED
+
+        arrays, _ = self.classifier.predictor.state()
+        return int(sum(np.asarray(v).size for k, v in arrays.items() if k not in NOT_FITTED))
+
 
 def _search(candidates: list[tuple[dict, Any, Any]], y: np.ndarray, split: Any, seed: int
             ) -> tuple[SparseLinear, float, dict, float, list[dict]]:
@@ -232,19 +242,15 @@ def save_baseline(folder: str | Path, fitted: FittedBaseline, *, class_names: li
     if isinstance(fitted.classifier, SparseLinear):
         carrays, cdoc = fitted.classifier.state()
         cdoc = {"predictor": "sparse-linear", **cdoc}
-        fitted_params = int(carrays["coef"].size + carrays["intercept"].size)
     else:
-        from transferkit.heads.probe_model import NOT_FITTED
-
         carrays, cdoc = head_state(fitted.classifier)
         cdoc = {"predictor": "head", "head_state": cdoc}
-        fitted_params = int(sum(np.asarray(v).size for k, v in carrays.items() if k not in NOT_FITTED))
     weights.update({f"clf.{k}": v for k, v in carrays.items()})
     hybrid = fitted.method == "hybrid"
     info = ModelInfo(kind="hybrid" if hybrid else "baseline", task="classification", class_names=list(class_names),
                      backbone=backbone if hybrid else None, precision=precision if hybrid else "fp32",
                      modality="text" if hybrid else BASELINES[fitted.method], metrics=metrics, data=data,
-                     cost={"trainable_parameters": fitted_params, **(cost or {})},
+                     cost={"trainable_parameters": fitted.trainable_parameters, **(cost or {})},
                      training={"baseline": fitted.method, "chosen": fitted.chosen, "temperature": fitted.temperature,
                                "search": fitted.search, "featurizer": doc, "classifier": cdoc, **(training or {})})
     return write_model(folder, info, weights)

@@ -78,16 +78,11 @@ def compare(
     tsne_points: Annotated[int, typer.Option(help="Items in the report's t-SNE projections (at most).")] = 1000,
 ) -> None:
     """Run several routes on the same split, write results.json and a self-contained HTML report, recommend one."""
-    from transferkit.finetune import FinetuneConfig
-    from transferkit.params import dataclass_schema, parse_params
-    from transferkit.report import CompareSettings, parse_budget, publish_best, render_report, run_compare
+    from transferkit.report import CompareSettings, parse_budget, publish_best, run_compare
 
     budget_s = parse_budget(budget)
-    owned = ("strategy", "val", "test", "seed", "precision")  # compare sets these for every strategy
-    schema = {k: v for k, v in dataclass_schema(FinetuneConfig).items() if k not in owned}
-    ft = {"epochs": epochs, "batch_size": batch_size, **({"lr": lr} if lr is not None else {}),
-          **({"max_steps": max_steps} if max_steps is not None else {}),
-          **parse_params(finetune_param or [], schema, flag="--finetune-param", what="compare's fine-tuning")}
+    ft = _finetune_options({"epochs": epochs, "batch_size": batch_size, "lr": lr, "max_steps": max_steps},
+                           finetune_param, "compare")
     settings = CompareSettings(data=data, model=model, target=target, target_labels=target_labels,
                                text_column=text_column, label_column=label_column, on_bad_input=on_bad_input,
                                image_size=image_size, max_length=max_length, pooling=pooling, device=device,
@@ -97,6 +92,24 @@ def compare(
                       progress=sys.stderr.isatty(), log=log,
                       trust={"trust_pickle": trust_pickle, "trust_remote_code": trust_remote_code})
     publish_best(doc, out, tolerance)
+    _report(doc, out, tolerance, tsne_points)
+
+
+def _finetune_options(given: dict, params: list[str] | None, command: str, owned: tuple[str, ...] = ()) -> dict:
+    """The fine-tuning options of `compare`/`fit`: the flags given (None: not given) and --finetune-param
+    NAME=VALUE for any other FinetuneConfig field except those the command sets for every strategy itself."""
+    from transferkit.finetune import FinetuneConfig
+    from transferkit.params import dataclass_schema, parse_params
+
+    owned = ("strategy", "val", "test", "seed", "precision", *owned)
+    schema = {k: v for k, v in dataclass_schema(FinetuneConfig).items() if k not in owned}
+    return {**{k: v for k, v in given.items() if v is not None},
+            **parse_params(params or [], schema, flag="--finetune-param", what=f"{command}'s fine-tuning")}
+
+
+def _report(doc: dict, out: Path, tolerance: float, tsne_points: int) -> None:
+    from transferkit.report import render_report
+
     log("rendering the report (plots, t-SNE)")
     print_compare(doc, render_report(doc, out, tolerance=tolerance, max_points=tsne_points), tolerance)
 
@@ -162,16 +175,12 @@ def fit(
 ) -> None:
     """The best model for your data within a budget: the strong baseline, probes and fine-tuning, chosen on
     validation; writes OUT/best (a model folder), results.json and an HTML report."""
-    from transferkit.finetune import FinetuneConfig
     from transferkit.fit import run_fit
-    from transferkit.params import dataclass_schema, parse_params
-    from transferkit.report import CompareSettings, parse_budget, render_report
+    from transferkit.report import CompareSettings, parse_budget
 
     budget_s = parse_budget(budget)
-    owned = ("strategy", "val", "test", "seed", "precision", "time_limit_s")
-    schema = {k: v for k, v in dataclass_schema(FinetuneConfig).items() if k not in owned}
-    ft = {**({"epochs": epochs} if epochs is not None else {}), **({"lr": lr} if lr is not None else {}),
-          **parse_params(finetune_param or [], schema, flag="--finetune-param", what="fit's fine-tuning")}
+    # fit sets each run's time limit from its budget
+    ft = _finetune_options({"epochs": epochs, "lr": lr}, finetune_param, "fit", owned=("time_limit_s",))
     settings = CompareSettings(data=data, model=model, text_column=text_column, label_column=label_column,
                                on_bad_input=on_bad_input, image_size=image_size, max_length=max_length,
                                pooling=pooling, device=device, precision=precision, pretrained=not random_init,
@@ -179,5 +188,4 @@ def fit(
     doc = run_fit(settings, out, budget_s=budget_s, strategies=strategies, finetune_options=ft, resume=resume,
                   tolerance=tolerance, progress=sys.stderr.isatty(), log=log,
                   trust={"trust_pickle": trust_pickle, "trust_remote_code": trust_remote_code})
-    log("rendering the report (plots, t-SNE)")
-    print_compare(doc, render_report(doc, out, tolerance=tolerance, max_points=tsne_points), tolerance)
+    _report(doc, out, tolerance, tsne_points)

@@ -19,7 +19,7 @@ from typing import Any
 
 import numpy as np
 
-from transferkit.model.folder import load_model, write_model
+from transferkit.model.folder import load_model, read_info, write_model
 from transferkit.model.info import ModelFolderError, ModelInfo
 
 MEMBERS = "members"
@@ -84,19 +84,13 @@ def save_ensemble(folder: str | Path, members: list[tuple[str, Path]], weights: 
         shutil.copytree(src, dest, ignore=shutil.ignore_patterns("state", "*.tmp", "log.txt", "task.json",
                                                                   "result.json", "predictions.json"))
         entries.append({"name": name, "folder": f"{MEMBERS}/{sub}", "weight": w})
-    precisions = {load_info_precision(folder / e["folder"]) for e in entries}
+    precisions = {read_info(folder / e["folder"]).precision for e in entries}
     info = ModelInfo(kind="ensemble", task="classification", class_names=list(class_names), backbone=None,
                      precision="bf16" if "bf16" in precisions else "fp32", modality=modality, metrics=metrics,
                      data=data, cost=cost or {}, training={"members": entries, "selection": "greedy, log-loss, "
                                                            "with replacement (Caruana et al. 2004)",
                                                            **(training or {})})
     return write_model(folder, info, {"weights": np.asarray([e["weight"] for e in entries], dtype=np.float64)})
-
-
-def load_info_precision(folder: Path) -> str:
-    from transferkit.model.folder import read_info
-
-    return read_info(folder).precision
 
 
 class EnsemblePredictor:

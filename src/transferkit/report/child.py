@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 
 from transferkit.data import Split
-from transferkit.io import read_arrays, read_json, write_json
+from transferkit.io import read_arrays, read_json, write_arrays, write_json
 from transferkit.runtime import peak_rss_mb
 
 
@@ -54,8 +54,6 @@ def _target(metrics: dict, yt: np.ndarray | None, predict) -> dict:
 def _probabilities(run_dir: Path, val: np.ndarray | None, test: np.ndarray) -> dict:
     """Save a strategy's class probabilities on the validation and test splits (what an ensemble is selected
     from and scored on); the artefact entry that names them."""
-    from transferkit.io import write_arrays
-
     arrays = {"test": np.asarray(test, dtype=np.float64)}
     if val is not None:
         arrays["val"] = np.asarray(val, dtype=np.float64)
@@ -82,6 +80,17 @@ def _features(task: dict) -> tuple[np.ndarray, np.ndarray, np.ndarray | None, np
     return X, y, Xt, yt
 
 
+def _inputs(task: dict) -> tuple:
+    """(settings, the comparison's inputs) as the parent loaded them; refused when the data changed meanwhile."""
+    from transferkit.report.inputs import CompareSettings, load_inputs
+
+    s = CompareSettings.from_dict(task["settings"])
+    inputs = load_inputs(s)
+    if inputs.source.fingerprint != task["fingerprint"]:
+        raise RuntimeError(f"the data of {s.data} changed while compare ran (fingerprint differs): rerun compare")
+    return s, inputs
+
+
 def _source(s: dict) -> dict:
     """Where a comparison's data came from, for its model folders (so export can find their test split again)."""
     return {"source": s["data"], "sample": s.get("sample"), "text_column": s.get("text_column"),
@@ -104,7 +113,7 @@ def run_probe(task: dict, run_dir: Path) -> dict:
     pred = best.predict(X[split.test])
     metrics = {**_scores(y[split.test], pred), **_scores(y[split.val], best.predict(X[split.val]), "val_")}
     out = _target(metrics, yt, lambda: best.predict(Xt))
-    target = {k.removeprefix("target_"): v for k, v in metrics.items() if k.startswith("target_")}
+    target = _folder_metrics(metrics).get("target")
     save_probe_of(FeatureSet.open(task["features"]["source"]), best, rows, split, run_dir / "model", seed=s["seed"],
                   val=s["val"], test=s["test"], metrics_extra={"target": target} if target else None,
                   training={"strategy": task["strategy"]["name"]}, source=_source(s))
@@ -171,12 +180,9 @@ def run_finetune(task: dict, run_dir: Path) -> dict:
     import torch
 
     from transferkit.finetune import FinetuneConfig, FinetuneError, finetune, load_run
-    from transferkit.report.inputs import CompareSettings, build_options, load_backbone_for, load_inputs
+    from transferkit.report.inputs import build_options, load_backbone_for
 
-    s = CompareSettings.from_dict(task["settings"])
-    inputs = load_inputs(s)
-    if inputs.source.fingerprint != task["fingerprint"]:
-        raise RuntimeError(f"the data of {s.data} changed while compare ran (fingerprint differs): rerun compare")
+    s, inputs = _inputs(task)
     config = FinetuneConfig(**{**task["options"], "strategy": task["strategy"]["method"], "val": s.val,
                                "test": s.test, "seed": s.seed, "precision": s.precision,
                                "time_limit_s": task.get("time_limit_s")})
@@ -246,10 +252,8 @@ def run_hybrid(task: dict, run_dir: Path) -> dict:
     a hybrid model folder (the encoder by reference + the TF-IDF vocabulary and the linear model)."""
     from transferkit.baselines import fit_hybrid, save_baseline
     from transferkit.features import FeatureSet
-    from transferkit.report.inputs import CompareSettings, load_inputs
 
-    s = CompareSettings.from_dict(task["settings"])
-    inputs = load_inputs(s)
+    s, inputs = _inputs(task)
     X, y, Xt, yt = _features(task)
     ds, split = inputs.source, inputs.split
     fitted = fit_hybrid(ds, split, X, seed=s.seed)
@@ -271,10 +275,8 @@ def run_hybrid(task: dict, run_dir: Path) -> dict:
         cost={"wall_time_s": round(fitted.fit_s + float(fs.meta.get("extract_seconds") or 0.0), 3),
               "fit_time_s": round(fitted.fit_s, 3), "peak_memory_mb": round(peak_rss_mb(), 1)},
         training={"strategy": task["strategy"]["name"]})
-    from transferkit.model import read_info
-
     return {**out, "metrics": metrics, "fit_s": fitted.fit_s, "chosen": fitted.chosen,
-            "trainable_parameters": int(read_info(folder).cost["trainable_parameters"]), "predictions": pred,
+            "trainable_parameters": fitted.trainable_parameters, "predictions": pred,
             "y_true": y[split.test], "artefacts": {"model": str(folder), **_probabilities(run_dir, val_proba,
                                                                                               test_proba)}}
 
@@ -283,12 +285,8 @@ def run_baseline(task: dict, run_dir: Path) -> dict:
     """The strong simple baseline on the raw items (TF-IDF or pixels + a linear model, C on validation), written
     as a baseline model folder."""
     from transferkit.baselines import fit_baseline, save_baseline
-    from transferkit.report.inputs import CompareSettings, load_inputs
 
-    s = CompareSettings.from_dict(task["settings"])
-    inputs = load_inputs(s)
-    if inputs.source.fingerprint != task["fingerprint"]:
-        raise RuntimeError(f"the data of {s.data} changed while compare ran (fingerprint differs): rerun compare")
+    s, inputs = _inputs(task)
     ds, split = inputs.source, inputs.split
     fitted = fit_baseline(task["strategy"]["method"], ds, split, seed=s.seed)
     y = np.asarray(ds.labels)
@@ -303,10 +301,8 @@ def run_baseline(task: dict, run_dir: Path) -> dict:
         cost={"wall_time_s": round(fitted.fit_s, 3), "fit_time_s": round(fitted.fit_s, 3),
               "peak_memory_mb": round(peak_rss_mb(), 1)},
         training={"strategy": task["strategy"]["name"]})
-    from transferkit.model import read_info
-
     return {**out, "metrics": metrics, "fit_s": fitted.fit_s, "chosen": fitted.chosen,
-            "trainable_parameters": int(read_info(folder).cost["trainable_parameters"]), "predictions": pred,
+            "trainable_parameters": fitted.trainable_parameters, "predictions": pred,
             "y_true": y[split.test], "artefacts": {"model": str(folder), **_probabilities(run_dir, val_proba,
                                                                                               test_proba)}}
 
@@ -314,13 +310,8 @@ def run_baseline(task: dict, run_dir: Path) -> dict:
 def run_ensemble(task: dict, run_dir: Path) -> dict:
     """Greedy ensemble selection (Caruana et al.) over the strategies that finished before it, on their validation
     probabilities; written as an ensemble model folder holding its members."""
-    import time as _time
-
-    from transferkit.io import read_arrays
     from transferkit.model.ensemble import cross_fitted_accuracy, save_ensemble, select_weights
-    from transferkit.report.inputs import CompareSettings, load_inputs
 
-    s = CompareSettings.from_dict(task["settings"])
     members = [m for m in task.get("members") or [] if m.get("proba")]
     probas = [read_arrays(m["proba"]) for m in members]
     members = [m for m, p in zip(members, probas, strict=True) if "val" in p]
@@ -328,15 +319,15 @@ def run_ensemble(task: dict, run_dir: Path) -> dict:
     if len(members) < 2:
         raise RuntimeError(f"an ensemble needs at least two finished strategies with validation probabilities "
                            f"({len(members)} here): list it after them in --strategies")
-    inputs = load_inputs(s)
+    s, inputs = _inputs(task)
     y = np.asarray(inputs.source.labels)
     split = inputs.split
-    t0 = _time.perf_counter()
+    t0 = time.perf_counter()
     weights = select_weights([p["val"] for p in probas], y[split.val])
     val_acc = cross_fitted_accuracy([p["val"] for p in probas], y[split.val], seed=s.seed)
     test_proba = sum(w * p["test"] for w, p in zip(weights, probas, strict=True))
     val_proba = sum(w * p["val"] for w, p in zip(weights, probas, strict=True))
-    fit_s = _time.perf_counter() - t0
+    fit_s = time.perf_counter() - t0
     pred = test_proba.argmax(1)
     # only the cross-fitted validation accuracy: scores of val_proba itself would be measured on the items the
     # weights were chosen on
