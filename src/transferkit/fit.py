@@ -2,8 +2,10 @@
 than the strong simple baseline.
 
 fit is `compare` with a portfolio: the data's baseline (TF-IDF or pixels + a linear model), every probe head on
-the frozen features (chosen on validation), then fine-tuning strategies with per-strategy defaults, early
-stopping on validation and a time limit taken from what is left of the budget. Strategies run cheapest first, so
+the frozen features (chosen on validation), then fine-tuning strategies (for text also SetFit-style contrastive
+tuning) whose learning rate is searched on validation with successive halving, with early stopping on
+validation and a time limit: an equal share of what is left of the budget among the fine-tuning runs still to
+come (what one leaves unused goes to the next), then an ensemble. Strategies run cheapest first, so
 a short budget still ends with the baseline and the probes. The choice is `compare`'s rule on validation
 accuracy (the cheapest route within `tolerance` of the best; the test split is only reported), so a transfer
 route has to beat the baseline on held-out data to be picked, and the report says plainly when it did not.
@@ -15,6 +17,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+from transferkit.finetune.config import DEFAULT_LR
 from transferkit.io import write_json
 from transferkit.report import CompareSettings, publish_best, run_compare
 from transferkit.report.runner import RESULTS
@@ -22,14 +25,18 @@ from transferkit.report.specs import CompareError
 
 #: the portfolio per modality, cheapest first
 PORTFOLIO = {
-    "text": ("baseline:tfidf", "probe:auto", "probe:hybrid", "finetune:lora", "finetune:full", "ensemble:caruana"),
+    "text": ("baseline:tfidf", "probe:auto", "probe:hybrid", "finetune:contrastive", "finetune:lora", "finetune:full",
+             "ensemble:caruana"),
     "image": ("baseline:pixels", "probe:auto", "finetune:last-k", "finetune:full", "ensemble:caruana"),
 }
-#: fine-tuning settings of fit's strategies unless the user gives them: epochs end by early stopping on
-#: validation (the best epoch's weights are kept); image training items are augmented (light), texts are not
-FINETUNE = {"epochs": 6, "patience": 2, "augment": "auto"}
-#: learning rate per fine-tuning strategy (the backbone's; the new head trains at 10x)
-STRATEGY_LR = {"head": 1e-3, "lora": 1e-3, "last-k": 2e-4, "gradual": 1e-4, "full": 5e-5}
+#: fine-tuning settings of fit's strategies unless the user gives them: the learning rate is searched on
+#: validation (lr="auto", around each strategy's own default), epochs end by early stopping on validation (the
+#: best epoch's weights are kept); image training items are augmented (light), texts are not
+FINETUNE = {"epochs": 6, "patience": 2, "augment": "auto", "lr": "auto"}
+#: per-strategy settings on top: a contrastive epoch pairs every training item once, so it takes more of them
+#: (SetFit draws 40 pairs per item) and no early stopping (a few-shot epoch is one step, too little to judge by);
+#: the best epoch on validation is kept and the time share ends it
+STRATEGY = {"contrastive": {"epochs": 20, "patience": None}}
 DEFAULT_BUDGET_S = 15 * 60.0
 
 
@@ -48,6 +55,7 @@ def run_fit(settings: CompareSettings, out: str | Path, *, budget_s: float | Non
     document (its "best" entry names the model folder)."""
     t0 = time.perf_counter()
     options = {**FINETUNE, **(finetune_options or {})}
+    given = dict(finetune_options or {})
 
     def leaderboard(doc: dict) -> None:
         from transferkit.report.summary import recommend
@@ -59,7 +67,7 @@ def run_fit(settings: CompareSettings, out: str | Path, *, budget_s: float | Non
                 + (f" of {budget_s:.0f} s" if budget_s else "") + " spent")
 
     doc = run_compare(settings, strategies or portfolio, out, budget_s=budget_s, resume=resume,
-                      finetune_options=options, strategy_options=_per_strategy(options), progress=progress,
+                      finetune_options=options, strategy_options=_per_strategy(options, given), progress=progress,
                       log=log, trust=trust, deadline=None if budget_s is None else t0 + budget_s,
                       on_record=leaderboard)
     doc["fit"] = {"budget_s": budget_s, "tolerance": tolerance, "wall_s": round(time.perf_counter() - t0, 3)}
@@ -68,8 +76,12 @@ def run_fit(settings: CompareSettings, out: str | Path, *, budget_s: float | Non
     return doc
 
 
-def _per_strategy(options: dict) -> Callable[[str], dict]:
-    """Options of one fine-tuning strategy: the user's, else the strategy's own learning rate."""
+def _per_strategy(options: dict, given: dict) -> Callable[[str], dict]:
+    """Options of one fine-tuning strategy: fit's defaults, the strategy's own on top, the user's (`given`) last;
+    a fixed rate the user did not give is the strategy's own default."""
     def of(method: str) -> dict:
-        return {**({"lr": STRATEGY_LR[method]} if "lr" not in options and method in STRATEGY_LR else {}), **options}
+        own = {**options, **STRATEGY.get(method, {}), **given}
+        if own.get("lr") is None:
+            own["lr"] = DEFAULT_LR[method]
+        return own
     return of

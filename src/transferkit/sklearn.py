@@ -94,7 +94,7 @@ class FeatureExtractor(TransformerMixin, BaseEstimator):
 class FineTunedClassifier(ClassifierMixin, BaseEstimator):
     """Fine-tune a pretrained backbone as a scikit-learn classifier: `fit(X, y)`, `predict`, `predict_proba`.
 
-    X holds raw items (images or strings). `strategy` is head, full, last-k, gradual or lora; any other
+    X holds raw items (images or strings). `strategy` is head, full, last-k, gradual, lora or contrastive; any other
     `FinetuneConfig` setting goes in `options` (e.g. {"lora_r": 4, "layer_decay": 0.8}). `val` items
     of the training data pick the best epoch. The run folder (`out`, or a temporary folder) holds the
     model as safetensors + JSON; `save(path)` copies it and `FineTunedClassifier.load(path)` reads it back.

@@ -6,15 +6,17 @@ import json
 import pytest
 from test_cli import run
 
-from transferkit.fit import PORTFOLIO, STRATEGY_LR, portfolio
+from transferkit.finetune.config import DEFAULT_LR
+from transferkit.fit import PORTFOLIO, portfolio
 from transferkit.report import CompareError
 
 
 def test_the_portfolio_starts_with_the_baseline_and_knows_each_strategys_rate():
     assert portfolio("text").split(",")[0] == "baseline:tfidf"
     assert portfolio("image").split(",")[0] == "baseline:pixels"
-    assert all(s.split(":")[1] in STRATEGY_LR for p in PORTFOLIO.values() for s in p if s.startswith("finetune"))
-    assert STRATEGY_LR["lora"] > STRATEGY_LR["full"]  # LoRA's rate is not full fine-tuning's
+    assert all(s.split(":")[1] in DEFAULT_LR for p in PORTFOLIO.values() for s in p if s.startswith("finetune"))
+    assert DEFAULT_LR["lora"] > DEFAULT_LR["full"]  # LoRA's rate is not full fine-tuning's
+    assert "finetune:contrastive" in PORTFOLIO["text"] and "finetune:contrastive" not in PORTFOLIO["image"]
     with pytest.raises(CompareError, match="image or text"):
         portfolio("audio")
 
@@ -28,7 +30,9 @@ def test_fit_chooses_on_validation_and_hands_over_a_model(tmp_path):
     doc = json.loads((out / "results.json").read_text())
     assert [s["status"] for s in doc["strategies"]] == ["ok", "ok", "ok"] and doc["fit"]["budget_s"] == 600
     head = next(s for s in doc["strategies"] if s["name"] == "finetune:head")
-    assert head["settings"]["lr"] == STRATEGY_LR["head"] and head["settings"]["patience"] == 2
+    assert head["settings"]["lr"] == "auto" and head["settings"]["patience"] == 2  # fit searches the rate
+    search = json.loads((out / "runs" / "finetune-head" / "run" / "run.json").read_text())["lr_search"]
+    assert search["chosen"] in search["candidates"] and len(search["trials"]) == 6  # 4 short trials, then 2
     from transferkit.report import recommend
 
     rec = recommend(doc, doc["fit"]["tolerance"])

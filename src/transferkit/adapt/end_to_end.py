@@ -70,8 +70,8 @@ class DomainTerm(LossTerm):
                 dim = feature_dim
             self.disc = _discriminator(dim) if method in ("dann", "cdan") else None
 
-    def extra_items(self, epoch: int, position: int, size: int) -> np.ndarray:
-        return target_batch(len(self.items), size, self.batch_size, self.seed, epoch, position)
+    def extra_items(self, epoch: int, position: int, source: np.ndarray) -> np.ndarray:
+        return target_batch(len(self.items), len(source), self.batch_size, self.seed, epoch, position)
 
     def loss(self, batch: TermBatch, progress: float) -> torch.Tensor:
         m = len(batch.source_features)

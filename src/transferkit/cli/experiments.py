@@ -67,8 +67,8 @@ def compare(
     test: TestOpt = 0.15,
     epochs: Annotated[int, typer.Option(help="Fine-tuning epochs.")] = 3,
     batch_size: Annotated[int, typer.Option(help="Fine-tuning global batch.")] = 32,
-    lr: Annotated[float | None, typer.Option(help="Fine-tuning learning rate (default: finetune's default).")
-                  ] = None,
+    lr: Annotated[str | None, typer.Option(help="Fine-tuning learning rate: a number, or auto (searched on "
+                                           "validation); default: each strategy's own.")] = None,
     max_steps: Annotated[int | None, typer.Option(help="Cap on fine-tuning optimizer steps.")] = None,
     finetune_param: Annotated[list[str] | None, typer.Option("--finetune-param", help="Any other fine-tuning "
                                                              "setting NAME=VALUE (repeatable), e.g. lora_r=4.")
@@ -102,6 +102,14 @@ def _finetune_options(given: dict, params: list[str] | None, command: str, owned
     from transferkit.params import dataclass_schema, parse_params
 
     owned = ("strategy", "val", "test", "seed", "precision", *owned)
+    if given.get("lr") not in (None, "auto"):
+        from transferkit.report.specs import CompareError
+
+        try:
+            given = {**given, "lr": float(given["lr"])}
+        except ValueError:
+            raise CompareError(f"--lr {given['lr']!r} is not a learning rate: give a number such as 5e-4, or auto"
+                               ) from None
     schema = {k: v for k, v in dataclass_schema(FinetuneConfig).items() if k not in owned}
     return {**{k: v for k, v in given.items() if v is not None},
             **parse_params(params or [], schema, flag="--finetune-param", what=f"{command}'s fine-tuning")}
@@ -143,8 +151,8 @@ def fit(
                       ] = "15m",
     strategies: Annotated[str | None, typer.Option(
         help="Override the portfolio (comma-separated route:method specs). Default for text: baseline:tfidf, "
-        "probe:auto, finetune:lora, finetune:full; for images: baseline:pixels, probe:auto, finetune:last-k, "
-        "finetune:full.")] = None,
+        "probe:auto, probe:hybrid, finetune:contrastive, finetune:lora, finetune:full, ensemble:caruana; for images: "
+        "baseline:pixels, probe:auto, finetune:last-k, finetune:full, ensemble:caruana.")] = None,
     resume: Annotated[bool, typer.Option(help="Continue the search in --out: strategies that finished are not run "
                                          "again.")] = False,
     text_column: TextColumnOpt = "text",
@@ -164,8 +172,9 @@ def fit(
     test: TestOpt = 0.15,
     epochs: Annotated[int | None, typer.Option(help="Fine-tuning epochs at most (default 6, ended earlier by early "
                                                "stopping on validation).")] = None,
-    lr: Annotated[float | None, typer.Option(help="One fine-tuning learning rate for every strategy (default: each "
-                                             "strategy's own).")] = None,
+    lr: Annotated[str | None, typer.Option(help="Fine-tuning learning rate for every strategy: a number, or auto "
+                                           "(a short search on validation with successive halving, the default).")
+                  ] = None,
     finetune_param: Annotated[list[str] | None, typer.Option("--finetune-param", help="Any other fine-tuning "
                                                              "setting NAME=VALUE (repeatable), e.g. lora_r=4.")
                               ] = None,

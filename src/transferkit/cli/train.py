@@ -80,10 +80,14 @@ def finetune_cmd(
     random_init: RandomInitOpt = False,
     trust_pickle: TrustPickleOpt = False,
     trust_remote_code: TrustRemoteCodeOpt = False,
-    strategy: Annotated[str, typer.Option(help="head, full, last-k, gradual or lora.")] = "full",
+    strategy: Annotated[str, typer.Option(help="head, full, last-k, gradual, lora or contrastive (SetFit-style: "
+                                          "the body on same/other-class pairs, then a fitted head).")] = "full",
     epochs: Annotated[int, typer.Option(help="Passes over the training split.")] = 3,
     batch_size: Annotated[int, typer.Option(help="Global batch (split over processes and --grad-accum).")] = 32,
-    lr: Annotated[float, typer.Option(help="Backbone learning rate.")] = 1e-4,
+    lr: Annotated[str | None, typer.Option(help="Backbone learning rate: a number, or auto (a short search on "
+                                           "validation with successive halving). Default: the strategy's own "
+                                           "(head/lora 1e-3, last-k 2e-4, gradual 1e-4, full 5e-5, contrastive "
+                                           "2e-5).")] = None,
     head_lr: Annotated[float | None, typer.Option(help="Head learning rate (default 10 × lr).")] = None,
     optimizer: Annotated[str, typer.Option(help="adamw or sgd (Nesterov momentum).")] = "adamw",
     weight_decay: Annotated[float, typer.Option(help="Decoupled weight decay (not on biases/norms).")] = 0.01,
@@ -118,6 +122,9 @@ def finetune_cmd(
     as_json: JsonOpt = False,
 ) -> None:
     """Fine-tune a backbone (or only a new head) on labelled data; resumable, data-parallel under accelerate."""
+    from transferkit.finetune.config import DEFAULT_LR
+
+    lr = lr if lr is not None else DEFAULT_LR.get(strategy, 1e-4)  # an unknown strategy fails in FinetuneConfig
     opts = dict(strategy=strategy, epochs=epochs, batch_size=batch_size, lr=lr, head_lr=head_lr, optimizer=optimizer,
                 weight_decay=weight_decay, layer_decay=layer_decay, schedule=schedule, warmup=warmup,
                 label_smoothing=label_smoothing, grad_accum=grad_accum, clip=clip or None, precision=precision,

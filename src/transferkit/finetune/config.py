@@ -12,12 +12,16 @@ from typing import Any
 from transferkit import runtime
 from transferkit.errors import FinetuneError, Interrupted
 
-__all__ = ["FinetuneConfig", "FinetuneError", "Interrupted", "OPTIMIZERS", "PRECISIONS", "SCHEDULES", "STRATEGIES"]
+__all__ = ["DEFAULT_LR", "FinetuneConfig", "FinetuneError", "Interrupted", "OPTIMIZERS", "PRECISIONS", "SCHEDULES",
+           "STRATEGIES"]
 
-STRATEGIES = ("head", "full", "last-k", "gradual", "lora")
+STRATEGIES = ("head", "full", "last-k", "gradual", "lora", "contrastive")
 OPTIMIZERS = ("adamw", "sgd")
 SCHEDULES = ("cosine", "onecycle", "constant")
 PRECISIONS = runtime.PRECISIONS
+#: each strategy's default learning rate (the backbone's; the new head trains at 10x), and the centre of the
+#: `lr="auto"` search: LoRA's adapters want a far larger rate than full fine-tuning's weights
+DEFAULT_LR = {"head": 1e-3, "lora": 1e-3, "last-k": 2e-4, "gradual": 1e-4, "full": 5e-5, "contrastive": 2e-5}
 #: settings earlier versions kept in the config; they now belong to loss terms (see terms.py) and are dropped on read
 RETIRED = ("domain_loss", "domain_tradeoff")
 
@@ -26,9 +30,10 @@ RETIRED = ("domain_loss", "domain_tradeoff")
 class FinetuneConfig:
     """Settings of one fine-tuning run. Defaults are a sensible AdamW + warm-up/cosine recipe.
 
-    lr is the backbone's learning rate (its last block's, under layer decay); head_lr the new head's
-    (default 10 × lr). layer_decay < 1 gives block i of n the rate lr · layer_decay^(n-1-i)
-    (discriminative rates). bn_train=False keeps batch-norm layers on their pretrained running statistics
+    lr is the backbone's learning rate (its last block's, under layer decay), or "auto": chosen by a short
+    search on validation with successive halving (lr_search.py); head_lr the new head's (default 10 × lr).
+    layer_decay < 1 gives block i of n the rate lr · layer_decay^(n-1-i) (discriminative rates).
+    bn_train=False keeps batch-norm layers on their pretrained running statistics
     (their scale and shift still train), the robust choice for the small batches of transfer learning,
     as the Keras fine-tuning guide advises; True updates them from each batch; None (default) means
     False for pretrained backbones and True for random-init ones, which have no statistics to keep.
@@ -41,10 +46,10 @@ class FinetuneConfig:
     Extra losses (domain adaptation, say) are not settings here: they are `LossTerm`s given to `finetune`.
     """
 
-    strategy: str = "full"
+    strategy: str = "full"  # contrastive: SetFit-style pairs for the body, a fitted head (contrastive.py)
     epochs: int = 3
     batch_size: int = 32
-    lr: float = 1e-4
+    lr: float | str = 1e-4
     head_lr: float | None = None
     optimizer: str = "adamw"
     momentum: float = 0.9
@@ -81,6 +86,8 @@ class FinetuneConfig:
     @property
     def head_rate(self) -> float:
         """The head's learning rate."""
+        if self.lr == "auto" and self.head_lr is None:
+            raise FinetuneError("lr='auto' is chosen by the learning-rate search before the run trains")
         return self.head_lr if self.head_lr is not None else 10.0 * self.lr
 
     def validate(self) -> None:
@@ -101,8 +108,15 @@ class FinetuneConfig:
                 raise bad(name, getattr(self, name), "give a whole number ≥ 1")
         if self.batch_size % self.grad_accum:
             raise bad("grad_accum", self.grad_accum, f"it must divide batch_size={self.batch_size}")
-        if self.lr <= 0 or self.head_rate <= 0:
+        if isinstance(self.lr, str) and self.lr != "auto":
+            try:
+                self.lr = float(self.lr)
+            except ValueError:
+                raise bad("lr", self.lr, "give a number > 0, or 'auto' to search for one") from None
+        if self.lr != "auto" and self.lr <= 0:
             raise bad("lr", self.lr, "learning rates must be > 0")
+        if self.head_lr is not None and self.head_lr <= 0:
+            raise bad("head_lr", self.head_lr, "learning rates must be > 0")
         if not 0 < self.layer_decay <= 1:
             raise bad("layer_decay", self.layer_decay, "give a factor in (0, 1]; 1 turns it off")
         if not 0 <= self.warmup < 1:

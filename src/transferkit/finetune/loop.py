@@ -14,7 +14,7 @@ import math
 import signal
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -45,6 +45,8 @@ from transferkit.finetune.checkpoint import (
     save_tensors,
 )
 from transferkit.finetune.config import FinetuneConfig, FinetuneError, Interrupted
+from transferkit.finetune.contrastive import PairTerm, fit_head
+from transferkit.finetune.lr_search import search_lr
 from transferkit.finetune.model import (
     TransferModel,
     check_strategy,
@@ -115,6 +117,14 @@ def _scores(target: Targets, outputs: np.ndarray, idx: np.ndarray) -> dict[str, 
     if target.task == "classification":
         return score_all("classification", y, outputs.argmax(1))
     return score_all("regression", y, outputs[:, 0] * target.std + target.mean)
+
+
+def _loss(target: Targets, outputs: np.ndarray, idx: np.ndarray) -> float:
+    """Mean validation loss: cross-entropy of the logits (classification) or MSE of the standardised values."""
+    out = torch.as_tensor(outputs, dtype=torch.float64)
+    if target.task == "classification":
+        return float(nn.functional.cross_entropy(out, torch.as_tensor(target.y[idx], dtype=torch.long)))
+    return float(nn.functional.mse_loss(out[:, 0], target.tensor(idx).double()))
 
 
 # ---- the loop -------------------------------------------------------------------------------------
@@ -246,10 +256,22 @@ def finetune(
     config = config or FinetuneConfig()
     terms = list(terms)
     check_terms(terms)
+    user_terms = list(terms)  # what a learning-rate trial gets a copy of (the pair term it adds itself)
     folder = RunFolder(out)
     t_start = time.perf_counter()
     target = make_targets(data)
     check_strategy(config, backbone)
+    split = stratified_split(target.y if target.task == "classification" else data.labels, val=config.val,
+                             test=config.test, seed=config.seed,
+                             class_names=target.class_names or None)
+    train_idx, val_idx, test_idx = split.train, split.val, split.test
+    contrastive = config.strategy == "contrastive"
+    if contrastive:  # SetFit: the body learns from pairs, the head is fitted on its features (contrastive.py)
+        if target.task != "classification":
+            raise FinetuneError("strategy 'contrastive' learns from same-class / other-class pairs: it needs "
+                                "class labels; use the full or lora strategy for regression")
+        terms.append(PairTerm(data, target.y, train_idx, seed=config.seed))
+        check_terms(terms)
     prior = folder.read() if folder.exists() else None
     if prior and not resume:
         what = "a finished run" if prior.get("status") == "complete" else "an unfinished run"
@@ -259,11 +281,29 @@ def finetune(
     if resume and not prior:
         raise FinetuneError(f"--resume {folder.path}: there is no run there to resume; drop --resume to start one")
     wall_before = float((prior or {}).get("wall_time_s") or 0.0)  # what earlier sessions of this run took
+    lr_record = None
+    if config.lr == "auto" and prior and prior.get("lr_search"):  # the run already chose its rate
+        lr_record = prior["lr_search"]
+        config = replace(config, lr=lr_record["chosen"])
     if prior:
         _check_resume(folder, prior, config, data, backbone.spec, terms)
         if prior.get("status") == "complete":
             log(f"{folder.path} is already complete; nothing to do")
             return result_from_folder(folder)
+
+    if config.lr == "auto":  # short trials on copies of the backbone, before this run builds anything
+        import copy
+
+        def trial(bb: Backbone, trial_out: Path, trial_config: FinetuneConfig) -> FinetuneResult:
+            return finetune(bb, data, trial_out, trial_config, backbone_options=backbone_options, progress=False,
+                            terms=copy.deepcopy(user_terms), device=device)
+
+        lr_record = search_lr(trial, backbone, folder.path, config, len(train_idx), metric=PRIMARY_METRIC[target.task],
+                              key={"config": {k: v for k, v in config.to_dict().items()
+                                          if k not in FinetuneConfig.RESUMABLE_CHANGES},
+                                   "data": data.fingerprint, "spec": backbone.spec},
+                              log=log)
+        config = replace(config, lr=lr_record["chosen"])
 
     accelerator = _accelerator(config, device)
     level = resolve_augment(config.augment, backbone.modality)
@@ -275,11 +315,6 @@ def finetune(
     if config.batch_size % (world * config.grad_accum):
         raise FinetuneError(f"batch_size={config.batch_size} cannot be split into {world} processes × "
                             f"{config.grad_accum} micro-batches: make it a multiple of {world * config.grad_accum}")
-
-    split = stratified_split(target.y if target.task == "classification" else data.labels, val=config.val,
-                             test=config.test, seed=config.seed,
-                             class_names=target.class_names or None)
-    train_idx, val_idx, test_idx = split.train, split.val, split.test
 
     # --- model ---
     base_digest = backbone.weights_digest()
@@ -376,6 +411,7 @@ def finetune(
         "processes": world,
         "precision": precision,
         "terms": {t.name: t.record() for t in terms},
+        **({"lr_search": lr_record} if lr_record else {}),
     }
     if accelerator.is_main_process:
         folder.path.mkdir(parents=True, exist_ok=True)
@@ -390,7 +426,14 @@ def finetune(
     synced = [(t, d) for t, d in zip(terms, ddp_terms) if d is not t]
     device = accelerator.device
 
+    # the last resume point, and whether a best epoch since then is not yet in one: epoch ends write a resume point
+    # only once checkpoint_every steps have passed (a few-shot epoch is one step; writing weights + optimizer state
+    # after each would cost more than the training), the best weights go into the next one written
+    ckpt = {"step": state.step, "best": False}
+
     def save(new_best: bool) -> None:
+        new_best = new_best or ckpt["best"]
+        ckpt.update(step=state.step, best=False)
         folder.save_rng(state.step, rank)
         accelerator.wait_for_everyone()
         if accelerator.is_main_process:
@@ -410,17 +453,22 @@ def finetune(
         nonlocal best_weights
         if not len(val_idx):
             return False
+        if contrastive:
+            fit_contrastive_head()
         outputs = predict_outputs(unwrapped, data, backbone.collate, indices=val_idx,
                                   batch_size=max(config.batch_size, 64), device=device,
                                   autocast=accelerator.autocast, num_workers=config.num_workers)
         scores = _scores(target, outputs, val_idx)
-        row.update({f"val_{kk}": v for kk, v in scores.items()})
+        row.update({f"val_{kk}": v for kk, v in scores.items()}, val_loss=_loss(target, outputs, val_idx))
         if state.best_score is None or scores[metric] > state.best_score:
             state.best_score, state.best_epoch, state.bad_epochs = scores[metric], row["epoch"], 0
             best_weights = {kk: v.detach().cpu().clone() for kk, v in model_tensors(unwrapped, saved_names).items()}
             return True
         state.bad_epochs += 1
         return False
+
+    def fit_contrastive_head() -> None:
+        fit_head(unwrapped, data, target.y, train_idx, backbone.collate, device, accelerator.autocast, config.seed)
 
     metric = PRIMARY_METRIC[target.task]
     bn_train = config.bn_train if config.bn_train is not None else not backbone.pretrained
@@ -451,7 +499,7 @@ def finetune(
             sizes = [len(b) for b in todo]
             extras = []  # each term's extra items, cut across processes and micro-batches like the source batch
             for t in terms:
-                picks = [t.extra_items(state.epoch, start + i, len(b)) for i, b in enumerate(todo)]
+                picks = [t.extra_items(state.epoch, start + i, train_idx[b]) for i, b in enumerate(todo)]
                 if all(p is None for p in picks):
                     extras.append(None)
                     continue
@@ -488,12 +536,14 @@ def finetune(
                                 loss = loss_sum(ddp_model(inputs), y)
                             else:
                                 outputs, feats = ddp_model(inputs, with_features=True)
-                                loss = loss_sum(outputs[: len(y)], y)
+                                # contrastive: the head is fitted, not trained (0 × keeps it in the all-reduce)
+                                loss = loss_sum(outputs[: len(y)], y) * (0.0 if contrastive else 1.0)
                                 at = len(y)
                                 for d, e in zip(ddp_terms, extras):
                                     n_extra = len(e[fi]) if e is not None else 0
                                     part = TermBatch(outputs[: len(y)], feats[: len(y)], outputs[at: at + n_extra],
-                                                     feats[at: at + n_extra])
+                                                     feats[at: at + n_extra], source_index=np.asarray(flat[fi]),
+                                                     index=np.asarray(e[fi]) if e is not None else None)
                                     at += n_extra
                                     loss = loss + d(part, state.step / max(total_steps, 1))
                             loss = loss * (world / n_global)
@@ -570,11 +620,15 @@ def finetune(
                 log(stop_reason)
                 save(new_best)
                 break
-            save(new_best)
+            ckpt["best"] = ckpt["best"] or new_best
+            if state.step - ckpt["step"] >= config.checkpoint_every:
+                save(False)
 
     # --- finish: best weights, final metrics, artefacts ---
     if best_weights is not None:
         load_model_tensors(unwrapped, best_weights, folder.state)
+    elif contrastive:  # no validation split chose a head: fit it on the final body
+        fit_contrastive_head()
     metrics: dict[str, dict[str, float]] = {}
     for part, idx in (("val", val_idx), ("test", test_idx)):
         if len(idx):

@@ -74,7 +74,7 @@ def n_blocks(backbone: Backbone) -> int:
 
 def trainable_blocks(config: FinetuneConfig, n: int, epoch: int) -> int:
     """How many of the last blocks train in `epoch` (0 = head only, n = everything)."""
-    if config.strategy == "full":
+    if config.strategy in ("full", "contrastive"):  # contrastive tunes the whole body on pairs (contrastive.py)
         return n
     if config.strategy == "last-k":
         return min(config.last_k, n)

@@ -6,9 +6,10 @@ A term can bring
 
 - its own parameters (a discriminator, a projection): they train with the head's learning rate, are wrapped for
   data-parallel training like the model, and are saved in the resume state under the term's `name`;
-- extra items per global batch (unlabelled target items, say): `extra_items` names them by index into
-  `self.items`; the loop cuts them across processes and micro-batches exactly as it cuts the source batch and
-  runs them through the network behind the source items;
+- extra items per global batch (unlabelled target items, or the partners of contrastive pairs): `extra_items`
+  names them by index into `self.items`, knowing which source items the batch holds; the loop cuts them across
+  processes and micro-batches exactly as it cuts the source batch and runs them through the network behind the
+  source items (the term sees both items' indices again in its `TermBatch`);
 - a record for run.json (`record()`): a resumed run must bring a term whose `mismatch` with it is None.
 
 `loss(batch, progress)` returns the term on the loop's scale: a sum over the micro-batch's source items (the
@@ -33,12 +34,15 @@ RESERVED = ("backbone", "head", "feature_mean", "feature_scale")
 @dataclass
 class TermBatch:
     """What a term sees of one micro-batch: outputs and features (standardised, as the head reads them) of the
-    source items, and of this term's extra items (empty when it brings none)."""
+    source items, and of this term's extra items (empty when it brings none); `source_index` and `index` are the
+    items' indices into the training data and into the term's `items`."""
 
     source_outputs: torch.Tensor
     source_features: torch.Tensor
     outputs: torch.Tensor
     features: torch.Tensor
+    source_index: np.ndarray | None = None
+    index: np.ndarray | None = None
 
 
 class LossTerm(nn.Module):
@@ -49,10 +53,10 @@ class LossTerm(nn.Module):
     #: items the term draws extra batches from (None: it brings no items)
     items: Dataset | None = None
 
-    def extra_items(self, epoch: int, position: int, size: int) -> np.ndarray | None:
-        """`size` indices into `items` to pair with global batch `position` of `epoch` (which has `size` source
-        items), or None for none; a pure function of its arguments (and the term's seed), so a resumed run draws
-        the same ones."""
+    def extra_items(self, epoch: int, position: int, source: np.ndarray) -> np.ndarray | None:
+        """As many indices into `items` as global batch `position` of `epoch` has source items (`source`: their
+        indices into the training data), one per source item and in its order, or None for none; a pure function
+        of its arguments (and the term's seed), so a resumed run draws the same ones."""
         return None
 
     def loss(self, batch: TermBatch, progress: float) -> torch.Tensor:

@@ -224,8 +224,9 @@ def run_compare(
     strategies: comma-separated specs, or a function of the data's modality that gives them; None runs
     `default_strategies` of the data's modality (its baseline first).
     strategy_options: fine-tuning method -> its options (default: `finetune_options` for every method).
-    deadline: a `time.perf_counter()` time by which fine-tuning runs must end (each gets what is left as its
-    `time_limit_s`, and stops there keeping its best weights); budget_s only stops new strategies from starting.
+    deadline: a `time.perf_counter()` time by which fine-tuning runs must end (each gets an equal share of what is
+    left among the fine-tuning runs still to come as its `time_limit_s`, and stops there keeping its best weights);
+    budget_s only stops new strategies from starting.
     on_record: called with the results document after each strategy ends (a live leaderboard).
     trust: {"trust_pickle": bool, "trust_remote_code": bool} for loading the backbone (never recorded)."""
     from filelock import FileLock, Timeout
@@ -310,8 +311,11 @@ def run_compare(
                     {"name": r["name"], "model": r["artefacts"].get("model"), "proba": r["artefacts"].get("proba"),
                      "wall_s": r["wall_s"], "trainable_parameters": r["trainable_parameters"]}
                     for r in ok_records(cmp.doc) if r["route"] != "ensemble" and r["artefacts"].get("model")]}
-            if deadline is not None and s.route == "finetune":
-                base = {**task_base, "time_limit_s": round(max(deadline - time.perf_counter(), 1.0), 1)}
+            if deadline is not None and s.route == "finetune":  # an equal share of what is left among those to come
+                left = sum(1 for t in specs[i - 1:] if t.route == "finetune"
+                           and (cmp.record(t.name) or {}).get("status") != "ok")
+                base = {**task_base, "time_limit_s": round(max((deadline - time.perf_counter()) / max(left, 1), 1.0),
+                                                           1)}
             rec = _run_strategy(cmp, s, base, opts, features, old.get("attempt", 0) + 1)
             cmp.put(rec)
             if rec["status"] == "ok":
