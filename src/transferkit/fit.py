@@ -5,7 +5,9 @@ fit is `compare` with a portfolio: the data's baseline (TF-IDF or pixels + a lin
 the frozen features (chosen on validation), then fine-tuning strategies (for text also SetFit-style contrastive
 tuning) whose learning rate is searched on validation with successive halving, with early stopping on
 validation and a time limit: an equal share of what is left of the budget among the fine-tuning runs still to
-come (what one leaves unused goes to the next), then an ensemble. Strategies run cheapest first, so
+come (what one leaves unused goes to the next), then an ensemble. A fine-tuning run that after two validated
+epochs still trails the leader so far by more than the noise of the validation split stops there (racing), so
+hopeless candidates give their time to the next ones. Strategies run cheapest first, so
 a short budget still ends with the baseline and the probes. The choice is `compare`'s rule on validation
 accuracy (the cheapest route within `tolerance` of the best; the test split is only reported), so a transfer
 route has to beat the baseline on held-out data to be picked, and the report says plainly when it did not.
@@ -68,7 +70,7 @@ def run_fit(settings: CompareSettings, out: str | Path, *, budget_s: float | Non
 
     doc = run_compare(settings, strategies or portfolio, out, budget_s=budget_s, resume=resume,
                       finetune_options=options, strategy_options=_per_strategy(options, given), progress=progress,
-                      log=log, trust=trust, deadline=None if budget_s is None else t0 + budget_s,
+                      log=log, trust=trust, deadline=None if budget_s is None else t0 + budget_s, race=True,
                       on_record=leaderboard)
     doc["fit"] = {"budget_s": budget_s, "tolerance": tolerance, "wall_s": round(time.perf_counter() - t0, 3)}
     write_json(Path(out) / RESULTS, doc)  # saved even when nothing finished (publish_best then writes nothing)

@@ -21,3 +21,23 @@ def test_without_a_time_limit_the_same_run_goes_on(lite0_64, mnist_200, tmp_path
     result = finetune(lite0_64, mnist_200, tmp_path / "run", config, backbone_options={"image_size": 64},
                       progress=False)
     assert result.steps == 3 and "max_steps=3" in result.info["stopped"]
+
+
+def test_a_run_that_trails_the_leader_stops_after_two_epochs(lite0_64, mnist_200, tmp_path):
+    config = FinetuneConfig(strategy="head", epochs=5, batch_size=32, lr=1e-3, max_steps=None, stop_below=1.01)
+    result = finetune(lite0_64, mnist_200, tmp_path / "run", config, backbone_options={"image_size": 64},
+                      progress=False)
+    assert len(result.history) == 2 and result.info["stopped"].startswith("racing: best val accuracy")
+    reachable = FinetuneConfig(strategy="head", epochs=3, batch_size=32, lr=1e-3, stop_below=0.0)
+    assert len(finetune(lite0_64, mnist_200, tmp_path / "r2", reachable, backbone_options={"image_size": 64},
+                        progress=False).history) == 3
+
+
+def test_the_race_threshold_is_the_leader_less_its_noise():
+    from transferkit.report.runner import race_threshold
+
+    doc = {"strategies": [{"status": "ok", "metrics": {"val_accuracy": 0.9}},
+                          {"status": "failed"}, {"status": "ok", "metrics": {"val_accuracy": 0.8}}]}
+    assert race_threshold(doc, 100) == round(0.9 - 2 * (0.9 * 0.1 / 100) ** 0.5, 4)  # 0.84
+    assert race_threshold(doc, 10**6) == 0.88  # at least 2 points below the leader
+    assert race_threshold({"strategies": []}, 100) is None

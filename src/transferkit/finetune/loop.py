@@ -44,7 +44,7 @@ from transferkit.finetune.checkpoint import (
     restore_rng,
     save_tensors,
 )
-from transferkit.finetune.config import FinetuneConfig, FinetuneError, Interrupted
+from transferkit.finetune.config import RACE_AFTER, FinetuneConfig, FinetuneError, Interrupted
 from transferkit.finetune.contrastive import PairTerm, fit_head
 from transferkit.finetune.lr_search import search_lr
 from transferkit.finetune.model import (
@@ -615,6 +615,14 @@ def finetune(
                                f"({state.position} of {len(batches)} batches)")
                 break
             state.start_epoch()
+            validated = sum(1 for h in state.history if f"val_{metric}" in h)
+            if config.stop_below is not None and state.best_score is not None and validated >= RACE_AFTER \
+                    and state.best_score < config.stop_below:
+                stop_reason = (f"racing: best val {metric} {state.best_score:.4f} after {validated} epochs is below "
+                               f"{config.stop_below:.4f} (the leader's, less noise)")
+                log(stop_reason)
+                save(new_best)
+                break
             if config.patience and state.bad_epochs >= config.patience:
                 stop_reason = f"early stop: val {metric} did not improve for {state.bad_epochs} epochs"
                 log(stop_reason)

@@ -82,7 +82,7 @@ def search_lr(train: Callable[..., Any], backbone: Any, folder: Path, config: Fi
             out = folder / "lr-search" / f"rung{r}-lr{lr:g}"
             shutil.rmtree(out, ignore_errors=True)
             trial_cfg = replace(config, lr=lr, epochs=max(1, math.ceil(steps / math.ceil(n_train / config.batch_size))),
-                                max_steps=steps, patience=None, checkpoint_every=10**9,
+                                max_steps=steps, patience=None, stop_below=None, checkpoint_every=10**9,
                                 time_limit_s=max(1.0, budget * steps / total_steps) if budget else None)
             res = train(copy.deepcopy(backbone), out, trial_cfg)
             best = _best_row(res.history, metric)

@@ -185,7 +185,7 @@ def run_finetune(task: dict, run_dir: Path) -> dict:
     s, inputs = _inputs(task)
     config = FinetuneConfig(**{**task["options"], "strategy": task["strategy"]["method"], "val": s.val,
                                "test": s.test, "seed": s.seed, "precision": s.precision,
-                               "time_limit_s": task.get("time_limit_s")})
+                               "time_limit_s": task.get("time_limit_s"), "stop_below": task.get("stop_below")})
     rebuild = build_options(s)
     folder = run_dir / "run"
 
@@ -218,8 +218,9 @@ def run_finetune(task: dict, run_dir: Path) -> dict:
         metrics.update(_scores(np.asarray(val.labels), val_proba.argmax(1), "val_"))
     out = _target(metrics, inputs.target_labels, lambda: fitted.predict(inputs.target))
     stopped = result.info.get("stopped")
-    chosen = f"{result.steps} steps" + (f", best epoch {result.best_epoch:g}" if result.best_epoch else "") + \
-        (f" ({stopped})" if stopped else "")
+    searched = result.info.get("lr_search")
+    chosen = (f"lr {searched['chosen']:g} (searched), " if searched else "") + f"{result.steps} steps" + \
+        (f", best epoch {result.best_epoch:g}" if result.best_epoch else "") + (f" ({stopped})" if stopped else "")
     return {**out, "metrics": metrics, "fit_s": result.wall_time_s, "chosen": chosen, "stopped": stopped,
             "trainable_parameters": result.trainable_parameters,
             "total_parameters": result.total_parameters, "history": result.history, "predictions": pred,

@@ -213,6 +213,7 @@ def run_compare(
     finetune_options: dict | None = None,
     strategy_options: Callable[[str], dict] | None = None,
     deadline: float | None = None,
+    race: bool = False,
     on_record: Callable[[dict], None] | None = None,
     permutations: int = 200,
     progress: bool = False,
@@ -227,6 +228,7 @@ def run_compare(
     deadline: a `time.perf_counter()` time by which fine-tuning runs must end (each gets an equal share of what is
     left among the fine-tuning runs still to come as its `time_limit_s`, and stops there keeping its best weights);
     budget_s only stops new strategies from starting.
+    race: fine-tuning runs stop early once they trail the leader so far on validation (`race_threshold`).
     on_record: called with the results document after each strategy ends (a live leaderboard).
     trust: {"trust_pickle": bool, "trust_remote_code": bool} for loading the backbone (never recorded)."""
     from filelock import FileLock, Timeout
@@ -316,6 +318,8 @@ def run_compare(
                            and (cmp.record(t.name) or {}).get("status") != "ok")
                 base = {**task_base, "time_limit_s": round(max((deadline - time.perf_counter()) / max(left, 1), 1.0),
                                                            1)}
+            if race and s.route == "finetune":
+                base = {**base, "stop_below": race_threshold(cmp.doc, len(inputs.split.val))}
             rec = _run_strategy(cmp, s, base, opts, features, old.get("attempt", 0) + 1)
             cmp.put(rec)
             if rec["status"] == "ok":
@@ -335,6 +339,17 @@ def run_compare(
         return cmp.doc
     finally:
         lock.release()
+
+
+def race_threshold(doc: dict, n_val: int) -> float | None:
+    """The validation accuracy a fine-tuning run must reach within its first RACE_AFTER epochs to go on: the best
+    so far (any finished strategy's) less two binomial standard errors of it on `n_val` items (at least 2 points),
+    so noise alone does not stop a run; None before anything finished."""
+    scores = [r["metrics"]["val_accuracy"] for r in ok_records(doc) if "val_accuracy" in (r.get("metrics") or {})]
+    if not scores or n_val < 1:
+        return None
+    lead = max(scores)
+    return round(lead - max(0.02, 2 * float(np.sqrt(lead * (1 - lead) / n_val))), 4)
 
 
 def primary_metric(doc: dict) -> str:
