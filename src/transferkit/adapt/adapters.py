@@ -94,6 +94,7 @@ def _train(method: str, Xs: np.ndarray, ys: np.ndarray, Xt: np.ndarray, class_na
     torch.manual_seed(seed)
     gen = torch.Generator().manual_seed(seed)
     mean, std = zscore_stats(Xs)
+    source_stats = {"source_mean": mean, "source_std": std} if h["norm"] == "domain" else {}
     Zs = (Xs - mean) / std
     if h["norm"] == "domain":  # each domain standardised with its own statistics; the predictor reads target's
         mean, std = zscore_stats(Xt)
@@ -156,4 +157,4 @@ def _train(method: str, Xs: np.ndarray, ys: np.ndarray, Xt: np.ndarray, class_na
     arrays = {"mean": mean, "std": std, **({} if proj is None else {"proj": proj}),
               "hidden_weight": lin.weight.detach().numpy().copy(), "hidden_bias": lin.bias.detach().numpy().copy(),
               "weight": classifier.weight.detach().numpy().copy(), "bias": classifier.bias.detach().numpy().copy()}
-    return FeatureClassifier("mlp", arrays, list(class_names))
+    return FeatureClassifier("mlp", arrays, list(class_names), extra=source_stats)

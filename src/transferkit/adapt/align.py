@@ -5,7 +5,8 @@
   target's: Xs · (Cs + λI)^(-1/2) · (Ct + λI)^(1/2).
 - subspace alignment (Fernando et al. 2013): PCA bases Ps, Pt of each z-scored domain (d components); the
   source is mapped by Ps·M with M = Psᵀ Pt, the target by Pt.
-The returned classifier reads target-domain features (it carries the target's standardisation).
+The returned classifier reads target-domain features (it carries the target's standardisation) and keeps the map
+its source items went through (`FeatureClassifier.source_embed`).
 """
 
 from __future__ import annotations
@@ -88,7 +89,8 @@ def coral(Xs: np.ndarray, ys: np.ndarray, Xt: np.ndarray, class_names: list[str]
     A = _sym_power(np.cov(Zs, rowvar=False) + lam * eye, -0.5) @ _sym_power(np.cov(Zt, rowvar=False) + lam * eye, 0.5)
     W, b = fit_logreg((Zs @ A).astype(np.float32), ys, len(class_names), C, seed)
     return FeatureClassifier("linear", {"mean": mt, "std": st, "weight": W, "bias": b}, list(class_names),
-                             extra={"coral_transform": A.astype(np.float32), "source_mean": ms, "source_std": ss})
+                             extra={"coral_transform": A.astype(np.float32), "source_mean": ms, "source_std": ss,
+                                    "source_map": A.astype(np.float32)})
 
 
 def _pca_basis(Z: np.ndarray, dim: int, seed: int) -> np.ndarray:
@@ -115,4 +117,5 @@ def subspace_alignment(Xs: np.ndarray, ys: np.ndarray, Xt: np.ndarray, class_nam
     return FeatureClassifier("linear", {"mean": mt, "std": st, "proj": proj, "weight": W, "bias": b},
                              list(class_names), extra={"sa_source_basis": Ps.astype(np.float32),
                                                        "sa_alignment": M.astype(np.float32),
-                                                       "source_mean": ms, "source_std": ss})
+                                                       "source_mean": ms, "source_std": ss,
+                                                       "source_map": (Ps @ M / scale).astype(np.float32)})

@@ -123,7 +123,7 @@ class AdaptResult:
 
 def _evaluate(model: FeatureClassifier, Xs_val: np.ndarray, ys_val: np.ndarray, Xt: np.ndarray,
               yt: np.ndarray | None) -> dict[str, float]:
-    out = {"source_val_accuracy": float((model.predict(Xs_val) == ys_val).mean())}
+    out = {"source_val_accuracy": float((model.source_predict(Xs_val) == ys_val).mean())}
     if yt is not None:
         out["target_accuracy"] = float((model.predict(Xt) == yt).mean())
     return out

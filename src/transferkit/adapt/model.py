@@ -28,7 +28,11 @@ class FeatureClassifier:
 
     arrays: mean, std (input standardisation), optional proj (D, d), optional hidden_weight/hidden_bias
     (the adapter's bottleneck, kind "mlp"), weight (C, h) and bias (C,). `extra` holds arrays kept for the
-    record (a CORAL transform, the subspace bases) that prediction does not need.
+    record (a CORAL transform, the subspace bases) that prediction does not need, and the source-side map the
+    classifier was trained through: `source_mean`/`source_std` (the source's own standardisation) and
+    `source_map` (what replaces `proj` for source items: CORAL's recolouring, subspace alignment's Ps·M). Without
+    them the source side is the target side (source-only, norm=source). Validators and source accuracy score
+    source items through `source_embed`, never through the target's map.
     """
 
     kind: str
@@ -65,9 +69,34 @@ class FeatureClassifier:
             z = np.maximum(z @ self.arrays["hidden_weight"].T + self.arrays["hidden_bias"], 0.0)
         return z.astype(np.float32, copy=False)
 
-    def logits(self, X: np.ndarray) -> np.ndarray:
-        """Class scores (N, C)."""
-        return self.embed(X) @ self.arrays["weight"].T + self.arrays["bias"]
+    def source_embed(self, X: np.ndarray) -> np.ndarray:
+        """The representation the classifier was trained on for *source* items (see the class docstring)."""
+        if "source_mean" not in self.extra:
+            return self.embed(X)
+        X = np.asarray(X, dtype=np.float32)
+        if X.ndim != 2 or X.shape[1] != self.feature_dim:
+            raise AdaptError(f"features have shape {X.shape} but this model reads (N, {self.feature_dim})")
+        z = (X - self.extra["source_mean"]) / self.extra["source_std"]
+        if "source_map" in self.extra:
+            z = z @ self.extra["source_map"]
+        elif "proj" in self.arrays:
+            z = z @ self.arrays["proj"]
+        if self.kind == "mlp":
+            z = np.maximum(z @ self.arrays["hidden_weight"].T + self.arrays["hidden_bias"], 0.0)
+        return z.astype(np.float32, copy=False)
+
+    def logits(self, X: np.ndarray, source: bool = False) -> np.ndarray:
+        """Class scores (N, C) of target-domain items (source=True: of source items, through the source map)."""
+        z = self.source_embed(X) if source else self.embed(X)
+        return z @ self.arrays["weight"].T + self.arrays["bias"]
+
+    def source_predict_proba(self, X: np.ndarray) -> np.ndarray:
+        """Class probabilities of source items, through the map the classifier was trained on."""
+        return softmax(self.logits(X, source=True).astype(np.float64))
+
+    def source_predict(self, X: np.ndarray) -> np.ndarray:
+        """Class ids of source items, through the map the classifier was trained on."""
+        return self.logits(X, source=True).argmax(axis=1)
 
     def predict_proba(self, X: np.ndarray) -> np.ndarray:
         """Class probabilities (N, C), columns in `class_names` order."""

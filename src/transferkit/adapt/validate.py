@@ -42,8 +42,10 @@ def dev_risk(model: FeatureClassifier, Xs_train: np.ndarray, Xs_val: np.ndarray,
     def cap(X: np.ndarray) -> np.ndarray:
         return X if len(X) <= max_items else X[rng.choice(len(X), max_items, replace=False)]
 
-    w = _domain_density_ratio(model.embed(cap(Xs_train)), model.embed(cap(Xt)), model.embed(Xs_val), seed)
-    proba = model.predict_proba(Xs_val)
+    # source items through the map the classifier was trained on, target items through the target's
+    w = _domain_density_ratio(model.source_embed(cap(Xs_train)), model.embed(cap(Xt)), model.source_embed(Xs_val),
+                              seed)
+    proba = model.source_predict_proba(Xs_val)
     loss = -np.log(np.clip(proba[np.arange(len(ys_val)), ys_val], 1e-12, None))
     weighted = w * loss
     var_w = np.var(w, ddof=1) if len(w) > 1 else 0.0

@@ -150,11 +150,11 @@ def run_adapt(task: dict, run_dir: Path) -> dict:
         model = fit_method(method, X[split.train], y[split.train], Xt, names, seed=seed)
         chosen, hp = method, dict(DEFAULTS.get(method, {}))
     fit_s = time.perf_counter() - t0
-    pred = model.predict(X[split.test])
+    pred = model.source_predict(X[split.test])  # source items, through the map the classifier was trained on
     metrics = _scores(y[split.test], pred)
     held_out = method != "auto"  # "auto" trains on train+val, so validation is not held out from it
     if held_out:
-        metrics.update(_scores(y[split.val], model.predict(X[split.val]), "val_"))
+        metrics.update(_scores(y[split.val], model.source_predict(X[split.val]), "val_"))
     out = _target(metrics, yt, lambda: model.predict(Xt))
     src = FeatureSet.open(task["features"]["source"])
     save_run(run_dir / "model", model, backbone=task["backbone_record"], method=chosen, hyperparameters=hp,
@@ -166,8 +166,8 @@ def run_adapt(task: dict, run_dir: Path) -> dict:
              extra={"seed": seed, "strategy": task["strategy"]["name"]},
              cost={"wall_time_s": round(fit_s + float(src.meta.get("extract_seconds") or 0.0), 3)})
     fitted = sum(np.asarray(v).size for k, v in model.arrays.items() if k not in ("mean", "std"))
-    proba = _probabilities(run_dir, model.predict_proba(X[split.val]) if held_out else None,
-                           model.predict_proba(X[split.test]))
+    proba = _probabilities(run_dir, model.source_predict_proba(X[split.val]) if held_out else None,
+                           model.source_predict_proba(X[split.test]))
     return {**out, "metrics": metrics, "fit_s": fit_s, "chosen": f"{chosen} {hp}" if hp else chosen,
             "trainable_parameters": int(fitted), "predictions": pred, "y_true": y[split.test],
             "artefacts": {"model": str(run_dir / "model"), "run": str(run_dir / "model"), **proba}}
