@@ -2,8 +2,11 @@
 
 For each source → target task: target accuracy (on a held-out half of the target) and wall time of every
 method at its default settings, next to source-only logistic regression and an oracle trained on the other
-target half's labels; then what `--method auto` picks with the DEV and SND validators (no target labels) and how
-often that is the candidate target labels would have picked (pick rate), with the accuracy it gives up (regret).
+target half's labels; then what `--method auto` would pick with each validator of the panel (no target labels;
+the source-reading ones also as computed before each classifier kept its source map) and how often that is the
+candidate target labels would have picked (pick rate), with the accuracy it gives up (regret) and the mean target
+accuracy of the picks, next to always picking source-only or DANN; over all 14 tasks in
+benchmarks/results/adapt_validators.json.
 
 Run: ``python benchmarks/adapt.py [digits] [sentiment[=SRC:TGT,SRC:TGT...]]``, e.g.
 ``sentiment=movies:tweets,amazon:nyt`` for a subset of the twelve pairs (the table says which ran); writes
@@ -25,7 +28,7 @@ try:
 except ModuleNotFoundError:  # running from a checkout without `pip install -e .`
     sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
-from transferkit.adapt.benchmark import run_benchmark, table_rows
+from transferkit.adapt.benchmark import run_benchmark, summarise_picks, table_rows
 
 RESULTS = Path(__file__).resolve().parent / "results"
 
@@ -36,6 +39,13 @@ def fmt_table(rows: list[dict]) -> str:
         wall = "" if r["wall_s"] is None else f"{r['wall_s']:.1f}"
         lines.append(f"{r['task']:<16} {r['method']:<44} {r['target_acc']:>10.4f} {r['vs_source_only']:>+14.4f} "
                      f"{wall:>8}")
+    return "\n".join(lines)
+
+
+def fmt_validators(summary: dict) -> str:
+    lines = [f"{'validator':<22} {'pick_rate':>9} {'mean_regret':>11} {'mean_target_acc':>15}"]
+    for v, r in summary.items():
+        lines.append(f"{v:<22} {r['pick_rate']:>9.3f} {r['mean_regret']:>11.4f} {r['mean_target_accuracy']:>15.4f}")
     return "\n".join(lines)
 
 
@@ -56,7 +66,18 @@ def main(names: list[str]) -> None:
                  f"validator pick rate (chose the candidate target labels would choose, {len(res['tasks'])} tasks): "
                  f"DEV {res['dev_pick_rate']:.2f}, SND {res['snd_pick_rate']:.2f}; mean regret (target accuracy "
                  f"lost vs the best candidate): DEV {res['dev_mean_regret']:.4f}, SND {res['snd_mean_regret']:.4f}",
+                 "", f"every validator on {name} (@before: source items through the target's map, as before "
+                 "each classifier kept its source map; 'always X': no choosing):", fmt_validators(res["validators"]),
                  ""]
+        tasks = [t for r in results.values() for t in r["tasks"].values()]
+        if len(results) > 1:
+            combined = summarise_picks(tasks)
+            text += [f"## all {len(tasks)} tasks together", fmt_validators(combined), ""]
+            (RESULTS / "adapt_validators.json").write_text(json.dumps(
+                {"tasks": len(tasks), "benchmarks": list(results), "validators": combined,
+                 "per_benchmark": {k: r["validators"] for k, r in results.items()},
+                 "agreement": {f"{k}:{t}": v["agreement"] for k, r in results.items()
+                               for t, v in r["tasks"].items()}}, indent=1, default=str) + "\n")
         (RESULTS / "adapt.txt").write_text("\n".join(text) + "\n")
         (RESULTS / "adapt.json").write_text(json.dumps(results, indent=1, default=str) + "\n")
         print("\n".join(text), flush=True)

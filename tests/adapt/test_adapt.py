@@ -112,9 +112,15 @@ def test_auto_chooses_without_target_labels_and_reports_them_only_for_evaluation
     grid = [("source-only", {}), ("coral", {}), ("dann", FAST)]
     res = adapt_features(Xs, ys, Xt, CLASSES, method="auto", grid=grid, yt_eval=yt)
     assert [r["method"] for r in res.candidates] == ["source-only", "coral", "dann"]
-    assert sum(r["chosen"] for r in res.candidates) == 1 and res.validator == "dev"
+    from transferkit.adapt.fit import AUTO_VALIDATOR
+    from transferkit.adapt.validate import VALIDATORS
+
+    assert sum(r["chosen"] for r in res.candidates) == 1 and res.validator == AUTO_VALIDATOR
+    assert all(v in r for r in res.candidates for v in VALIDATORS)  # the whole panel, for every candidate
     chosen = next(r for r in res.candidates if r["chosen"])
-    assert chosen["dev"] == min(r["dev"] for r in res.candidates)
+    better = max if VALIDATORS[AUTO_VALIDATOR][0] == "higher" else min
+    assert chosen[AUTO_VALIDATOR] == better(r[AUTO_VALIDATOR] for r in res.candidates)
+    assert res.agreement[AUTO_VALIDATOR][AUTO_VALIDATOR] == pytest.approx(1.0) or len(res.candidates) < 3
     assert "target_accuracy" in res.metrics
     blind = adapt_features(Xs, ys, Xt, CLASSES, method="auto", grid=grid)  # the same choice without labels
     assert blind.method == res.method and "target_accuracy" not in blind.metrics
@@ -130,6 +136,14 @@ def test_validators_prefer_a_good_model_to_a_broken_one(domains):
     bad.arrays["bias"] = bad.arrays["bias"][[1, 2, 0]]
     assert dev_risk(good, Xs[:200], Xs[200:], ys[200:], Xt) < dev_risk(bad, Xs[:200], Xs[200:], ys[200:], Xt)
     assert np.isfinite(snd_score(good, Xt))
+    from transferkit.adapt.validate import VALIDATORS, Evidence, panel
+
+    e = Evidence(Xs[:200], Xs[200:], ys[200:], Xt)
+    g, b = panel(good, e), panel(bad, e)
+    assert g["source-acc"] > b["source-acc"] + 0.5 and g["devn"] < b["devn"]
+    assert g["classami"] > b["classami"] - 1e-9  # target-only validators cannot see a class permutation ...
+    assert g["im"] == pytest.approx(b["im"]) and g["entropy"] == pytest.approx(b["entropy"])  # ... nor these
+    assert set(g) == set(VALIDATORS)
 
 
 @pytest.mark.parametrize("n_target", [0, 1])
@@ -166,3 +180,31 @@ def test_differing_class_sets_are_refused():
         check_class_names(["cat", "dog"], ["cat", "dog", "fox"])
     with pytest.raises(AdaptError, match="only in source: \\['dog'\\]"):
         check_class_names(["cat", "dog"], ["cat"])
+
+
+def test_target_validators_on_known_prediction_matrices():
+    from transferkit.adapt.validate import batch_nuclear_norm, best_index, information_maximisation, mean_entropy
+
+    confident_diverse = np.eye(3)[np.arange(30) % 3]
+    collapsed = np.eye(3)[np.zeros(30, int)]
+    uniform = np.full((30, 3), 1 / 3)
+    assert information_maximisation(confident_diverse) == pytest.approx(np.log(3))
+    assert information_maximisation(collapsed) == pytest.approx(0.0, abs=1e-9)
+    assert information_maximisation(uniform) == pytest.approx(0.0, abs=1e-9)
+    assert mean_entropy(confident_diverse) == pytest.approx(0.0, abs=1e-9) and mean_entropy(uniform) == pytest.approx(
+        np.log(3))
+    # ‖P‖_* / √(NC): 3 singular values √10 for the diverse one, one √30 for the collapsed one
+    assert batch_nuclear_norm(confident_diverse) == pytest.approx(3 * np.sqrt(10) / np.sqrt(90))
+    assert batch_nuclear_norm(collapsed) == pytest.approx(np.sqrt(30) / np.sqrt(90))
+    assert best_index([1.0, float("nan"), 0.5], "dev") == 2 and best_index([float("nan"), 0.1, 0.3], "im") == 2
+
+
+def test_the_validator_option_chooses(domains):
+    Xs, ys, Xt, _ = domains
+    grid = [("source-only", {}), ("coral", {}), ("sa", {"dim": 4})]
+    for v in ("source-acc", "im", "devn"):
+        res = adapt_features(Xs, ys, Xt, CLASSES, method="auto", grid=grid, validator=v)
+        assert res.validator == v and next(r for r in res.candidates if r["chosen"]) is res.candidates[
+            [r[v] for r in res.candidates].index((max if v != "devn" else min)(r[v] for r in res.candidates))]
+    with pytest.raises(AdaptError, match="unknown validator 'vibes'"):
+        adapt_features(Xs, ys, Xt, CLASSES, method="auto", grid=grid, validator="vibes")

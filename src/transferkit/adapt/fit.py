@@ -12,7 +12,7 @@ import numpy as np
 
 from transferkit.adapt import adapters, align
 from transferkit.adapt.model import FeatureClassifier
-from transferkit.adapt.validate import VALIDATORS, dev_risk, snd_score
+from transferkit.adapt.validate import VALIDATORS, Evidence, agreement, best_index, panel
 from transferkit.errors import AdaptError
 from transferkit.params import defaults_schema, parse_params
 
@@ -31,6 +31,8 @@ GRID: list[tuple[str, dict[str, Any]]] = [
     # both domains z-scored with source statistics: better under label shift (movies → tweets), far worse on digits
     ("dann", {"norm": "source"}), ("cdan", {"norm": "source"}),
 ]
+#: the validator `validator="auto"` uses (chosen from benchmarks/results/adapt_validators.json: see README)
+AUTO_VALIDATOR = "dev"
 MIN_TARGET = 5
 MIN_PER_CLASS = 2
 
@@ -119,6 +121,8 @@ class AdaptResult:
     metrics: dict[str, float]
     candidates: list[dict] = field(default_factory=list)
     validator: str | None = None
+    agreement: dict = field(default_factory=dict)
+    models: list = field(default_factory=list, repr=False)  # method "auto": every candidate's, in row order
 
 
 def _evaluate(model: FeatureClassifier, Xs_val: np.ndarray, ys_val: np.ndarray, Xt: np.ndarray,
@@ -130,21 +134,23 @@ def _evaluate(model: FeatureClassifier, Xs_val: np.ndarray, ys_val: np.ndarray, 
 
 
 def adapt_features(Xs: np.ndarray, ys: np.ndarray, Xt: np.ndarray, class_names: list[str], *, method: str = "auto",
-                   hyperparameters: dict[str, Any] | None = None, validator: str = "dev", seed: int = 0,
+                   hyperparameters: dict[str, Any] | None = None, validator: str = "auto", seed: int = 0,
                    val: float = 0.2, Xt_eval: np.ndarray | None = None, yt_eval: np.ndarray | None = None,
                    grid: list[tuple[str, dict[str, Any]]] | None = None,
                    log: Callable[[str], None] = lambda m: None) -> AdaptResult:
     """Adapt a classifier from labelled source features (Xs, ys) to unlabelled target features Xt.
 
-    method "auto" fits every candidate of `grid` (default GRID) and keeps the best by `validator` (dev or snd),
-    which never sees target labels. The source is split train/validation (`val`) for DEV and source accuracy.
+    method "auto" fits every candidate of `grid` (default GRID), scores each with every validator of the panel
+    (`validate.VALIDATORS`, none of which sees target labels) and keeps the best by `validator` ("auto":
+    AUTO_VALIDATOR). The source is split train/validation (`val`) for DEV and source accuracy.
     Xt_eval, yt_eval: labelled target items for evaluation only (default: none, no target metrics).
     """
     Xs, Xt = np.asarray(Xs, np.float32), np.asarray(Xt, np.float32)
     ys = np.asarray(ys, np.int64)
     check_domains(Xs, ys, Xt, class_names)
-    if validator not in VALIDATORS:
-        raise AdaptError(f"unknown validator {validator!r}: use one of {', '.join(VALIDATORS)}")
+    if validator != "auto" and validator not in VALIDATORS:
+        raise AdaptError(f"unknown validator {validator!r}: use auto or one of {', '.join(VALIDATORS)}")
+    chosen_by = AUTO_VALIDATOR if validator == "auto" else validator
     if yt_eval is not None:
         Xt_eval = Xt if Xt_eval is None else np.asarray(Xt_eval, np.float32)
         yt_eval = np.asarray(yt_eval, np.int64)
@@ -161,27 +167,27 @@ def adapt_features(Xs: np.ndarray, ys: np.ndarray, Xt: np.ndarray, class_names: 
     if hyperparameters:
         raise AdaptError("--method auto chooses the hyperparameters itself: drop the hyperparameters or name a method")
     rows, models = [], []
+    evidence = Evidence(Xs[tr], Xs[va], ys[va], Xt, seed)
     for name, hp in grid or GRID:
         t0 = time.perf_counter()
         model = fit_method(name, Xs[tr], ys[tr], Xt, class_names, hyperparameters=hp, seed=seed)
         fit_s = time.perf_counter() - t0
         with adapters.single_thread():
-            dev, snd = dev_risk(model, Xs[tr], Xs[va], ys[va], Xt, seed=seed), snd_score(model, Xt, seed=seed)
-        row = {"method": name, "hyperparameters": {**DEFAULTS[name], **hp}, "dev": dev, "snd": snd,
+            scores = panel(model, evidence)
+        row = {"method": name, "hyperparameters": {**DEFAULTS[name], **hp}, **scores,
                **_evaluate(model, Xs[va], ys[va], Xt_eval if yt_eval is not None else Xt, yt_eval),
                "fit_s": round(fit_s, 3)}
         rows.append(row)
         models.append(model)
-        log(f"{name} {hp or ''}: dev={row['dev']:.4f} snd={row['snd']:.4f}"
+        log(f"{name} {hp or ''}: " + " ".join(f"{k}={row[k]:.4f}" for k in VALIDATORS)
             + (f" target_acc={row['target_accuracy']:.4f}" if "target_accuracy" in row else ""))
-    order, _ = VALIDATORS[validator]
-    scores = np.array([r[validator] for r in rows])
-    best = int(np.argmin(scores) if order == "lower" else np.argmax(scores))
+    best = best_index([r[chosen_by] for r in rows], chosen_by)
     for i, r in enumerate(rows):
         r["chosen"] = i == best
     pick = rows[best]
-    metrics = {k: v for k, v in pick.items() if k in ("source_val_accuracy", "target_accuracy", "dev", "snd")}
-    return AdaptResult(models[best], pick["method"], pick["hyperparameters"], metrics, rows, validator)
+    metrics = {k: v for k, v in pick.items() if k in ("source_val_accuracy", "target_accuracy", *VALIDATORS)}
+    return AdaptResult(models[best], pick["method"], pick["hyperparameters"], metrics, rows, chosen_by,
+                       agreement(rows), models)
 
 
 def hyperparameter_schema(method: str) -> dict[str, Any]:

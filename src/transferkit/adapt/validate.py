@@ -1,15 +1,31 @@
 """Unsupervised validators: score an adapted model without target labels, to choose a method and its settings.
 
+A panel, each computed for every candidate (`panel`), source items always read through the classifier's source
+map (`FeatureClassifier.source_embed`):
+
+- source-acc: accuracy on held-out source items. Higher is better.
+- entropy: mean entropy of the target predictions (Morerio et al. 2018). Lower is better.
+- im, information maximisation (Shi & Sha 2012; SHOT's objective): entropy of the mean target prediction less the
+  mean entropy, confident and diverse. Higher is better.
+- bnm, batch nuclear-norm (Cui et al., CVPR 2020): the nuclear norm of the target probability matrix over √(N·C)
+  (discriminable and diverse). Higher is better.
+- classami (Yang et al. 2023): adjusted mutual information between the predicted classes of target items and a
+  k-means clustering (k = classes) of their embedding. Higher is better.
+- SND, soft neighbourhood density (Saito et al., ICCV 2021): the mean entropy of each target item's softmax
+  similarity (temperature 0.05) to the other target items' normalised class-probability vectors. Higher is better.
 - DEV, deep embedded validation (You et al., ICML 2019): the source-validation loss importance-weighted by a
   domain classifier's density ratio p(target|x)/p(source|x) in the model's embedding, with the control variate
   η = -Cov(weighted loss, w)/Var(w) to cut its variance. Lower is better.
-- SND, soft neighbourhood density (Saito et al., ICCV 2021): the mean entropy of each target item's softmax
-  similarity (temperature 0.05) to the other target items' normalised class-probability vectors. Higher is better.
+- devn: DEV with self-normalised weights (w / mean w, no control variate): stays a weighted mean of the source loss
+  when the domain classifier separates the domains almost perfectly and raw DEV's weights all go to ~0. Lower is
+  better.
 """
 
 from __future__ import annotations
 
 import warnings
+from collections.abc import Callable
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -69,4 +85,118 @@ def snd_score(model: FeatureClassifier, Xt: np.ndarray, *, temperature: float = 
     return float(np.mean(-(q * np.log(q + 1e-12)).sum(1)))
 
 
-VALIDATORS = {"dev": ("lower", dev_risk), "snd": ("higher", snd_score)}
+def devn_risk(model: FeatureClassifier, Xs_train: np.ndarray, Xs_val: np.ndarray, ys_val: np.ndarray,
+              Xt: np.ndarray, *, seed: int = 0, max_items: int = 2000) -> float:
+    """DEV with self-normalised importance weights: Σ w·loss / Σ w over the source validation items (lower is
+    better)."""
+    rng = np.random.default_rng(seed)
+
+    def cap(X: np.ndarray) -> np.ndarray:
+        return X if len(X) <= max_items else X[rng.choice(len(X), max_items, replace=False)]
+
+    w = _domain_density_ratio(model.source_embed(cap(Xs_train)), model.embed(cap(Xt)), model.source_embed(Xs_val),
+                              seed)
+    proba = model.source_predict_proba(Xs_val)
+    loss = -np.log(np.clip(proba[np.arange(len(ys_val)), ys_val], 1e-12, None))
+    return float((w * loss).sum() / max(w.sum(), 1e-12))
+
+
+def _target_proba(model: FeatureClassifier, Xt: np.ndarray, seed: int, max_items: int = 2000) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    X = Xt if len(Xt) <= max_items else Xt[rng.choice(len(Xt), max_items, replace=False)]
+    return model.predict_proba(X)
+
+
+def _entropy(p: np.ndarray) -> np.ndarray:
+    return -(p * np.log(np.clip(p, 1e-12, None))).sum(-1)
+
+
+def mean_entropy(p: np.ndarray) -> float:
+    """Mean entropy of the rows of a probability matrix (lower: more confident)."""
+    return float(_entropy(p).mean())
+
+
+def information_maximisation(p: np.ndarray) -> float:
+    """H(mean prediction) − mean H(prediction) (higher: confident and diverse)."""
+    return float(_entropy(p.mean(0)) - _entropy(p).mean())
+
+
+def batch_nuclear_norm(p: np.ndarray) -> float:
+    """‖P‖_* / √(N·C) (higher: discriminable and diverse predictions)."""
+    n, c = p.shape
+    return float(np.linalg.svd(p, compute_uv=False).sum() / np.sqrt(n * c))
+
+
+def class_ami(model: FeatureClassifier, Xt: np.ndarray, *, seed: int = 0, max_items: int = 2000) -> float:
+    """AMI between the predicted classes of target items and k-means clusters (k = classes) of their embedding."""
+    from sklearn.cluster import KMeans
+    from sklearn.metrics import adjusted_mutual_info_score
+
+    rng = np.random.default_rng(seed)
+    X = Xt if len(Xt) <= max_items else Xt[rng.choice(len(Xt), max_items, replace=False)]
+    z = model.embed(X)
+    k = len(model.class_names)
+    clusters = KMeans(n_clusters=min(k, len(z)), n_init=3, random_state=seed).fit_predict(z)
+    return float(adjusted_mutual_info_score(clusters, model.predict(X)))
+
+
+@dataclass
+class Evidence:
+    """What the validators may look at: labelled source items (train and held-out validation), unlabelled target."""
+
+    Xs_train: np.ndarray
+    Xs_val: np.ndarray
+    ys_val: np.ndarray
+    Xt: np.ndarray
+    seed: int = 0
+
+
+def _source_acc(m: FeatureClassifier, e: Evidence) -> float:
+    return float((m.source_predict(e.Xs_val) == e.ys_val).mean())
+
+
+#: name -> (which way is better, score(model, evidence)); the order is the order of the tables
+VALIDATORS: dict[str, tuple[str, Callable[[FeatureClassifier, Evidence], float]]] = {
+    "source-acc": ("higher", _source_acc),
+    "entropy": ("lower", lambda m, e: mean_entropy(_target_proba(m, e.Xt, e.seed))),
+    "im": ("higher", lambda m, e: information_maximisation(_target_proba(m, e.Xt, e.seed))),
+    "bnm": ("higher", lambda m, e: batch_nuclear_norm(_target_proba(m, e.Xt, e.seed))),
+    "classami": ("higher", lambda m, e: class_ami(m, e.Xt, seed=e.seed)),
+    "snd": ("higher", lambda m, e: snd_score(m, e.Xt, seed=e.seed)),
+    "dev": ("lower", lambda m, e: dev_risk(m, e.Xs_train, e.Xs_val, e.ys_val, e.Xt, seed=e.seed)),
+    "devn": ("lower", lambda m, e: devn_risk(m, e.Xs_train, e.Xs_val, e.ys_val, e.Xt, seed=e.seed)),
+}
+
+
+def panel(model: FeatureClassifier, evidence: Evidence) -> dict[str, float]:
+    """Every validator's score of one model."""
+    return {name: fn(model, evidence) for name, (_, fn) in VALIDATORS.items()}
+
+
+def best_index(scores: list[float], validator: str) -> int:
+    """The index of the best score by `validator` (first of ties); NaN scores never win."""
+    order = VALIDATORS[validator][0]
+    v = np.asarray(scores, dtype=np.float64)
+    v = np.where(np.isfinite(v), v, np.inf if order == "lower" else -np.inf)
+    return int(np.argmin(v) if order == "lower" else np.argmax(v))
+
+
+def agreement(rows: list[dict]) -> dict[str, dict[str, float | None]]:
+    """Spearman rank correlation between every two validators' scores across candidates (each oriented so that
+    higher is better): how much they agree on which candidate is better; None where it is undefined (fewer
+    than 3 candidates, or one validator scores them all the same)."""
+    from scipy.stats import spearmanr
+
+    names = [n for n in VALIDATORS if all(n in r for r in rows)]
+    oriented = {n: np.array([r[n] if VALIDATORS[n][0] == "higher" else -r[n] for r in rows], np.float64)
+                for n in names}
+    out: dict[str, dict[str, float | None]] = {}
+    for a in names:
+        out[a] = {}
+        for b in names:
+            if len(rows) < 3 or np.ptp(oriented[a]) == 0 or np.ptp(oriented[b]) == 0:
+                out[a][b] = None
+            else:
+                rho = float(spearmanr(oriented[a], oriented[b]).statistic)
+                out[a][b] = rho if np.isfinite(rho) else None
+    return out

@@ -158,7 +158,9 @@ def adapt(
         "--param", help="Setting NAME=VALUE (repeatable): a feature-level method's hyperparameters (tradeoff=0.3), "
         "an end-to-end run's fine-tuning settings and domain_tradeoff, or a source-free method's lr, beta, "
         "recentre, batch_size.")] = None,
-    validator: Annotated[str, typer.Option(help="Unsupervised validator of --method auto: dev or snd.")] = "dev",
+    validator: Annotated[str, typer.Option(help="Unsupervised validator that --method auto chooses by: auto, "
+                                           "source-acc, entropy, im, bnm, classami, snd, dev or devn (every one is "
+                                           "computed and shown).")] = "auto",
     target_labels: TargetLabelsOpt = False,
     out: Annotated[Path | None, typer.Option("--out", "-o", help="Model folder to write.")] = None,
     benchmark: Annotated[str | None, typer.Option(help="Run a bundled benchmark instead: digits or sentiment.")] = None,
@@ -216,9 +218,10 @@ def _benchmark(benchmark: str, seed: int, as_json: bool) -> None:
         return
     print_table(f"adapt benchmark {benchmark}: target accuracy (held-out target half)", table_rows(res),
                 ["task", "method", "target_acc", "vs_source_only", "wall_s"])
-    console.print(f"validator pick rate (chose what target labels would choose): DEV {res['dev_pick_rate']:.2f}"
-                  f", SND {res['snd_pick_rate']:.2f}; mean regret DEV {res['dev_mean_regret']:.3f}, "
-                  f"SND {res['snd_mean_regret']:.3f}")
+    print_table("validators over the tasks: how often the pick was the best by target labels, mean regret, mean "
+                "target accuracy of the picks (@before: source items through the target's map, as before the fix)",
+                [{"validator": v, **row} for v, row in res["validators"].items()],
+                ["validator", "pick_rate", "mean_regret", "mean_target_accuracy"])
 
 
 def _target_labels(tgt_ds: Any, target: str, source_classes: list[str]) -> Any:
@@ -256,19 +259,24 @@ def _features(method: str, src: DataArgs, tgt: DataArgs, bb_args: BackboneArgs, 
                  hyperparameters=res.hyperparameters, metrics=res.metrics, precision=fs_s.meta["precision"],
                  data={"name": src_ds.name, "fingerprint": src_ds.fingerprint, "n": len(src_ds), "source": src.data,
                        "target": tgt.data, "target_fingerprint": tgt_ds.fingerprint, "target_n": len(tgt_ds)},
-                 extra={"validator": res.validator, "seed": seed, "candidates": res.candidates},
+                 extra={"validator": res.validator, "seed": seed, "candidates": res.candidates,
+                        "validator_agreement": res.agreement},
                  cost={"wall_time_s": round(float(res.metrics.get("fit_s") or sum(r.get("fit_s", 0.0) for r in
                                                                                    res.candidates))
                                             + sum(float(f.meta.get("extract_seconds") or 0.0) for f in (fs_s, fs_t)),
                                             3)})
     if as_json:
         console.print_json(json.dumps({"method": res.method, "hyperparameters": res.hyperparameters,
-                                       "metrics": res.metrics, "candidates": res.candidates}))
+                                       "metrics": res.metrics, "candidates": res.candidates,
+                                       "validator": res.validator, "validator_agreement": res.agreement},
+                                      default=str))
         return
     if res.candidates:
-        cols = ["method", "hyperparameters", "dev", "snd", "source_val_accuracy"]
+        from transferkit.adapt.validate import VALIDATORS
+
+        cols = ["method", "hyperparameters", *VALIDATORS]
         cols += ["target_accuracy"] if yt is not None else []
-        print_table(f"candidates (chosen by {res.validator}, without target labels)", [
+        print_table(f"candidates (chosen by {res.validator}, without target labels; every validator shown)", [
             {**r, "hyperparameters": ", ".join(f"{k}={v}" for k, v in r["hyperparameters"].items()),
              "method": r["method"] + (" ←" if r["chosen"] else "")} for r in res.candidates], cols)
     console.print(f"{res.method} {res.hyperparameters}: " + ", ".join(f"{k} {v:.4f}" for k, v in res.metrics.items()
