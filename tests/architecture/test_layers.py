@@ -21,9 +21,9 @@ LAYERS = {
 }
 #: same-layer imports that are part of the design: adapt plugs into finetune, finetune and adapt score with heads'
 #: metrics, baselines fit the logreg head on pixels, `datasets` is data's public alias, demo runs a comparison,
-#: fit builds on compare
-SAME_LAYER = {("finetune", "heads"), ("adapt", "finetune"), ("adapt", "heads"), ("baselines", "heads"),
-              ("datasets", "data"), ("demo", "report"), ("fit", "report")}
+#: fit builds on compare, adapt corrects the label shift that shift's BBSE estimates
+SAME_LAYER = {("finetune", "heads"), ("adapt", "finetune"), ("adapt", "heads"), ("adapt", "shift"),
+              ("baselines", "heads"), ("datasets", "data"), ("demo", "report"), ("fit", "report")}
 
 
 def _imports(path: Path) -> set[str]:

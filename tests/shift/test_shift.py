@@ -29,6 +29,9 @@ def test_mnist_vs_digits_is_a_large_shift(digit_features):
     assert {r["diagnostic"] for r in rep.rows()} >= {"proxy A-distance"}
     unl = shift_report(Xs, Xt, ys=ys, class_names=[str(i) for i in range(10)], permutations=50)
     assert unl.drift_basis == "predicted target classes" and unl.label_shift is not None
+    # the features moved: the BBSE number comes with its assumption, and says it is doubtful here
+    assert "assumes p(x|y)" in rep.verdict and rep.label_shift["assumption_doubtful"]
+    assert "assumes p(x|y)" in next(r["meaning"] for r in rep.rows() if r["diagnostic"].startswith("label shift"))
 
 
 def test_proxy_a_distance_is_near_zero_for_one_distribution():
@@ -50,6 +53,8 @@ def test_bbse_recovers_a_known_label_shift(digit_features):
     est, true = np.array(rep.label_shift["target_prior"]), np.array(rep.label_shift["true_target_prior"])
     assert np.abs(est - true).sum() / 2 < 0.12
     assert rep.label_shift["tv"] > 0.15
+    if not rep.shift:  # pure label shift that MMD does not flag: the estimate stands without the caveat
+        assert "assumes p(x|y)" not in rep.verdict and not rep.label_shift["assumption_doubtful"]
 
 
 def test_bbse_solves_the_linear_system_exactly():

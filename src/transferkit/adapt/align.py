@@ -5,6 +5,7 @@
   target's: Xs · (Cs + λI)^(-1/2) · (Ct + λI)^(1/2).
 - subspace alignment (Fernando et al. 2013): PCA bases Ps, Pt of each z-scored domain (d components); the
   source is mapped by Ps·M with M = Psᵀ Pt, the target by Pt.
+- bbse (Lipton et al. 2018): source-only with its class prior moved to the target's estimated one (label shift).
 The returned classifier reads target-domain features (it carries the target's standardisation) and keeps the map
 its source items went through (`FeatureClassifier.source_embed`).
 """
@@ -71,6 +72,44 @@ def source_only(Xs: np.ndarray, ys: np.ndarray, Xt: np.ndarray, class_names: lis
     mean, std = zscore_stats(Xs)
     W, b = fit_logreg((Xs - mean) / std, ys, len(class_names), C, seed)
     return FeatureClassifier("linear", {"mean": mean, "std": std, "weight": W, "bias": b}, list(class_names))
+
+
+#: BBSE's class weights are clipped to this range before they move the classifier's prior (log w in the bias)
+BBSE_CLIP = (0.05, 20.0)
+
+
+def label_shift(Xs: np.ndarray, ys: np.ndarray, Xt: np.ndarray, class_names: list[str], *, C: float = 1.0,
+                folds: int = 5, seed: int = 0) -> FeatureClassifier:
+    """BBSE (Lipton et al. 2018): source-only logistic regression with its class prior moved to the target's.
+
+    The confusion matrix C[i, j] = P(ŷ = i, y = j) comes from `folds`-fold cross-fitted predictions on the source
+    (every source item predicted by a model that did not see it), the target's predicted-class frequencies μ̂ from
+    the final model; w = q(y)/p(y) solves C·w = μ̂ (`transferkit.shift.bbse`), is clipped to BBSE_CLIP and added to
+    the bias as log w, so p_target(y|x) ∝ w_y · p_source(y|x). It assumes p(x|y) is the same in both domains: it
+    corrects a change of class proportions (tweets are 68 % positive, movie snippets 50 %), not of features."""
+    from sklearn.model_selection import StratifiedKFold
+
+    from transferkit.shift.labels import bbse
+
+    k = len(class_names)
+    ys = np.asarray(ys, np.int64)
+    base = source_only(Xs, ys, Xt, class_names, C=C, seed=seed)
+    n_folds = int(max(2, min(folds, np.bincount(ys, minlength=k)[np.bincount(ys, minlength=k) > 0].min())))
+    pred = np.empty(len(ys), np.int64)
+    for tr, ho in StratifiedKFold(n_folds, shuffle=True, random_state=seed).split(Xs, ys):
+        pred[ho] = source_only(Xs[tr], ys[tr], Xt, class_names, C=C, seed=seed).predict(Xs[ho])
+    conf = np.zeros((k, k))
+    np.add.at(conf, (pred, ys), 1.0 / len(ys))
+    mu = np.bincount(base.predict(Xt), minlength=k) / len(Xt)
+    prior = np.bincount(ys, minlength=k) / len(ys)
+    est = bbse(conf, mu, prior)
+    w = np.clip(est["weights"], *BBSE_CLIP)
+    arrays = {**base.arrays, "bias": (base.arrays["bias"] + np.log(w)).astype(np.float32)}
+    return FeatureClassifier("linear", arrays, list(class_names),
+                             extra={"bbse_weights": w.astype(np.float32),
+                                    "bbse_target_prior": np.asarray(est["target_prior"], np.float32),
+                                    "source_mean": base.arrays["mean"], "source_std": base.arrays["std"],
+                                    "source_bias": base.arrays["bias"]})
 
 
 def oracle(Xt: np.ndarray, yt: np.ndarray, class_names: list[str], *, C: float = 1.0,

@@ -30,7 +30,8 @@ class FeatureClassifier:
     (the adapter's bottleneck, kind "mlp"), weight (C, h) and bias (C,). `extra` holds arrays kept for the
     record (a CORAL transform, the subspace bases) that prediction does not need, and the source-side map the
     classifier was trained through: `source_mean`/`source_std` (the source's own standardisation) and
-    `source_map` (what replaces `proj` for source items: CORAL's recolouring, subspace alignment's Ps·M). Without
+    `source_map` (what replaces `proj` for source items: CORAL's recolouring, subspace alignment's Ps·M) and
+    `source_bias` (the source's class prior, where a label-shift correction moved the bias to the target's). Without
     them the source side is the target side (source-only, norm=source). Validators and source accuracy score
     source items through `source_embed`, never through the target's map.
     """
@@ -88,7 +89,8 @@ class FeatureClassifier:
     def logits(self, X: np.ndarray, source: bool = False) -> np.ndarray:
         """Class scores (N, C) of target-domain items (source=True: of source items, through the source map)."""
         z = self.source_embed(X) if source else self.embed(X)
-        return z @ self.arrays["weight"].T + self.arrays["bias"]
+        bias = self.extra["source_bias"] if source and "source_bias" in self.extra else self.arrays["bias"]
+        return z @ self.arrays["weight"].T + bias
 
     def source_predict_proba(self, X: np.ndarray) -> np.ndarray:
         """Class probabilities of source items, through the map the classifier was trained on."""

@@ -40,13 +40,19 @@ class ShiftReport:
             ls = self.label_shift
             out.append({"diagnostic": "label shift (BBSE, total variation)", "value": ls["tv"],
                         "meaning": "estimated target class proportions vs source"
-                        + (f"; true TV {ls['true_tv']:.3f}" if "true_tv" in ls else "")})
+                        + (f"; true TV {ls['true_tv']:.3f}" if "true_tv" in ls else "")
+                        + (f"; {BBSE_CAVEAT}" if self.shift else "")})
         return out
 
     def as_dict(self) -> dict:
         """JSON-able form."""
         return {"shift": self.shift, "verdict": self.verdict, "mmd": self.mmd, "proxy_a_distance": self.pad,
                 "label_shift": self.label_shift, "classes": self.classes, "drift_basis": self.drift_basis}
+
+
+#: said beside every BBSE estimate when the features moved too: BBSE is exact only under pure label shift
+BBSE_CAVEAT = ("BBSE assumes p(x|y) is the same in both domains, and the features moved (MMD), so this is a rough "
+               "estimate")
 
 
 def _size(pad: float) -> str:
@@ -87,7 +93,8 @@ def shift_report(Xs: np.ndarray, Xt: np.ndarray, *, ys: np.ndarray | None = None
                    f"{pad['pad']:.2f} of 2)")
     if label_shift is not None:
         verdict += (f"; label proportions {'change' if label_shift['tv'] > 0.1 else 'look stable'} "
-                    f"(BBSE TV {label_shift['tv']:.2f})")
+                    f"(BBSE TV {label_shift['tv']:.2f}" + (f"; {BBSE_CAVEAT}" if shift else "") + ")")
+        label_shift["assumption_doubtful"] = bool(shift)
         moved = sorted((r for r in classes if r["drift"] is not None), key=lambda r: -r["drift"])[:3]
         if shift and moved:
             verdict += "; most drift: " + ", ".join(f"{r['name']} ({r['drift']:.2f})" for r in moved)
