@@ -49,20 +49,27 @@ def _domain_density_ratio(emb_train_s: np.ndarray, emb_t: np.ndarray, emb_val_s:
     return p / (1 - p)
 
 
-def dev_risk(model: FeatureClassifier, Xs_train: np.ndarray, Xs_val: np.ndarray, ys_val: np.ndarray,
-             Xt: np.ndarray, *, seed: int = 0, max_items: int = 2000) -> float:
-    """Deep embedded validation risk of `model` (lower is better): importance-weighted source-validation
-    cross-entropy with a control variate. Items beyond `max_items` per set are subsampled for speed."""
+def _weighted_source_loss(model: FeatureClassifier, Xs_train: np.ndarray, Xs_val: np.ndarray, ys_val: np.ndarray,
+                          Xt: np.ndarray, seed: int, max_items: int) -> tuple[np.ndarray, np.ndarray]:
+    """(density ratio w, cross-entropy) at each source validation item: DEV's two ingredients. Source items go
+    through the map the classifier was trained on, target items through the target's; items beyond `max_items` per
+    set are subsampled for the domain classifier."""
     rng = np.random.default_rng(seed)
 
     def cap(X: np.ndarray) -> np.ndarray:
         return X if len(X) <= max_items else X[rng.choice(len(X), max_items, replace=False)]
 
-    # source items through the map the classifier was trained on, target items through the target's
     w = _domain_density_ratio(model.source_embed(cap(Xs_train)), model.embed(cap(Xt)), model.source_embed(Xs_val),
                               seed)
     proba = model.source_predict_proba(Xs_val)
-    loss = -np.log(np.clip(proba[np.arange(len(ys_val)), ys_val], 1e-12, None))
+    return w, -np.log(np.clip(proba[np.arange(len(ys_val)), ys_val], 1e-12, None))
+
+
+def dev_risk(model: FeatureClassifier, Xs_train: np.ndarray, Xs_val: np.ndarray, ys_val: np.ndarray,
+             Xt: np.ndarray, *, seed: int = 0, max_items: int = 2000) -> float:
+    """Deep embedded validation risk of `model` (lower is better): importance-weighted source-validation
+    cross-entropy with a control variate."""
+    w, loss = _weighted_source_loss(model, Xs_train, Xs_val, ys_val, Xt, seed, max_items)
     weighted = w * loss
     var_w = np.var(w, ddof=1) if len(w) > 1 else 0.0
     eta = -np.cov(weighted, w)[0, 1] / var_w if var_w > 1e-12 else 0.0
@@ -89,15 +96,7 @@ def devn_risk(model: FeatureClassifier, Xs_train: np.ndarray, Xs_val: np.ndarray
               Xt: np.ndarray, *, seed: int = 0, max_items: int = 2000) -> float:
     """DEV with self-normalised importance weights: Σ w·loss / Σ w over the source validation items (lower is
     better)."""
-    rng = np.random.default_rng(seed)
-
-    def cap(X: np.ndarray) -> np.ndarray:
-        return X if len(X) <= max_items else X[rng.choice(len(X), max_items, replace=False)]
-
-    w = _domain_density_ratio(model.source_embed(cap(Xs_train)), model.embed(cap(Xt)), model.source_embed(Xs_val),
-                              seed)
-    proba = model.source_predict_proba(Xs_val)
-    loss = -np.log(np.clip(proba[np.arange(len(ys_val)), ys_val], 1e-12, None))
+    w, loss = _weighted_source_loss(model, Xs_train, Xs_val, ys_val, Xt, seed, max_items)
     return float((w * loss).sum() / max(w.sum(), 1e-12))
 
 
