@@ -37,7 +37,8 @@ def zscore_stats(X: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return mean.astype(np.float32), std.astype(np.float32)
 
 
-def fit_logreg(Z: np.ndarray, y: np.ndarray, n_classes: int, C: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+def fit_logreg(Z: np.ndarray, y: np.ndarray, n_classes: int, C: float, seed: int,
+               sample_weight: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Multinomial logistic regression (L2, strength 1/C); (weight (n_classes, d), bias (n_classes,)).
 
     Classes absent from y get a weight row of zeros and a bias of -30, so they are never predicted.
@@ -47,7 +48,7 @@ def fit_logreg(Z: np.ndarray, y: np.ndarray, n_classes: int, C: float, seed: int
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", ConvergenceWarning)
-        clf = LogisticRegression(C=C, max_iter=300, random_state=seed).fit(Z, y)
+        clf = LogisticRegression(C=C, max_iter=300, random_state=seed).fit(Z, y, sample_weight=sample_weight)
     W = np.zeros((n_classes, Z.shape[1]), np.float32)
     b = np.full(n_classes, -30.0, np.float32)
     coef, icpt = clf.coef_, clf.intercept_

@@ -10,24 +10,26 @@ from typing import Any
 
 import numpy as np
 
-from transferkit.adapt import adapters, align
+from transferkit.adapt import adapters, align, reweight
 from transferkit.adapt.model import FeatureClassifier
 from transferkit.adapt.validate import VALIDATORS, Evidence, agreement, best_index, panel
 from transferkit.errors import AdaptError
 from transferkit.params import defaults_schema, parse_params
 
-CLOSED_FORM = ("source-only", "coral", "sa", "bbse")
+CLOSED_FORM = ("source-only", "coral", "sa", "bbse", "kliep")
 METHODS = CLOSED_FORM + adapters.TRAINABLE
 DEFAULTS: dict[str, dict[str, Any]] = {
     "source-only": {"C": 1.0},
     "coral": {"lam": 1.0, "C": 1.0},
     "sa": {"dim": 64, "C": 1.0},
     "bbse": {"C": 1.0},
+    "kliep": {"C": 1.0, "pca_dim": 16},
     **{m: {} for m in adapters.TRAINABLE},
 }
 # The candidates `method="auto"` chooses among: every method at its defaults plus a few settings of each.
 GRID: list[tuple[str, dict[str, Any]]] = [
-    ("source-only", {}), ("coral", {}), ("sa", {}), ("sa", {"dim": 16}), ("bbse", {}), ("source-only-mlp", {}),
+    ("source-only", {}), ("coral", {}), ("sa", {}), ("sa", {"dim": 16}), ("bbse", {}), ("kliep", {}),
+    ("source-only-mlp", {}),
     ("mmd", {}),
     ("dann", {}), ("dann", {"tradeoff": 0.3}), ("cdan", {}), ("cdan+e", {}), ("mcc", {}), ("self-training", {}),
     # both domains z-scored with source statistics: better under label shift (movies → tweets), far worse on digits
@@ -106,6 +108,8 @@ def _fit(method: str, Xs: np.ndarray, ys: np.ndarray, Xt: np.ndarray, class_name
         return align.subspace_alignment(Xs, ys, Xt, class_names, seed=seed, **hp)
     if method == "bbse":
         return align.label_shift(Xs, ys, Xt, class_names, seed=seed, **hp)
+    if method == "kliep":
+        return reweight.kliep(Xs, ys, Xt, class_names, seed=seed, **hp)
     return adapters.train_adapter(method, Xs, ys, Xt, class_names, seed=seed, **hp)
 
 
