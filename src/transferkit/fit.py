@@ -31,10 +31,11 @@ PORTFOLIO = {
              "ensemble:caruana"),
     "image": ("baseline:pixels", "probe:auto", "finetune:last-k", "finetune:full", "ensemble:caruana"),
 }
-#: fine-tuning settings of fit's strategies unless the user gives them: the learning rate is searched on
-#: validation (lr="auto", around each strategy's own default), epochs end by early stopping on validation (the
-#: best epoch's weights are kept); image training items are augmented (light), texts are not
-FINETUNE = {"epochs": 6, "patience": 2, "augment": "auto", "lr": "auto"}
+#: fine-tuning settings of fit's strategies unless the user gives them: each strategy's own learning rate
+#: (`--lr auto` searches one on validation; not the default: under a CPU budget of minutes its trials took the
+#: time the real runs needed — benchmarks/results/fit_tasks.json, note), epochs end by early stopping on validation
+#: (the best epoch's weights are kept); image training items are augmented (light), texts are not
+FINETUNE = {"epochs": 6, "patience": 2, "augment": "auto"}
 #: per-strategy settings on top: a contrastive epoch pairs every training item once, so it takes more of them
 #: (SetFit draws 40 pairs per item) and no early stopping (a few-shot epoch is one step, too little to judge by);
 #: the best epoch on validation is kept and the time share ends it

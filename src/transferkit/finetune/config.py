@@ -22,8 +22,13 @@ PRECISIONS = runtime.PRECISIONS
 #: each strategy's default learning rate (the backbone's; the new head trains at 10x), and the centre of the
 #: `lr="auto"` search: LoRA's adapters want a far larger rate than full fine-tuning's weights
 DEFAULT_LR = {"head": 1e-3, "lora": 1e-3, "last-k": 2e-4, "gradual": 1e-4, "full": 5e-5, "contrastive": 2e-5}
-#: validated epochs after which `stop_below` may stop a run
+#: validated epochs after which `stop_below` may stop a run: a third of its epochs, at least 2
 RACE_AFTER = 2
+
+
+def race_after(epochs: int) -> int:
+    """How many validated epochs a run gets before the racing rule may stop it."""
+    return max(RACE_AFTER, -(-int(epochs) // 3))
 #: settings earlier versions kept in the config; they now belong to loss terms (see terms.py) and are dropped on read
 RETIRED = ("domain_loss", "domain_tradeoff")
 
@@ -45,7 +50,8 @@ class FinetuneConfig:
     images, none for text) — image training items only, seeded per (seed, epoch, item) so resume stays exact.
     time_limit_s ends the run once its wall time (across resumes) reaches it: the epoch in progress is validated
     as a partial one and the best weights so far are kept (how `fit` spends its budget).
-    stop_below: a racing rule (how `fit` stops hopeless candidates early): once `RACE_AFTER` epochs are validated,
+    stop_below: a racing rule (how `fit` stops hopeless candidates early): once `race_after(epochs)` epochs are
+    validated (a third of them, at least 2),
     the run stops, keeping its best weights, when its best validation score is still below this value (the
     leader's score so far, less a noise margin).
     Extra losses (domain adaptation, say) are not settings here: they are `LossTerm`s given to `finetune`.

@@ -44,7 +44,7 @@ from transferkit.finetune.checkpoint import (
     restore_rng,
     save_tensors,
 )
-from transferkit.finetune.config import RACE_AFTER, FinetuneConfig, FinetuneError, Interrupted
+from transferkit.finetune.config import FinetuneConfig, FinetuneError, Interrupted, race_after
 from transferkit.finetune.contrastive import PairTerm, fit_head
 from transferkit.finetune.lr_search import search_lr
 from transferkit.finetune.model import (
@@ -616,8 +616,8 @@ def finetune(
                 break
             state.start_epoch()
             validated = sum(1 for h in state.history if f"val_{metric}" in h)
-            if config.stop_below is not None and state.best_score is not None and validated >= RACE_AFTER \
-                    and state.best_score < config.stop_below:
+            if config.stop_below is not None and state.best_score is not None \
+                    and validated >= race_after(config.epochs) and state.best_score < config.stop_below:
                 stop_reason = (f"racing: best val {metric} {state.best_score:.4f} after {validated} epochs is below "
                                f"{config.stop_below:.4f} (the leader's, less noise)")
                 log(stop_reason)

@@ -342,14 +342,16 @@ def run_compare(
 
 
 def race_threshold(doc: dict, n_val: int) -> float | None:
-    """The validation accuracy a fine-tuning run must reach within its first RACE_AFTER epochs to go on: the best
-    so far (any finished strategy's) less two binomial standard errors of it on `n_val` items (at least 2 points),
-    so noise alone does not stop a run; None before anything finished."""
+    """The validation accuracy a fine-tuning run must reach within its first epochs (`race_after`) to go on: the
+    best so far (any finished strategy's) less two binomial standard errors of it on `n_val` items, the accuracy
+    smoothed as (k + 1)/(n + 2) so that a perfect score on 5 items is not taken as certain (at least 2 points), so
+    noise alone does not stop a run; None before anything finished."""
     scores = [r["metrics"]["val_accuracy"] for r in ok_records(doc) if "val_accuracy" in (r.get("metrics") or {})]
     if not scores or n_val < 1:
         return None
     lead = max(scores)
-    return round(lead - max(0.02, 2 * float(np.sqrt(lead * (1 - lead) / n_val))), 4)
+    p = (lead * n_val + 1) / (n_val + 2)
+    return round(lead - max(0.02, 2 * float(np.sqrt(p * (1 - p) / n_val))), 4)
 
 
 def primary_metric(doc: dict) -> str:
