@@ -164,3 +164,41 @@ def test_target_batches_are_seeded_and_split_across_processes_like_source_batche
                 assert [[len(m) for m in ms] for ms in src] == [[len(m) for m in ms] for ms in tgt]
                 assert sorted(i for ms in tgt for m in ms for i in m) == sorted(t.tolist())
     assert not np.array_equal(target_batch(n_target, 16, bs, 0, 0, 0), target_batch(n_target, 16, bs, 0, 1, 0))
+
+
+def _domain_gap(run_dir, source, target):
+    """How far apart the two domains' features are, as the head reads them: the squared distance of the domain
+    means over the mean per-feature variance (scale-free, so runs whose features have other scales compare), and the
+    proxy A-distance of a domain classifier."""
+    from transferkit.finetune.contrastive import head_features
+    from transferkit.shift import proxy_a_distance
+
+    run = load_run(run_dir)
+    cpu = torch.device("cpu")
+    zs = head_features(run.model, source, np.arange(len(source)), run.backbone.collate, cpu)
+    zt = head_features(run.model, target, np.arange(len(target)), run.backbone.collate, cpu)
+    spread = float(np.concatenate([zs, zt]).var(0).mean())
+    return float(((zs.mean(0) - zt.mean(0)) ** 2).sum() / spread), proxy_a_distance(zs, zt, seed=0)["pad"]
+
+
+@pytest.fixture(scope="module")
+def aligned(tmp_path_factory, source, target):
+    """Source-only and the two aligning terms with enough steps to move the features (4 epochs, lr 1e-3)."""
+    root = tmp_path_factory.mktemp("align")
+    cfg = FinetuneConfig(**{**CONFIG, "epochs": 4, "lr": 1e-3})
+    out = {"source-only": finetune(_bb(), source, root / "so", cfg, progress=False,
+                                   backbone_options={"image_size": 32}).out}
+    for method in ("dann-e2e", "mmd-e2e"):
+        out[method] = adapt_end_to_end(method, _bb(), source, target, root / method, cfg, progress=False,
+                                       backbone_options={"image_size": 32}).out
+    return out
+
+
+def test_the_domain_terms_really_align_the_domains(aligned, source, target):
+    """The gap between the domains' mean features, after DANN / MMD, is well below source-only's. Measured (seed 0,
+    fp32 host): source-only 1217, DANN 1025 (-16 %), and DANN with the gradient reversal removed (the sign flipped)
+    1223 (+0.4 %): a flipped sign fails the test."""
+    base, _ = _domain_gap(aligned["source-only"], source, target)
+    for method in ("dann-e2e", "mmd-e2e"):
+        gap, _ = _domain_gap(aligned[method], source, target)
+        assert gap < 0.95 * base, (method, gap, base)

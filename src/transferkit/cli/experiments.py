@@ -102,17 +102,19 @@ def _finetune_options(given: dict, params: list[str] | None, command: str, owned
     from transferkit.params import dataclass_schema, parse_params
 
     owned = ("strategy", "val", "test", "seed", "precision", *owned)
-    if given.get("lr") not in (None, "auto"):
-        from transferkit.report.specs import CompareError
-
-        try:
-            given = {**given, "lr": float(given["lr"])}
-        except ValueError:
-            raise CompareError(f"--lr {given['lr']!r} is not a learning rate: give a number such as 5e-4, or auto"
-                               ) from None
     schema = {k: v for k, v in dataclass_schema(FinetuneConfig).items() if k not in owned}
-    return {**{k: v for k, v in given.items() if v is not None},
-            **parse_params(params or [], schema, flag="--finetune-param", what=f"{command}'s fine-tuning")}
+    params = parse_params(params or [], schema, flag="--finetune-param", what=f"{command}'s fine-tuning")
+    given = {k: v for k, v in given.items() if v is not None}
+    for flag, opts in (("--lr", given), ("--finetune-param lr", params)):
+        if isinstance(opts.get("lr"), str) and opts["lr"] != "auto":
+            try:
+                opts["lr"] = float(opts["lr"])
+            except ValueError:
+                from transferkit.report.specs import CompareError
+
+                raise CompareError(f"{flag} {opts['lr']!r} is not a learning rate: give a number such as 5e-4, or "
+                                   "auto") from None
+    return {**given, **params}
 
 
 def _report(doc: dict, out: Path, tolerance: float, tsne_points: int) -> None:
