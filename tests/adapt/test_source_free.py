@@ -50,7 +50,7 @@ def _first_bn(model):
 
 def test_adabn_writes_a_run_whose_bn_statistics_are_the_targets(source_run, target, tmp_path):
     rec = adapt_run("adabn", source_run, target, tmp_path / "adabn", batch_size=64,
-                    target_labels=np.asarray(target.labels))
+                    target_labels=np.asarray(target.labels), keep_adapted=True)
     assert rec["target_items"] == 128
     src, ada = load_run(source_run), load_run(tmp_path / "adabn")
     _assert_accuracies_are_the_models(rec, src, ada, target)
@@ -71,7 +71,7 @@ def test_adabn_writes_a_run_whose_bn_statistics_are_the_targets(source_run, targ
 
 
 def test_tent_moves_only_norm_affine_parameters(source_run, target, tmp_path):
-    adapt_run("tent", source_run, target, tmp_path / "tent", batch_size=32)
+    adapt_run("tent", source_run, target, tmp_path / "tent", batch_size=32, keep_adapted=True)
     src, ten = load_run(source_run), load_run(tmp_path / "tent")
     a, b = dict(src.model.named_parameters()), dict(ten.model.named_parameters())
     norm_params = {f"{n}.{k}" for n, m in src.model.named_modules()
@@ -102,7 +102,7 @@ def test_shot_pseudo_labels_are_the_nearest_refined_centroids():
 def test_shot_trains_the_backbone_only_and_lowers_information_maximization(source_run, target, tmp_path):
     from transferkit.adapt.losses import information_maximization
 
-    rec = adapt_run("shot", source_run, target, tmp_path / "shot", batch_size=32, epochs=1,
+    rec = adapt_run("shot", source_run, target, tmp_path / "shot", batch_size=32, epochs=1, keep_adapted=True,
                     target_labels=np.asarray(target.labels))
     assert rec["method"] == "shot" and rec["hyperparameters"]["beta"] == 0.3
     src, shot = load_run(source_run), load_run(tmp_path / "shot")
@@ -144,10 +144,10 @@ def test_cli_adapt_adabn_writes_a_run_that_predict_reads(source_run, tmp_path):
     runner = CliRunner()
     out = tmp_path / "cli-adabn"
     r = runner.invoke(app, ["adapt", "--method", "adabn", "--source-run", str(source_run), "--target",
-                            str(folder), "--target-labels", "--out", str(out), "--json"])
+                            str(folder), "--target-labels", "--out", str(out), "--json", "--keep-adapted"])
     assert r.exit_code == 0, r.output
     rec = json.loads(r.output)
-    assert rec["method"] == "adabn" and rec["target_items"] == 40
+    assert rec["method"] == "adabn" and rec["target_items"] == 40 and rec["kept"] == "adapted"
     labels = np.array([int(p.parent.name) for p in sorted(folder.rglob("*.png"))])
     assert rec["metrics"]["target_accuracy"] == pytest.approx(
         float((load_run(out).predict(load_image_folder(folder)) == labels).mean()))
@@ -156,3 +156,34 @@ def test_cli_adapt_adabn_writes_a_run_that_predict_reads(source_run, tmp_path):
     assert (tmp_path / "p.csv").read_text().count("\n") == 41  # header + 40 digits
     r = runner.invoke(app, ["adapt", "--method", "adabn", "--target", str(folder), "--out", str(tmp_path / "z")])
     assert "--source-run" in str(r.exception)
+
+
+@pytest.mark.parametrize("expected", ["hurt", "help"])
+def test_when_the_validators_expect_harm_the_unadapted_model_is_handed_over(expected, source_run, target, tmp_path,
+                                                                          monkeypatch):
+    """The judge (ClassAMI) scores the network before and after; a worse score keeps the source model, and says so."""
+    import transferkit.adapt.source_free as sf
+
+    real, calls = sf.network_panel, []
+
+    def scripted(run, items, seed=0):
+        scores = real(run, items, seed)
+        calls.append(scores)
+        if len(calls) == 2:  # after adapting: worse or better than before, as the test says
+            scores = {**scores, "classami": calls[0]["classami"] + (-0.1 if expected == "hurt" else 0.1)}
+        return scores
+
+    monkeypatch.setattr(sf, "network_panel", scripted)
+    y = np.asarray(target.labels)
+    rec = adapt_run("adabn", source_run, target, tmp_path / "a", target_labels=y)
+    v = rec["validators"]
+    assert v["judge"] == "classami" and v["expected"] == expected and set(v["before"]) == set(v["after"])
+    assert {"entropy", "im", "bnm", "classami", "snd"} == set(v["before"])
+    src, out = _first_bn(load_run(source_run).model), _first_bn(load_run(tmp_path / "a").model)
+    if expected == "hurt":  # the source's own batch-norm statistics
+        assert rec["kept"] == "unadapted" and torch.equal(src.running_mean, out.running_mean)
+        assert rec["metrics"]["target_accuracy"] == rec["metrics"]["target_accuracy_before"]
+    else:
+        assert rec["kept"] == "adapted" and not torch.equal(src.running_mean, out.running_mean)
+        assert rec["metrics"]["target_accuracy"] == rec["metrics"]["target_accuracy_adapted"]
+    assert load_run(tmp_path / "a").predict(target).shape == (len(target),)

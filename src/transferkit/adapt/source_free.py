@@ -166,16 +166,33 @@ def _shot(run: Any, target: Dataset, *, batch_size: int, seed: int, lr: float, e
     return trained
 
 
+#: target items the validator panel reads before and after adapting (a seeded subset when there are more)
+PANEL_ITEMS = 2000
+
+
+def network_panel(run: Any, items: Dataset, seed: int = 0) -> dict[str, float]:
+    """The target-only validators (`validate.TARGET_ONLY`) of a fine-tuned network on `items`, in fp32."""
+    from transferkit.adapt.validate import target_panel
+    from transferkit.finetune.contrastive import head_features
+
+    device = next(run.model.parameters()).device
+    z = head_features(run.model, items, np.arange(len(items)), run.backbone.collate, device)
+    return target_panel(run.predict_proba(items, precision="fp32"), z, seed)
+
+
 def adapt_run(method: str, source_run: str | Path, target: Dataset, out: str | Path, *, batch_size: int = 64,
               seed: int = 0, recentre: bool = True, lr: float | None = None, epochs: int | None = None,
               beta: float = 0.3, target_labels: np.ndarray | None = None, trust_pickle: bool = False,
-              device: str = "cpu") -> dict:
+              device: str = "cpu", keep_adapted: bool = False) -> dict:
     """Adapt the fine-tuned run `source_run` to `target` with `method` (adabn, tent or shot) into the run folder `out`.
 
     lr / epochs default to 1e-3 / 1 (tent: Adam on norm affine parameters) and 1e-4 / 3 (shot: AdamW on the
     backbone); beta weighs SHOT's pseudo-label cross-entropy.
     target_labels: class ids of the target items in the run's class order, for evaluation only.
     device: where the network runs ("auto": CUDA when present).
+    The unadapted and the adapted network are scored by the target-only validators (entropy, IM, BNM, ClassAMI,
+    SND); when the judge (`--validator auto`'s ClassAMI) scores the adapted one worse, adaptation is expected to
+    hurt and the folder gets the unadapted source model unless `keep_adapted` (the record says which was kept).
     Returns the record written to run.json's "adaptation" entry (with target accuracy when labels were given).
     """
     from transferkit.finetune.checkpoint import RunFolder, model_tensors, save_tensors
@@ -196,6 +213,9 @@ def adapt_run(method: str, source_run: str | Path, target: Dataset, out: str | P
     before = None
     if target_labels is not None:
         before = float((run.predict(target, batch_size) == target_labels).mean())
+    probe = target if len(target) <= PANEL_ITEMS else target.subset(
+        np.sort(np.random.default_rng([seed, 5]).permutation(len(target))[:PANEL_ITEMS]))
+    panel_before = network_panel(run, probe, seed)
     extra: list[str] = []
     with torch.enable_grad():
         if method == "tent":
@@ -206,15 +226,31 @@ def adapt_run(method: str, source_run: str | Path, target: Dataset, out: str | P
         _adabn(run, target, batch_size=batch_size, seed=seed, recentre=recentre)
     run.info = {**run.info, "precision": "fp32"}  # computed in fp32 (above): the adapted model predicts in fp32
     fit_s = time.perf_counter() - t0
+    from transferkit.adapt.fit import AUTO_VALIDATOR
+    from transferkit.adapt.validate import TARGET_ONLY, VALIDATORS
+
+    panel_after = network_panel(run, probe, seed)
+    judge = AUTO_VALIDATOR if AUTO_VALIDATOR in TARGET_ONLY else "classami"
+    higher = VALIDATORS[judge][0] == "higher"
+    hurt = panel_after[judge] < panel_before[judge] if higher else panel_after[judge] > panel_before[judge]
+    adapted_accuracy = float((run.predict(target, batch_size) == target_labels).mean()) \
+        if target_labels is not None else None
+    kept = "adapted" if keep_adapted or not hurt else "unadapted"
+    if kept == "unadapted":  # the validators expect adaptation to hurt: hand over the source model itself
+        run = load_run(source_run, trust_pickle=trust_pickle, device=device)
+        extra = []
     record: dict[str, Any] = {"method": method, "source_run": str(Path(source_run).resolve()),
                               "target_items": len(target), "target_fingerprint": target.fingerprint,
                               "hyperparameters": {"batch_size": batch_size, "seed": seed,
                                                   **({"recentre": recentre} if method != "shot" else {"beta": beta}),
                                                   **({"lr": lr, "epochs": epochs} if method != "adabn" else {})},
-                              "fit_s": round(fit_s, 3)}
+                              "fit_s": round(fit_s, 3),
+                              "validators": {"before": panel_before, "after": panel_after, "judge": judge,
+                                             "expected": "hurt" if hurt else "help", "items": len(probe)},
+                              "kept": kept}
     if target_labels is not None:
-        record["metrics"] = {"target_accuracy_before": before,
-                             "target_accuracy": float((run.predict(target, batch_size) == target_labels).mean())}
+        record["metrics"] = {"target_accuracy_before": before, "target_accuracy_adapted": adapted_accuracy,
+                             "target_accuracy": adapted_accuracy if kept == "adapted" else before}
     info = dict(run.info)
     saved = sorted(set(info["saved_parameters"]) | set(extra))
     # the source run's scores are of the network before adaptation: they move into the record, not the model's

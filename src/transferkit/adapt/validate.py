@@ -81,7 +81,11 @@ def snd_score(model: FeatureClassifier, Xt: np.ndarray, *, temperature: float = 
     """Soft neighbourhood density of the target predictions (higher is better)."""
     rng = np.random.default_rng(seed)
     X = Xt if len(Xt) <= max_items else Xt[rng.choice(len(Xt), max_items, replace=False)]
-    p = model.predict_proba(X)
+    return soft_neighbourhood_density(model.predict_proba(X), temperature)
+
+
+def soft_neighbourhood_density(p: np.ndarray, temperature: float = 0.05) -> float:
+    """SND of a target probability matrix (higher is better)."""
     p = p / np.linalg.norm(p, axis=1, keepdims=True)
     sim = p @ p.T
     np.fill_diagonal(sim, -np.inf)
@@ -128,15 +132,18 @@ def batch_nuclear_norm(p: np.ndarray) -> float:
 
 def class_ami(model: FeatureClassifier, Xt: np.ndarray, *, seed: int = 0, max_items: int = 2000) -> float:
     """AMI between the predicted classes of target items and k-means clusters (k = classes) of their embedding."""
+    rng = np.random.default_rng(seed)
+    X = Xt if len(Xt) <= max_items else Xt[rng.choice(len(Xt), max_items, replace=False)]
+    return class_ami_of(model.embed(X), model.predict(X), len(model.class_names), seed)
+
+
+def class_ami_of(z: np.ndarray, pred: np.ndarray, k: int, seed: int = 0) -> float:
+    """ClassAMI of target embeddings `z` and their predicted classes (higher is better)."""
     from sklearn.cluster import KMeans
     from sklearn.metrics import adjusted_mutual_info_score
 
-    rng = np.random.default_rng(seed)
-    X = Xt if len(Xt) <= max_items else Xt[rng.choice(len(Xt), max_items, replace=False)]
-    z = model.embed(X)
-    k = len(model.class_names)
     clusters = KMeans(n_clusters=min(k, len(z)), n_init=3, random_state=seed).fit_predict(z)
-    return float(adjusted_mutual_info_score(clusters, model.predict(X)))
+    return float(adjusted_mutual_info_score(clusters, pred))
 
 
 @dataclass
@@ -165,6 +172,17 @@ VALIDATORS: dict[str, tuple[str, Callable[[FeatureClassifier, Evidence], float]]
     "dev": ("lower", lambda m, e: dev_risk(m, e.Xs_train, e.Xs_val, e.ys_val, e.Xt, seed=e.seed)),
     "devn": ("lower", lambda m, e: devn_risk(m, e.Xs_train, e.Xs_val, e.ys_val, e.Xt, seed=e.seed)),
 }
+
+
+#: the validators that need no source items: what a source-free method can be judged by
+TARGET_ONLY = ("entropy", "im", "bnm", "classami", "snd")
+
+
+def target_panel(proba: np.ndarray, z: np.ndarray, seed: int = 0) -> dict[str, float]:
+    """The target-only validators of a model from its target class probabilities and embeddings (any network)."""
+    return {"entropy": mean_entropy(proba), "im": information_maximisation(proba), "bnm": batch_nuclear_norm(proba),
+            "classami": class_ami_of(z, proba.argmax(1), proba.shape[1], seed),
+            "snd": soft_neighbourhood_density(proba)}
 
 
 def panel(model: FeatureClassifier, evidence: Evidence) -> dict[str, float]:

@@ -108,7 +108,7 @@ MODES = {
     "benchmark": {"benchmark", "seed", "as_json"},
     "features": _DATA | _BACKBONE | {"source", "method", "param", "validator"},
     "end-to-end": _DATA | _BACKBONE | {"source", "method", "param", "epochs", "strategy", "resume"},
-    "source-free": _DATA | {"source_run", "method", "param", "epochs", "device", "trust_pickle"},
+    "source-free": _DATA | {"source_run", "method", "param", "epochs", "device", "trust_pickle", "keep_adapted"},
 }
 _FLAGS = {"as_json": "--json"}
 
@@ -181,6 +181,9 @@ def adapt(
                                                "over the target (default 1 / 3).")] = None,
     strategy: Annotated[str | None, typer.Option(help="*-e2e: full (default), last-k, gradual or lora.")] = None,
     resume: Annotated[bool, typer.Option(help="*-e2e: continue the unfinished run in --out.")] = False,
+    keep_adapted: Annotated[bool, typer.Option(help="adabn/tent/shot: write the adapted model even when the "
+                                               "validators expect adaptation to hurt (by default the unadapted "
+                                               "source model is written then, and the reason printed).")] = False,
     as_json: JsonOpt = False,
 ) -> None:
     """Adapt a classifier from a labelled source to an unlabelled target domain (features, end to end, or
@@ -197,7 +200,7 @@ def adapt(
     tgt = DataArgs(target, text_column, label_column, on_bad_input)
     if mode == "source-free":
         _source_free(method, source_run, tgt, out, target_labels, seed, epochs, param or [], device, trust_pickle,
-                     as_json)
+                     as_json, keep_adapted)
         return
     if source is None:
         raise TransferkitError(f"--method {method} needs --source DATA (the labelled source domain)")
@@ -292,7 +295,7 @@ SOURCE_FREE_PARAMS = {"adabn": {"recentre": bool, "batch_size": int},
 
 def _source_free(method: str, source_run: Path | None, tgt: DataArgs, out: Path | None, target_labels: bool,
                  seed: int, epochs: int | None, params: list[str], device: str, trust_pickle: bool,
-                 as_json: bool) -> None:
+                 as_json: bool, keep_adapted: bool = False) -> None:
     """adapt --method adabn|tent|shot: a fine-tuned run + unlabelled target items → a new model folder."""
     from transferkit.adapt.source_free import adapt_run
     from transferkit.finetune.checkpoint import RunFolder
@@ -306,12 +309,23 @@ def _source_free(method: str, source_run: Path | None, tgt: DataArgs, out: Path 
     yt = _target_labels(tgt_ds, tgt.data, RunFolder(source_run).read().get("class_names") or []) \
         if target_labels else None
     rec = adapt_run(method, source_run, tgt_ds, out, seed=seed, target_labels=yt, epochs=epochs, device=device,
-                    trust_pickle=trust_pickle, **hp)
+                    trust_pickle=trust_pickle, keep_adapted=keep_adapted, **hp)
     if as_json:
         console.print_json(json.dumps(rec))
         return
-    console.print(f"{method}: " + ", ".join(f"{k} {v:.4f}" for k, v in rec.get("metrics", {}).items())
-                  + f" ({rec['fit_s']:.1f} s); model written to {out}", soft_wrap=True)
+    v = rec["validators"]
+    rows = [{"validator": k, "unadapted": v["before"][k], "adapted": v["after"][k]} for k in v["before"]]
+    print_table(f"target-only validators before and after {method} (on {v['items']} target items)", rows,
+                ["validator", "unadapted", "adapted"])
+    if v["expected"] == "hurt":
+        console.print(f"the validators expect {method} to hurt ({v['judge']} {v['before'][v['judge']]:.4f} -> "
+                      f"{v['after'][v['judge']]:.4f}): "
+                      + ("the adapted model was written anyway (--keep-adapted)" if rec["kept"] == "adapted" else
+                         "the unadapted source model was written; --keep-adapted writes the adapted one"),
+                      soft_wrap=True)
+    console.print(f"{method}: " + ", ".join(f"{k} {x:.4f}" for k, x in rec.get("metrics", {}).items()
+                                            if isinstance(x, float))
+                  + f" ({rec['fit_s']:.1f} s); {rec['kept']} model written to {out}", soft_wrap=True)
 
 
 def _end_to_end(method: str, src: DataArgs, tgt: DataArgs, bb_args: BackboneArgs, out: Path | None,
