@@ -69,19 +69,10 @@ class PairTerm(LossTerm):
 def head_features(model: Any, data: Dataset, idx: np.ndarray, collate: Callable, device: torch.device,
                   autocast: Callable[[], Any] | None = None, batch_size: int = 64) -> np.ndarray:
     """The standardised features the head reads, for the items at `idx` (in order), float64."""
-    import contextlib
+    from transferkit.finetune.loop import predict_outputs  # the loop imports this module
 
-    was = model.training
-    model.eval()
-    out = []
-    try:
-        for s in range(0, len(idx), batch_size):
-            batch = {k: v.to(device) for k, v in collate([data.items[int(i)] for i in idx[s: s + batch_size]]).items()}
-            with autocast() if autocast else contextlib.nullcontext():
-                out.append(model(batch, with_features=True)[1].float().cpu().numpy())
-    finally:
-        model.train(was)
-    return np.concatenate(out).astype(np.float64)
+    return predict_outputs(model, data, collate, indices=np.asarray(idx), batch_size=batch_size, device=device,
+                           autocast=autocast, with_features=True).astype(np.float64)
 
 
 def fit_head(model: Any, data: Dataset, labels: np.ndarray, train_idx: np.ndarray, collate: Callable,

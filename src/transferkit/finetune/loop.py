@@ -92,8 +92,10 @@ class FinetuneResult:
 @torch.inference_mode()
 def predict_outputs(model: TransferModel, data: Dataset, collate: Callable, *, indices: np.ndarray | None = None,
                     batch_size: int = 64, device: torch.device | None = None,
-                    autocast: Callable[[], Any] | None = None, num_workers: int = 0) -> np.ndarray:
-    """Raw model outputs (logits or standardised values) for the items at `indices` (all by default), in order."""
+                    autocast: Callable[[], Any] | None = None, num_workers: int = 0,
+                    with_features: bool = False) -> np.ndarray:
+    """Raw model outputs (logits or standardised values) for the items at `indices` (all by default), in order;
+    with_features: the standardised features the head reads instead."""
     if batch_size < 1:
         raise DataError(f"batch_size={batch_size}: give at least 1")
     was_training = model.training
@@ -106,10 +108,12 @@ def predict_outputs(model: TransferModel, data: Dataset, collate: Callable, *, i
         for inputs, _, _ in loader(Batches(data, batches, collate, None), num_workers):
             inputs = {k: v.to(device, non_blocking=True) for k, v in inputs.items()}
             with autocast() if autocast else contextlib.nullcontext():
-                out.append(model(inputs).float().cpu().numpy())
+                got = model(inputs, with_features=True)[1] if with_features else model(inputs)
+                out.append(got.float().cpu().numpy())
     finally:
         model.train(was_training)
-    return np.concatenate(out) if out else np.zeros((0, model.head.out_features), np.float32)
+    return np.concatenate(out) if out else np.zeros((0, model.head.in_features if with_features
+                                                     else model.head.out_features), np.float32)
 
 
 def _scores(target: Targets, outputs: np.ndarray, idx: np.ndarray) -> dict[str, float]:
