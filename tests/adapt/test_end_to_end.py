@@ -202,3 +202,88 @@ def test_the_domain_terms_really_align_the_domains(aligned, source, target):
     for method in ("dann-e2e", "mmd-e2e"):
         gap, _ = _domain_gap(aligned[method], source, target)
         assert gap < 0.95 * base, (method, gap, base)
+
+
+def test_guard_compares_with_the_unadapted_run(runs, source, target, tmp_path):
+    """With the source-only run as reference, both networks go through the target-only validators; the record
+    holds both panels (the reference's equals its own panel computed here) and both target accuracies."""
+    from transferkit.adapt.source_free import network_panel
+
+    ref = runs["source-only"].out
+    res = adapt_end_to_end("mmd-e2e", _bb(), source, target, tmp_path / "g", FinetuneConfig(**CONFIG),
+                           target_labels=target.labels, backbone_options={"image_size": 32}, progress=False,
+                           reference_run=ref)
+    rec = res.info["adaptation"]
+    v = rec["validators"]
+    assert v["judge"] == "classami" and v["items"] == len(target)
+    assert v["before"] == pytest.approx(network_panel(load_run(ref), target, 0))
+    assert v["after"] == pytest.approx(network_panel(load_run(tmp_path / "g"), target, 0))
+    assert (v["expected"] == "hurt") == (v["after"]["classami"] < v["before"]["classami"])
+    before = float((load_run(ref).predict(target) == target.labels).mean())
+    assert rec["metrics"]["target_accuracy_before"] == pytest.approx(before)
+    kept = rec["kept"]
+    assert kept == ("unadapted" if v["expected"] == "hurt" else "adapted")
+    assert (tmp_path / "g" / "adapted").exists() == (kept == "unadapted")
+
+
+def test_guard_hands_over_the_unadapted_model_when_harm_is_expected(runs, source, target, tmp_path, monkeypatch):
+    """When the judge expects harm the folder holds the reference's weights (predict reads it), the adapted run is
+    kept whole in OUT/adapted/, and the command says so; --keep-adapted writes the adapted model."""
+    from typer.testing import CliRunner
+
+    import transferkit.adapt.source_free as sf
+    from transferkit.cli import app
+
+    real = sf.verdict
+    monkeypatch.setattr(sf, "verdict", lambda b, a, n: {**real(b, a, n), "expected": "hurt"})
+    ref = runs["source-only"].out
+    folder = tmp_path / "digits"
+    from PIL import Image
+
+    for c in range(10):
+        (folder / str(c)).mkdir(parents=True)
+        for i in np.flatnonzero(target.labels == c)[:3]:
+            Image.fromarray(target.items[i]).save(folder / str(c) / f"{i}.png")
+    src = tmp_path / "mnist"
+    for c in range(10):
+        (src / str(c)).mkdir(parents=True)
+        for i in np.flatnonzero(source.labels == c):
+            Image.fromarray(source.items[i]).save(src / str(c) / f"{i}.png")
+    out = tmp_path / "g"
+    args = ["adapt", "--method", "mmd-e2e", "--source", str(src), "--target", str(folder), "--model", "effnet:lite0",
+            "--image-size", "32", "--strategy", "last-k", "--epochs", "2", "--param", "last_k=1",
+            "--param", "batch_size=16", "--param", "val=0.2", "--param", "test=0.0", "--source-run", str(ref),
+            "--target-labels"]
+    r = CliRunner().invoke(app, [*args, "--out", str(out)])
+    assert r.exit_code == 0, r.output
+    assert "expect mmd-e2e to hurt" in r.output and "unadapted source model was written" in r.output
+    assert "unadapted model written to" in r.output
+    info = json.loads((out / "run.json").read_text())
+    assert info["adaptation"]["kept"] == "unadapted"
+    assert info["adaptation"]["adapted_run"] == str((out / "adapted").resolve())
+    for k, t in load_tensors(ref / "model.safetensors").items():
+        assert torch.equal(t, load_tensors(out / "model.safetensors")[k])
+    adapted = load_run(out / "adapted")  # nothing lost: the adapted run is a complete run folder
+    assert json.loads((out / "adapted" / "run.json").read_text())["adaptation"]["method"] == "mmd-e2e"
+    acc = info["adaptation"]["metrics"]
+    assert acc["target_accuracy"] == acc["target_accuracy_before"]
+    assert adapted.predict(target).shape == (len(target),)
+    r = CliRunner().invoke(app, ["predict", str(out), "--data", str(folder), "--out", str(tmp_path / "p.csv")])
+    assert r.exit_code == 0, r.output
+    r = CliRunner().invoke(app, [*args, "--out", str(tmp_path / "k"), "--keep-adapted"])
+    assert r.exit_code == 0, r.output
+    assert "written anyway (--keep-adapted)" in r.output
+    assert json.loads((tmp_path / "k" / "run.json").read_text())["adaptation"]["kept"] == "adapted"
+    assert not (tmp_path / "k" / "adapted").exists()
+
+
+def test_guard_refuses_a_reference_of_other_classes(runs, source, target, tmp_path):
+    import shutil
+
+    other = tmp_path / "other"
+    shutil.copytree(runs["source-only"].out, other)
+    info = json.loads((other / "run.json").read_text())
+    (other / "run.json").write_text(json.dumps({**info, "class_names": [f"c{i}" for i in range(10)]}))
+    with pytest.raises(AdaptError, match="predicts classes"):
+        adapt_end_to_end("mmd-e2e", _bb(), source, target, tmp_path / "x", FinetuneConfig(**CONFIG),
+                         reference_run=other, progress=False)

@@ -7,7 +7,8 @@ both in one forward pass of the same network, and the term adds `domain_tradeoff
 - dann (Ganin et al. 2016): a domain discriminator behind gradient reversal, coefficient 2/(1+exp(-10p))-1;
 - cdan (Long et al. 2018): the discriminator reads the multilinear map features ⊗ predictions (the randomized map
   of the paper, 1024 dims, above `RANDOMIZED_ABOVE` dimensions);
-- mmd (DAN, Long et al. 2015): multi-kernel MMD between source and target features of each micro-batch.
+- mmd (DAN, Long et al. 2015): multi-kernel MMD between source and target features of each micro-batch (under
+  data parallelism, of the micro-batch's rows on every process, so N processes compute what one computes).
 
 The features are the standardised backbone features the head reads. The discriminator (same architecture as the
 feature-level adapters') is trained with the run and saved in its resume state, but the written model is
@@ -76,8 +77,9 @@ class DomainTerm(LossTerm):
     def loss(self, batch: TermBatch, progress: float) -> torch.Tensor:
         m = len(batch.source_features)
         f = torch.cat([batch.source_features, batch.features]).float()
-        if self.method == "mmd":
-            return self.tradeoff * L.multi_kernel_mmd(f[:m], f[m:]) * m
+        if self.method == "mmd":  # on the whole micro-batch of every process; this process's share of it
+            src, tgt = batch.gather(f[:m]), batch.gather(f[m:])
+            return self.tradeoff * L.multi_kernel_mmd(src, tgt) * len(src) / batch.processes
         if self.method == "cdan":
             logits = torch.cat([batch.source_outputs, batch.outputs])
             probs = torch.softmax(logits.float(), 1).detach()
@@ -127,13 +129,19 @@ def adapt_end_to_end(method: str, backbone: Backbone, source: Dataset, target: D
                      config: FinetuneConfig | None = None, *, tradeoff: float = 1.0,
                      target_labels: np.ndarray | None = None, backbone_options: dict | None = None,
                      resume: bool = False, progress: bool = True, log: Callable[[str], None] = lambda m: None,
-                     stop_after_steps: int | None = None, device: str = "auto") -> FinetuneResult:
+                     stop_after_steps: int | None = None, device: str = "auto",
+                     reference_run: str | Path | None = None, keep_adapted: bool = False) -> FinetuneResult:
     """Fine-tune `backbone` on labelled `source` with `method`'s domain loss (weight `tradeoff`) on unlabelled
     `target` into `out`.
 
     target_labels (class ids in the source's class order) are used after training, to score the written model
     on the target, and nothing else. Returns the FinetuneResult; run.json gains an "adaptation" record (the method,
     the term's record and, with target labels, the target accuracy).
+
+    reference_run: a finished fine-tuning run on the same classes without the domain loss (the unadapted model).
+    Both networks then go through the target-only validators (as source-free adaptation does); when the judge
+    expects the adapted one to be worse, `out` gets the reference model and the adapted run moves to
+    `out/adapted/` (a complete run folder), unless `keep_adapted`. The record says which was kept and why.
     """
     from transferkit.finetune import FinetuneConfig, finetune
     from transferkit.finetune.batches import make_targets
@@ -150,6 +158,13 @@ def adapt_end_to_end(method: str, backbone: Backbone, source: Dataset, target: D
                          "full, last-k, gradual or lora")
     labels = make_targets(source)
     check_target(target, backbone.modality, labels.task)
+    if reference_run is not None:
+        ref_info = RunFolder(reference_run).read()
+        if ref_info.get("status") != "complete" or ref_info.get("kind", "finetune") != "finetune":
+            raise AdaptError(f"--source-run {reference_run} is not a finished `transferkit finetune` run folder")
+        if list(ref_info.get("class_names") or []) != list(source.class_names):
+            raise AdaptError(f"--source-run {reference_run} predicts classes {ref_info.get('class_names')}, the "
+                             f"source holds {list(source.class_names)}: give the run fine-tuned on this source")
     term = DomainTerm(END_TO_END[method], target, backbone.feature_dim, labels.n_outputs, tradeoff=tradeoff,
                       batch_size=config.batch_size, seed=config.seed)
     res = finetune(backbone, source, out, config, terms=[term], backbone_options=backbone_options, resume=resume,
@@ -161,11 +176,57 @@ def adapt_end_to_end(method: str, backbone: Backbone, source: Dataset, target: D
         if target_labels is not None:
             acc = float((load_run(out).predict(target) == np.asarray(target_labels)).mean())
             record["metrics"] = {"target_accuracy": acc}
+        if reference_run is not None:
+            record.update(_judge(out, reference_run, target, target_labels, config.seed, keep_adapted))
         info["adaptation"] = record
         folder.write(info)
         write_model(folder.path, finetune_info(info))
+        if record.get("kept") == "unadapted":
+            info = _hand_over_reference(out, reference_run, record)
         res.info = info
     return res
+
+
+def _judge(out: str | Path, reference_run: str | Path, target: Dataset, target_labels: np.ndarray | None,
+           seed: int, keep_adapted: bool) -> dict:
+    """The validators' panels of the reference (unadapted) and the adapted run on the target, and what is kept."""
+    from transferkit.adapt.source_free import network_panel, panel_items, verdict
+    from transferkit.finetune.run import load_run
+
+    probe = panel_items(target, seed)
+    ref, adapted = load_run(reference_run, device="cpu"), load_run(out, device="cpu")
+    judged = verdict(network_panel(ref, probe, seed), network_panel(adapted, probe, seed), len(probe))
+    rec: dict = {"source_run": str(Path(reference_run).resolve()), "validators": judged,
+                 "kept": "unadapted" if judged["expected"] == "hurt" and not keep_adapted else "adapted"}
+    if target_labels is not None:
+        before = float((ref.predict(target) == np.asarray(target_labels)).mean())
+        after = float((adapted.predict(target) == np.asarray(target_labels)).mean())
+        rec["metrics"] = {"target_accuracy_before": before, "target_accuracy_adapted": after,
+                          "target_accuracy": after if rec["kept"] == "adapted" else before}
+    return rec
+
+
+def _hand_over_reference(out: str | Path, reference_run: str | Path, record: dict) -> dict:
+    """Move the adapted run into out/adapted/ and write the reference model into `out` with the adaptation record
+    (kept: unadapted); returns out's new run.json."""
+    import shutil
+
+    from transferkit.finetune.checkpoint import RunFolder
+    from transferkit.model import write_model
+    from transferkit.model.migrate import finetune_info
+
+    out = Path(out)
+    moved = out / "adapted"
+    moved.mkdir()
+    for f in list(out.iterdir()):
+        if f != moved:
+            shutil.move(str(f), moved / f.name)
+    ref = RunFolder(reference_run)
+    shutil.copy2(ref.model_file, out / ref.model_file.name)
+    info = {**ref.read(), "adaptation": {**record, "adapted_run": str(moved.resolve())}}
+    RunFolder(out).write(info)
+    write_model(out, finetune_info(info))
+    return info
 
 
 __all__ = ["DOMAIN_LOSSES", "END_TO_END", "DomainTerm", "adapt_end_to_end", "check_target", "target_batch"]

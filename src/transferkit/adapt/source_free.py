@@ -180,6 +180,25 @@ def network_panel(run: Any, items: Dataset, seed: int = 0) -> dict[str, float]:
     return target_panel(run.predict_proba(items, precision="fp32"), z, seed)
 
 
+def panel_items(target: Dataset, seed: int = 0) -> Dataset:
+    """The target items the validators read: all of them, or a seeded subset of PANEL_ITEMS."""
+    if len(target) <= PANEL_ITEMS:
+        return target
+    return target.subset(np.sort(np.random.default_rng([seed, 5]).permutation(len(target))[:PANEL_ITEMS]))
+
+
+def verdict(before: dict[str, float], after: dict[str, float], items: int) -> dict[str, Any]:
+    """The validators' verdict on adapting a network: the panels of the unadapted (`before`) and adapted network,
+    the judge (`--validator auto`'s ClassAMI, a target-only validator) and whether it expects harm."""
+    from transferkit.adapt.fit import AUTO_VALIDATOR
+    from transferkit.adapt.validate import TARGET_ONLY, VALIDATORS
+
+    judge = AUTO_VALIDATOR if AUTO_VALIDATOR in TARGET_ONLY else "classami"
+    higher = VALIDATORS[judge][0] == "higher"
+    hurt = after[judge] < before[judge] if higher else after[judge] > before[judge]
+    return {"before": before, "after": after, "judge": judge, "expected": "hurt" if hurt else "help", "items": items}
+
+
 def adapt_run(method: str, source_run: str | Path, target: Dataset, out: str | Path, *, batch_size: int = 64,
               seed: int = 0, recentre: bool = True, lr: float | None = None, epochs: int | None = None,
               beta: float = 0.3, target_labels: np.ndarray | None = None, trust_pickle: bool = False,
@@ -213,8 +232,7 @@ def adapt_run(method: str, source_run: str | Path, target: Dataset, out: str | P
     before = None
     if target_labels is not None:
         before = float((run.predict(target, batch_size) == target_labels).mean())
-    probe = target if len(target) <= PANEL_ITEMS else target.subset(
-        np.sort(np.random.default_rng([seed, 5]).permutation(len(target))[:PANEL_ITEMS]))
+    probe = panel_items(target, seed)
     panel_before = network_panel(run, probe, seed)
     extra: list[str] = []
     with torch.enable_grad():
@@ -226,13 +244,8 @@ def adapt_run(method: str, source_run: str | Path, target: Dataset, out: str | P
         _adabn(run, target, batch_size=batch_size, seed=seed, recentre=recentre)
     run.info = {**run.info, "precision": "fp32"}  # computed in fp32 (above): the adapted model predicts in fp32
     fit_s = time.perf_counter() - t0
-    from transferkit.adapt.fit import AUTO_VALIDATOR
-    from transferkit.adapt.validate import TARGET_ONLY, VALIDATORS
-
-    panel_after = network_panel(run, probe, seed)
-    judge = AUTO_VALIDATOR if AUTO_VALIDATOR in TARGET_ONLY else "classami"
-    higher = VALIDATORS[judge][0] == "higher"
-    hurt = panel_after[judge] < panel_before[judge] if higher else panel_after[judge] > panel_before[judge]
+    judged = verdict(panel_before, network_panel(run, probe, seed), len(probe))
+    hurt = judged["expected"] == "hurt"
     adapted_accuracy = float((run.predict(target, batch_size) == target_labels).mean()) \
         if target_labels is not None else None
     kept = "adapted" if keep_adapted or not hurt else "unadapted"
@@ -245,9 +258,7 @@ def adapt_run(method: str, source_run: str | Path, target: Dataset, out: str | P
                                                   **({"recentre": recentre} if method != "shot" else {"beta": beta}),
                                                   **({"lr": lr, "epochs": epochs} if method != "adabn" else {})},
                               "fit_s": round(fit_s, 3),
-                              "validators": {"before": panel_before, "after": panel_after, "judge": judge,
-                                             "expected": "hurt" if hurt else "help", "items": len(probe)},
-                              "kept": kept}
+                              "validators": judged, "kept": kept}
     if target_labels is not None:
         record["metrics"] = {"target_accuracy_before": before, "target_accuracy_adapted": adapted_accuracy,
                              "target_accuracy": adapted_accuracy if kept == "adapted" else before}

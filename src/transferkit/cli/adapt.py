@@ -107,7 +107,8 @@ _BACKBONE = {"model", "pooling", "image_size", "max_length", "device", "precisio
 MODES = {
     "benchmark": {"benchmark", "seed", "as_json"},
     "features": _DATA | _BACKBONE | {"source", "method", "param", "validator"},
-    "end-to-end": _DATA | _BACKBONE | {"source", "method", "param", "epochs", "strategy", "resume"},
+    "end-to-end": _DATA | _BACKBONE | {"source", "method", "param", "epochs", "strategy", "resume", "source_run",
+                                       "keep_adapted"},
     "source-free": _DATA | {"source_run", "method", "param", "epochs", "device", "trust_pickle", "keep_adapted"},
 }
 _FLAGS = {"as_json": "--json"}
@@ -153,7 +154,9 @@ def adapt(
                                         "cdan-e2e, mmd-e2e (end-to-end: fine-tune the backbone too); adabn, tent, shot "
                                         "(source-free: adapt the fine-tuned --source-run's network).")] = "auto",
     source_run: Annotated[Path | None, typer.Option("--source-run", help="adabn/tent/shot: a finished `transferkit "
-                                                    "finetune` run folder to adapt (no source data needed).")] = None,
+                                                    "finetune` run folder to adapt (no source data needed); "
+                                                    "*-e2e: the unadapted run (fine-tuned on --source) that the "
+                                                    "validators compare the adapted one with.")] = None,
     param: Annotated[list[str] | None, typer.Option(
         "--param", help="Setting NAME=VALUE (repeatable): a feature-level method's hyperparameters (tradeoff=0.3), "
         "an end-to-end run's fine-tuning settings and domain_tradeoff, or a source-free method's lr, beta, "
@@ -181,9 +184,10 @@ def adapt(
                                                "over the target (default 1 / 3).")] = None,
     strategy: Annotated[str | None, typer.Option(help="*-e2e: full (default), last-k, gradual or lora.")] = None,
     resume: Annotated[bool, typer.Option(help="*-e2e: continue the unfinished run in --out.")] = False,
-    keep_adapted: Annotated[bool, typer.Option(help="adabn/tent/shot: write the adapted model even when the "
-                                               "validators expect adaptation to hurt (by default the unadapted "
-                                               "source model is written then, and the reason printed).")] = False,
+    keep_adapted: Annotated[bool, typer.Option(help="adabn/tent/shot, *-e2e with --source-run: write the adapted "
+                                               "model even when the validators expect adaptation to hurt (by "
+                                               "default the unadapted source model is written then, and the reason "
+                                               "printed).")] = False,
     as_json: JsonOpt = False,
 ) -> None:
     """Adapt a classifier from a labelled source to an unlabelled target domain (features, end to end, or
@@ -207,7 +211,7 @@ def adapt(
     src = DataArgs(source, text_column, label_column, on_bad_input)
     if mode == "end-to-end":
         _end_to_end(method, src, tgt, bb_args, out, target_labels, seed, epochs, strategy, param or [], resume,
-                    as_json)
+                    as_json, source_run, keep_adapted)
     else:
         _features(method, src, tgt, bb_args, out, target_labels, seed, param or [], validator, as_json)
 
@@ -313,6 +317,14 @@ def _source_free(method: str, source_run: Path | None, tgt: DataArgs, out: Path 
     if as_json:
         console.print_json(json.dumps(rec))
         return
+    _print_verdict(method, rec)
+    console.print(f"{method}: " + ", ".join(f"{k} {x:.4f}" for k, x in rec.get("metrics", {}).items()
+                                            if isinstance(x, float))
+                  + f" ({rec['fit_s']:.1f} s); {rec['kept']} model written to {out}", soft_wrap=True)
+
+
+def _print_verdict(method: str, rec: dict) -> None:
+    """The target-only validators of the unadapted and the adapted network, and what their judge decided."""
     v = rec["validators"]
     rows = [{"validator": k, "unadapted": v["before"][k], "adapted": v["after"][k]} for k in v["before"]]
     print_table(f"target-only validators before and after {method} (on {v['items']} target items)", rows,
@@ -321,16 +333,15 @@ def _source_free(method: str, source_run: Path | None, tgt: DataArgs, out: Path 
         console.print(f"the validators expect {method} to hurt ({v['judge']} {v['before'][v['judge']]:.4f} -> "
                       f"{v['after'][v['judge']]:.4f}): "
                       + ("the adapted model was written anyway (--keep-adapted)" if rec["kept"] == "adapted" else
-                         "the unadapted source model was written; --keep-adapted writes the adapted one"),
+                         "the unadapted source model was written"
+                         + (f" (the adapted run is kept in {rec['adapted_run']})" if rec.get("adapted_run") else "")
+                         + "; --keep-adapted writes the adapted one"),
                       soft_wrap=True)
-    console.print(f"{method}: " + ", ".join(f"{k} {x:.4f}" for k, x in rec.get("metrics", {}).items()
-                                            if isinstance(x, float))
-                  + f" ({rec['fit_s']:.1f} s); {rec['kept']} model written to {out}", soft_wrap=True)
 
 
 def _end_to_end(method: str, src: DataArgs, tgt: DataArgs, bb_args: BackboneArgs, out: Path | None,
                 target_labels: bool, seed: int, epochs: int | None, strategy: str | None, params: list[str],
-                resume: bool, as_json: bool) -> None:
+                resume: bool, as_json: bool, source_run: Path | None = None, keep_adapted: bool = False) -> None:
     """adapt --method dann-e2e|cdan-e2e|mmd-e2e: fine-tune on --source with a domain loss on --target.
 
     --param NAME=VALUE sets any fine-tuning setting (batch_size, lr, last_k, …) and domain_tradeoff."""
@@ -355,14 +366,22 @@ def _end_to_end(method: str, src: DataArgs, tgt: DataArgs, bb_args: BackboneArgs
     yt = _target_labels(tgt_ds, tgt.data, list(src_ds.class_names)) if target_labels else None
     res = adapt_end_to_end(method, bb_args.load(src_ds.modality), src_ds, tgt_ds, out, config, tradeoff=tradeoff,
                            target_labels=yt, backbone_options=bb_args.build_options(), resume=resume,
-                           progress=sys.stderr.isatty(), log=log, device=bb_args.device)
+                           progress=sys.stderr.isatty(), log=log, device=bb_args.device, reference_run=source_run,
+                           keep_adapted=keep_adapted)
     if not is_main_process():  # under torchrun / accelerate launch only the main process reports
         return
     if as_json:
         console.print_json(json.dumps(res.info, default=str))
         return
-    acc = res.info.get("adaptation", {}).get("metrics", {}).get("target_accuracy")
+    rec = res.info.get("adaptation", {})
+    if "validators" in rec:
+        _print_verdict(method, rec)
+    else:
+        console.print(f"no --source-run: the validators did not compare {method} with an unadapted model",
+                      soft_wrap=True)
+    acc = rec.get("metrics", {}).get("target_accuracy")
     console.print(f"{method}: source " + ", ".join(f"{part} accuracy {m.get('accuracy', float('nan')):.4f}"
-                                                   for part, m in res.metrics.items())
+                                                   for part, m in (res.info.get("metrics") or res.metrics).items())
                   + (f", target accuracy {acc:.4f}" if acc is not None else "")
-                  + f" ({res.steps} steps, {res.wall_time_s:.1f} s); model written to {out}", soft_wrap=True)
+                  + f" ({res.steps} steps, {res.wall_time_s:.1f} s); {rec.get('kept', 'adapted')} model written to "
+                  f"{out}", soft_wrap=True)

@@ -63,7 +63,7 @@ from transferkit.finetune.model import (
 )
 from transferkit.finetune.optim import make_optimizer, make_scheduler, param_groups
 from transferkit.finetune.state import LoopState
-from transferkit.finetune.terms import LossTerm, TermBatch, check_terms
+from transferkit.finetune.terms import LossTerm, TermBatch, check_terms, gather_rows
 from transferkit.heads.metrics import PRIMARY_METRIC, score_all
 from transferkit.model import write_model
 from transferkit.model.migrate import finetune_info
@@ -525,6 +525,10 @@ def finetune(
                 epoch_items += sizes[b_i]
                 n_global = sizes[b_i]
                 loss_total = torch.zeros((), device=device)
+                # a term may gather a micro-batch's rows from every process when each process holds a part of it
+                spread = ({"gather": gather_rows, "processes": world} if world > 1 and len(
+                    {len(local_micro_batches(train_idx[todo[b_i]], r, world, config.grad_accum))
+                     for r in range(world)}) == 1 else {})
                 for m_i in range(len(ms)):
                     fi += 1
                     inputs, y, _ = next(it)
@@ -547,7 +551,8 @@ def finetune(
                                     n_extra = len(e[fi]) if e is not None else 0
                                     part = TermBatch(outputs[: len(y)], feats[: len(y)], outputs[at: at + n_extra],
                                                      feats[at: at + n_extra], source_index=np.asarray(flat[fi]),
-                                                     index=np.asarray(e[fi]) if e is not None else None)
+                                                     index=np.asarray(e[fi]) if e is not None else None,
+                                                     **spread)
                                     at += n_extra
                                     loss = loss + d(part, state.step / max(total_steps, 1))
                             loss = loss * (world / n_global)

@@ -13,11 +13,17 @@ A term can bring
 - a record for run.json (`record()`): a resumed run must bring a term whose `mismatch` with it is None.
 
 `loss(batch, progress)` returns the term on the loop's scale: a sum over the micro-batch's source items (the
-loop divides everything by the global batch size).
+loop divides everything by the global batch size). A term that is not a sum over items (MMD compares whole
+batches) calls `batch.gather` on its rows: under data parallelism it returns every process's rows of the same
+micro-batch in rank order, with gradients flowing back to each process's own rows, so the term is computed on
+the whole micro-batch as in one process; it then returns its share, the whole-batch value / `batch.processes`.
+Outside data parallelism (and on a tiny last batch that does not reach every process) it returns its input and
+`processes` is 1.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -43,6 +49,28 @@ class TermBatch:
     features: torch.Tensor
     source_index: np.ndarray | None = None
     index: np.ndarray | None = None
+    gather: Callable[[torch.Tensor], torch.Tensor] = lambda rows: rows
+    processes: int = 1
+
+
+def gather_rows(rows: torch.Tensor) -> torch.Tensor:
+    """`rows` of every data-parallel process, concatenated in rank order (processes may hold different numbers
+    of rows), differentiable: the gradient of the result reaches each process's own rows. Every process of the
+    group must call it; outside a process group it returns `rows`."""
+    import torch.distributed as dist
+
+    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
+        return rows
+    from torch.distributed.nn.functional import all_gather
+
+    world = dist.get_world_size()
+    n = torch.tensor([rows.shape[0]], dtype=torch.long, device=rows.device)
+    sizes = [torch.zeros_like(n) for _ in range(world)]
+    dist.all_gather(sizes, n)
+    sizes = [int(x) for x in sizes]
+    pad = max(sizes) - rows.shape[0]
+    padded = torch.cat([rows, rows.new_zeros((pad, *rows.shape[1:]))]) if pad else rows
+    return torch.cat([part[:k] for part, k in zip(all_gather(padded), sizes)])
 
 
 class LossTerm(nn.Module):
