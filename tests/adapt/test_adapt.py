@@ -158,7 +158,7 @@ def test_other_user_errors_are_clear(domains):
     Xs, ys, Xt, _ = domains
     with pytest.raises(AdaptError, match="unknown adaptation method 'fancy'"):
         adapt_features(Xs, ys, Xt, CLASSES, method="fancy")
-    with pytest.raises(ParamError, match="method 'coral' has no such setting; it takes C, lam"):
+    with pytest.raises(ParamError, match="method 'coral' has no such setting; it takes C, label_shift, lam"):
         fit_method("coral", Xs, ys, Xt, CLASSES, hyperparameters={"tradeoff": 1.0})
     with pytest.raises(AdaptError, match="same backbone"):
         adapt_features(Xs, ys, Xt[:, :4], CLASSES, method="coral")
@@ -230,6 +230,42 @@ def test_bbse_recovers_the_target_prior_and_corrects_the_classifier():
     assert acc > acc_so + 0.02, (acc, acc_so)  # measured about 0.87 vs 0.84
     # on source items it keeps the source's prior: the same predictions as source-only there
     assert (model.source_predict(Xs) == so.predict(Xs)).mean() > 0.99
+
+
+@pytest.mark.parametrize("method", ["coral", "source-only-mlp", "dann"])
+def test_label_shift_option_corrects_other_methods(method):
+    """label_shift=bbse on another method: the same label-shifted pair (target 80 % class a). A closed-form
+    classifier's prior moves (its source side keeps the old one); an adapter's source cross-entropy is weighted
+    by the estimated q(y)/p(y). Either way more target items go to class a and the target error falls."""
+    rng = np.random.default_rng(0)
+    centres = np.array([[1.0, 0.0], [0.0, 1.0]])
+
+    def draw(n, p_a):
+        y = (rng.random(n) > p_a).astype(np.int64)
+        return (centres[y] + rng.normal(scale=0.7, size=(n, 2))).astype(np.float32), y
+
+    Xs, ys = draw(2000, 0.5)
+    Xt, yt = draw(2000, 0.8)
+    hp = {"steps": 300} if method != "coral" else {}
+    plain = fit_method(method, Xs, ys, Xt, ["a", "b"], hyperparameters=hp)
+    fixed = fit_method(method, Xs, ys, Xt, ["a", "b"], hyperparameters={**hp, "label_shift": "bbse"})
+    assert fixed.extra["bbse_weights"][0] > 1.3 > 0.7 > fixed.extra["bbse_weights"][1]
+    share_plain, share = (plain.predict(Xt) == 0).mean(), (fixed.predict(Xt) == 0).mean()
+    assert share > share_plain + 0.05, (share, share_plain)
+    acc_plain, acc = (plain.predict(Xt) == yt).mean(), (fixed.predict(Xt) == yt).mean()
+    assert acc > acc_plain + 0.01, (acc, acc_plain)
+    # the source side predicts for the source's balanced classes, as the uncorrected classifier does
+    assert abs((fixed.source_predict(Xs) == 0).mean() - (plain.source_predict(Xs) == 0).mean()) < 0.06
+
+
+def test_label_shift_option_is_checked():
+    Xs, ys = np.random.default_rng(0).normal(size=(40, 3)).astype(np.float32), np.arange(40) % 2
+    with pytest.raises(AdaptError, match="label_shift='kmm' is not one of none, bbse"):
+        fit_method("coral", Xs, ys, Xs, ["a", "b"], hyperparameters={"label_shift": "kmm"})
+    from transferkit.params import ParamError
+
+    with pytest.raises(ParamError, match="label_shift: method 'bbse' has no such setting"):  # it is the correction
+        fit_method("bbse", Xs, ys, Xs, ["a", "b"], hyperparameters={"label_shift": "bbse"})
 
 
 def test_kliep_weights_follow_the_density_ratio_and_help_under_covariate_shift():

@@ -62,8 +62,12 @@ def _pooled_pca(Zs: np.ndarray, Zt: np.ndarray, dim: int, seed: int) -> np.ndarr
 
 
 def train_adapter(method: str, Xs: np.ndarray, ys: np.ndarray, Xt: np.ndarray, class_names: list[str], *,
-                  seed: int = 0, **hp: float) -> FeatureClassifier:
-    """Train a bottleneck adapter + classifier with `method`'s target term; hyperparameters override DEFAULTS."""
+                  seed: int = 0, class_weights: np.ndarray | None = None, **hp: float) -> FeatureClassifier:
+    """Train a bottleneck adapter + classifier with `method`'s target term; hyperparameters override DEFAULTS.
+
+    class_weights (C,): the source cross-entropy weighs each item by its class's weight (importance-weighted
+    training for a target whose class proportions differ, e.g. BBSE's q(y)/p(y)); the source side of the written
+    classifier then keeps the source prior (`source_bias` = bias − log w)."""
     if method not in TRAINABLE:
         raise ValueError(f"not a trainable adapter method: {method}")
     h = {**DEFAULTS, **hp}
@@ -71,7 +75,11 @@ def train_adapter(method: str, Xs: np.ndarray, ys: np.ndarray, Xt: np.ndarray, c
         raise AdaptError(f"norm={h['norm']!r} is not one of {', '.join(NORMS)}: use --param norm=domain or "
                          "norm=source")
     with single_thread():
-        return _train(method, Xs, ys, Xt, class_names, seed, h)
+        model = _train(method, Xs, ys, Xt, class_names, seed, h, class_weights)
+    if class_weights is not None:
+        w = np.asarray(class_weights, np.float64)
+        model.extra["source_bias"] = (model.arrays["bias"] - np.log(w)).astype(np.float32)
+    return model
 
 
 @contextmanager
@@ -89,7 +97,7 @@ def single_thread() -> Iterator[None]:
 
 
 def _train(method: str, Xs: np.ndarray, ys: np.ndarray, Xt: np.ndarray, class_names: list[str], seed: int,
-           h: dict) -> FeatureClassifier:
+           h: dict, class_weights: np.ndarray | None = None) -> FeatureClassifier:
     n_classes = len(class_names)
     torch.manual_seed(seed)
     gen = torch.Generator().manual_seed(seed)
@@ -103,6 +111,7 @@ def _train(method: str, Xs: np.ndarray, ys: np.ndarray, Xt: np.ndarray, class_na
     zs = torch.from_numpy((Zs if proj is None else Zs @ proj).astype(np.float32))
     zt = torch.from_numpy((Zt if proj is None else Zt @ proj).astype(np.float32))
     ys_t = torch.from_numpy(np.asarray(ys, np.int64))
+    cw = None if class_weights is None else torch.as_tensor(np.asarray(class_weights), dtype=torch.float32)
     hidden = int(h["hidden"])
     bottleneck = nn.Sequential(nn.Linear(zs.shape[1], hidden), nn.ReLU(), nn.Dropout(float(h["dropout"])))
     classifier = nn.Linear(hidden, n_classes)
@@ -129,7 +138,7 @@ def _train(method: str, Xs: np.ndarray, ys: np.ndarray, Xt: np.ndarray, class_na
         f = bottleneck(torch.cat([zs[i_s], zt[i_t]]))
         logits = classifier(f)
         fs, ft, ls, lt = f[:bs], f[bs:], logits[:bs], logits[bs:]
-        loss = F.cross_entropy(ls, ys_t[i_s])
+        loss = F.cross_entropy(ls, ys_t[i_s], weight=cw)
         if method == "mmd":
             loss = loss + lam * L.multi_kernel_mmd(fs, ft)
         elif method == "dann":

@@ -79,38 +79,53 @@ def source_only(Xs: np.ndarray, ys: np.ndarray, Xt: np.ndarray, class_names: lis
 BBSE_CLIP = (0.05, 20.0)
 
 
-def label_shift(Xs: np.ndarray, ys: np.ndarray, Xt: np.ndarray, class_names: list[str], *, C: float = 1.0,
-                folds: int = 5, seed: int = 0) -> FeatureClassifier:
-    """BBSE (Lipton et al. 2018): source-only logistic regression with its class prior moved to the target's.
+def bbse_weights(Xs: np.ndarray, ys: np.ndarray, Xt: np.ndarray, n_classes: int, *, C: float = 1.0,
+                 folds: int = 5, seed: int = 0) -> tuple[np.ndarray, dict, FeatureClassifier]:
+    """BBSE's class weights w = q(y)/p(y), clipped to BBSE_CLIP; the estimate (`transferkit.shift.bbse`); and the
+    source-only logistic regression whose predictions estimated them.
 
     The confusion matrix C[i, j] = P(ŷ = i, y = j) comes from `folds`-fold cross-fitted predictions on the source
     (every source item predicted by a model that did not see it), the target's predicted-class frequencies μ̂ from
-    the final model; w = q(y)/p(y) solves C·w = μ̂ (`transferkit.shift.bbse`), is clipped to BBSE_CLIP and added to
-    the bias as log w, so p_target(y|x) ∝ w_y · p_source(y|x). It assumes p(x|y) is the same in both domains: it
-    corrects a change of class proportions (tweets are 68 % positive, movie snippets 50 %), not of features."""
+    the model fitted on all source items; w solves C·w = μ̂."""
     from sklearn.model_selection import StratifiedKFold
 
     from transferkit.shift.labels import bbse
 
-    k = len(class_names)
+    k = n_classes
     ys = np.asarray(ys, np.int64)
-    base = source_only(Xs, ys, Xt, class_names, C=C, seed=seed)
+    names = [str(i) for i in range(k)]
+    base = source_only(Xs, ys, Xt, names, C=C, seed=seed)
     n_folds = int(max(2, min(folds, np.bincount(ys, minlength=k)[np.bincount(ys, minlength=k) > 0].min())))
     pred = np.empty(len(ys), np.int64)
     for tr, ho in StratifiedKFold(n_folds, shuffle=True, random_state=seed).split(Xs, ys):
-        pred[ho] = source_only(Xs[tr], ys[tr], Xt, class_names, C=C, seed=seed).predict(Xs[ho])
+        pred[ho] = source_only(Xs[tr], ys[tr], Xt, names, C=C, seed=seed).predict(Xs[ho])
     conf = np.zeros((k, k))
     np.add.at(conf, (pred, ys), 1.0 / len(ys))
     mu = np.bincount(base.predict(Xt), minlength=k) / len(Xt)
-    prior = np.bincount(ys, minlength=k) / len(ys)
-    est = bbse(conf, mu, prior)
-    w = np.clip(est["weights"], *BBSE_CLIP)
-    arrays = {**base.arrays, "bias": (base.arrays["bias"] + np.log(w)).astype(np.float32)}
-    return FeatureClassifier("linear", arrays, list(class_names),
-                             extra={"bbse_weights": w.astype(np.float32),
-                                    "bbse_target_prior": np.asarray(est["target_prior"], np.float32),
-                                    "source_mean": base.arrays["mean"], "source_std": base.arrays["std"],
-                                    "source_bias": base.arrays["bias"]})
+    est = bbse(conf, mu, np.bincount(ys, minlength=k) / len(ys))
+    return np.clip(est["weights"], *BBSE_CLIP), est, base
+
+
+def shift_prior(model: FeatureClassifier, w: np.ndarray, target_prior: np.ndarray) -> FeatureClassifier:
+    """`model` with its class prior moved by the weights w (log w added to the bias, so p_target(y|x) ∝
+    w_y · p_source(y|x)); the source side keeps the old bias (`source_bias`) and the weights are recorded."""
+    extra = {**model.extra, "bbse_weights": np.asarray(w, np.float32),
+             "bbse_target_prior": np.asarray(target_prior, np.float32)}
+    extra.setdefault("source_bias", model.arrays["bias"])
+    arrays = {**model.arrays, "bias": (model.arrays["bias"] + np.log(w)).astype(np.float32)}
+    return FeatureClassifier(model.kind, arrays, list(model.class_names), extra=extra)
+
+
+def label_shift(Xs: np.ndarray, ys: np.ndarray, Xt: np.ndarray, class_names: list[str], *, C: float = 1.0,
+                folds: int = 5, seed: int = 0) -> FeatureClassifier:
+    """BBSE (Lipton et al. 2018): source-only logistic regression with its class prior moved to the target's.
+
+    w = q(y)/p(y) comes from `bbse_weights` (cross-fitted confusion matrix), clipped to BBSE_CLIP and added to the
+    bias as log w, so p_target(y|x) ∝ w_y · p_source(y|x). It assumes p(x|y) is the same in both domains: it
+    corrects a change of class proportions (tweets are 68 % positive, movie snippets 50 %), not of features."""
+    w, est, base = bbse_weights(Xs, ys, Xt, len(class_names), C=C, folds=folds, seed=seed)
+    base = FeatureClassifier(base.kind, base.arrays, list(class_names), extra=base.extra)
+    return shift_prior(base, w, est["target_prior"])
 
 
 def oracle(Xt: np.ndarray, yt: np.ndarray, class_names: list[str], *, C: float = 1.0,

@@ -41,6 +41,8 @@ GRID: list[tuple[str, dict[str, Any]]] = [
 #: whole panel in the candidates table too.
 AUTO_VALIDATOR = "classami"
 MIN_TARGET = 5
+#: label_shift=...: the correction of class proportions any method but bbse can add
+LABEL_SHIFTS = ("none", "bbse")
 MIN_PER_CLASS = 2
 
 
@@ -90,12 +92,28 @@ def check_class_names(source: list[str] | tuple[str, ...], target: list[str] | t
 
 def fit_method(method: str, Xs: np.ndarray, ys: np.ndarray, Xt: np.ndarray, class_names: list[str], *,
                hyperparameters: dict[str, Any] | None = None, seed: int = 0) -> FeatureClassifier:
-    """Fit one method on labelled source and unlabelled target features."""
+    """Fit one method on labelled source and unlabelled target features.
+
+    Every method but bbse also takes label_shift=bbse: BBSE's class weights q(y)/p(y) (`align.bbse_weights`)
+    then reweight the source items of a trainable adapter's cross-entropy, or move a closed-form classifier's
+    prior (log w in the bias), so the classifier predicts for the target's class proportions."""
     if method not in METHODS:
         raise AdaptError(f"unknown adaptation method {method!r}: use one of {', '.join(METHODS)} or auto")
     hp = {**DEFAULTS[method], **parse_hyperparameters(method, hyperparameters or {})}
+    shift = hp.pop("label_shift", "none")
+    if shift not in LABEL_SHIFTS:
+        raise AdaptError(f"label_shift={shift!r} is not one of {', '.join(LABEL_SHIFTS)}: use --param "
+                         "label_shift=bbse or leave it out")
     with adapters.single_thread():  # small problems: extra threads on a shared CPU only add contention
-        return _fit(method, Xs, ys, Xt, class_names, hp, seed)
+        if shift == "none":
+            return _fit(method, Xs, ys, Xt, class_names, hp, seed)
+        w, est, _ = align.bbse_weights(Xs, ys, Xt, len(class_names), seed=seed)
+        if method in adapters.TRAINABLE:
+            model = adapters.train_adapter(method, Xs, ys, Xt, class_names, seed=seed, class_weights=w, **hp)
+            model.extra.update({"bbse_weights": w.astype(np.float32),
+                                "bbse_target_prior": np.asarray(est["target_prior"], np.float32)})
+            return model
+        return align.shift_prior(_fit(method, Xs, ys, Xt, class_names, hp, seed), w, est["target_prior"])
 
 
 def _fit(method: str, Xs: np.ndarray, ys: np.ndarray, Xt: np.ndarray, class_names: list[str], hp: dict[str, Any],
@@ -205,7 +223,8 @@ def hyperparameter_schema(method: str) -> dict[str, Any]:
     """{name: type} of the hyperparameters `method` takes (its own plus, for adapters, the training ones)."""
     if method not in METHODS:
         raise AdaptError(f"unknown adaptation method {method!r}: use one of {', '.join(METHODS)} or auto")
-    table = {**DEFAULTS[method], **(adapters.DEFAULTS if method in adapters.TRAINABLE else {})}
+    table = {**DEFAULTS[method], **(adapters.DEFAULTS if method in adapters.TRAINABLE else {}),
+             **({} if method == "bbse" else {"label_shift": "none"})}
     return defaults_schema(table)
 
 
