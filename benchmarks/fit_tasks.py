@@ -215,8 +215,8 @@ def main() -> None:
     ap.add_argument("--cap", type=int, default=1000, help="items of the 'all' size at most")
     ap.add_argument("--image-size", type=int, default=112)
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--lr", default="auto", help="fine-tuning rate: auto (what fit does by default: per-strategy fixed rates), default (each "
-                    "strategy's fixed default rate) or a number for every strategy")
+    ap.add_argument("--lr", default="auto", help="fine-tuning rate: auto (what fit does by default: per-strategy "
+                    "fixed rates), default (each strategy's fixed default rate) or a number for every strategy")
     ap.add_argument("--setfit", action=argparse.BooleanOptionalAction, default=True,
                     help="also the setfit package on each text row's split (pip install setfit)")
     ap.add_argument("--setfit-steps", type=int, default=150, help="setfit's optimizer steps at most (batch 16)")

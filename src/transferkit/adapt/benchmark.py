@@ -131,10 +131,13 @@ def run_task(Xs: np.ndarray, ys: np.ndarray, Xt: np.ndarray, yt: np.ndarray, cla
 
 
 def run_benchmark(name: str, *, seed: int = 0, pairs: list[tuple[str, str]] | None = None, progress: bool = False,
-                  log: Callable[[str], None] = lambda m: None) -> dict:
-    """Run a bundled benchmark: per task, every method (defaults), the oracle, and the validators' picks."""
+                  log: Callable[[str], None] = lambda m: None,
+                  grid: list[tuple[str, dict[str, Any]]] | None = None) -> dict:
+    """Run a bundled benchmark: per task, every candidate of `grid` (default GRID), the oracle, and the
+    validators' picks."""
     class_names, tasks, feats = benchmark_tasks(name, progress=progress)
-    out: dict[str, Any] = {"benchmark": name, "seed": seed, "grid": [[m, hp] for m, hp in GRID], "tasks": {}}
+    grid = grid or GRID
+    out: dict[str, Any] = {"benchmark": name, "seed": seed, "grid": [[m, hp] for m, hp in grid], "tasks": {}}
     unknown = [p for p in pairs or [] if tuple(p) not in tasks]
     if unknown:
         raise AdaptError(f"benchmark {name!r} has no task(s) {unknown}: choose among {tasks}")
@@ -142,7 +145,7 @@ def run_benchmark(name: str, *, seed: int = 0, pairs: list[tuple[str, str]] | No
         log(f"{name}: {src} → {tgt}")
         Xs, ys = feats[src]
         Xt, yt = feats[tgt]
-        out["tasks"][f"{src}→{tgt}"] = run_task(Xs, ys, Xt, yt, class_names, seed=seed, log=log)
+        out["tasks"][f"{src}→{tgt}"] = run_task(Xs, ys, Xt, yt, class_names, seed=seed, log=log, grid=grid)
     out["validators"] = summarise_picks(list(out["tasks"].values()))
     for v in ("dev", "snd"):  # the keys earlier versions printed
         out[f"{v}_pick_rate"] = out["validators"][v]["pick_rate"]
