@@ -108,3 +108,17 @@ def test_bad_rates_are_refused_in_one_line():
     assert FinetuneConfig(lr="3e-4").lr == 3e-4
     with pytest.raises(FinetuneError, match="chosen by the learning-rate search"):
         FinetuneConfig(lr="auto").head_rate  # noqa: B018
+
+
+def test_a_trial_run_writes_no_model_and_skips_the_test_split(tmp_path):
+    from transferkit import datasets
+    from transferkit.backbones import load_backbone
+    from transferkit.data import stratified_sample
+
+    ds = datasets.load("digits")
+    ds = ds.subset(stratified_sample(ds.labels, 120, seed=0))
+    config = FinetuneConfig(strategy="head", lr=1e-3, epochs=1, batch_size=16)
+    res = finetune(load_backbone("effnet:lite0", image_size=32), ds, tmp_path / "t", config, progress=False,
+                   trial=True)
+    assert set(res.metrics) == {"val"} and res.history and "val_loss" in res.history[-1]
+    assert not (tmp_path / "t" / "model.safetensors").exists() and not (tmp_path / "t" / "model.json").exists()

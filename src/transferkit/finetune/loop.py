@@ -247,6 +247,7 @@ def finetune(
     stop_after_steps: int | None = None,
     terms: Sequence[LossTerm] = (),
     device: str = "auto",
+    trial: bool = False,
 ) -> FinetuneResult:
     """Fine-tune `backbone` on `data` into the run folder `out`; see the module docstring for the mechanics.
 
@@ -256,6 +257,8 @@ def finetune(
     stop_after_steps: stop (as on Ctrl-C, state saved) once this many optimizer steps are done — for tests.
     terms: extra loss terms (`LossTerm`, e.g. `transferkit.adapt.end_to_end.DomainTerm`) added to the loss.
     device: "auto" (CUDA when present), "cpu" or "cuda"; under `accelerate launch` each process takes its own.
+    trial: a learning-rate trial (lr_search.py) reads only the returned history and record: the test split is not
+    predicted and no model file or card is written.
     """
     config = config or FinetuneConfig()
     terms = list(terms)
@@ -300,7 +303,7 @@ def finetune(
 
         def trial(bb: Backbone, trial_out: Path, trial_config: FinetuneConfig) -> FinetuneResult:
             return finetune(bb, data, trial_out, trial_config, backbone_options=backbone_options, progress=False,
-                            terms=copy.deepcopy(user_terms), device=device)
+                            terms=copy.deepcopy(user_terms), device=device, trial=True)
 
         lr_record = search_lr(trial, backbone, folder.path, config, len(train_idx), metric=PRIMARY_METRIC[target.task],
                               key={"config": {k: v for k, v in config.to_dict().items()
@@ -648,7 +651,7 @@ def finetune(
         fit_contrastive_head()
     metrics: dict[str, dict[str, float]] = {}
     for part, idx in (("val", val_idx), ("test", test_idx)):
-        if len(idx):
+        if len(idx) and not (trial and part == "test"):
             outputs = predict_outputs(unwrapped, data, backbone.collate, indices=idx,
                                       batch_size=max(config.batch_size, 64), device=device,
                                       autocast=accelerator.autocast, num_workers=config.num_workers)
@@ -658,10 +661,13 @@ def finetune(
     done = {**info, "status": "complete", "metrics": metrics, "best_epoch": state.best_epoch, "steps": state.step,
             "stopped": stop_reason, "wall_time_s": wall, "peak_memory_mb": peak}
     if accelerator.is_main_process:
-        save_tensors(folder.model_file, model_tensors(unwrapped, saved_names), metadata={"format": "transferkit-run"})
+        if not trial:
+            save_tensors(folder.model_file, model_tensors(unwrapped, saved_names),
+                         metadata={"format": "transferkit-run"})
         folder.write_history(state.history)
         folder.write(done)
-        write_model(folder.path, finetune_info({**done, "format": 1}))  # model.json + card: a model folder
+        if not trial:
+            write_model(folder.path, finetune_info({**done, "format": 1}))  # model.json + card: a model folder
         if folder.state.exists():
             import shutil
 
