@@ -21,6 +21,24 @@ def _isolated_cache(tmp_path_factory, monkeypatch):
 
 
 @pytest.fixture(scope="session")
+def tiny_bert(tmp_path_factory, minilm):
+    """A folder with a tiny random BERT (2 layers, width 32) without dropout, so that training draws no random
+    numbers (data-parallel runs can then match one-process runs exactly), and MiniLM's tokenizer."""
+    import torch
+    from transformers import AutoTokenizer, BertConfig, BertModel
+
+    root = tmp_path_factory.mktemp("tiny_bert")
+    tok = AutoTokenizer.from_pretrained(minilm.info["folder"])
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        BertModel(BertConfig(vocab_size=tok.vocab_size, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+                             intermediate_size=64, hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0)
+                  ).save_pretrained(root)
+    tok.save_pretrained(root)
+    return root
+
+
+@pytest.fixture(scope="session")
 def minilm():
     from transferkit.backbones import load_backbone
 

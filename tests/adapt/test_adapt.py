@@ -211,18 +211,23 @@ def test_the_validator_option_chooses(domains):
         adapt_features(Xs, ys, Xt, CLASSES, method="auto", grid=grid, validator="vibes")
 
 
-def test_bbse_recovers_the_target_prior_and_corrects_the_classifier():
-    """Label shift alone (p(x|y) unchanged): the source is balanced, the target 80 % class a; BBSE estimates that
-    and moving the prior lowers the target error of the source-only classifier."""
-    rng = np.random.default_rng(0)
+def _label_shifted(seed: int = 0):
+    """Label shift alone: two Gaussian classes, p(x|y) the same in both domains; 2,000 items each, the source
+    balanced, the target 80 % class a."""
+    rng = np.random.default_rng(seed)
     centres = np.array([[1.0, 0.0], [0.0, 1.0]])
 
     def draw(n, p_a):
         y = (rng.random(n) > p_a).astype(np.int64)
         return (centres[y] + rng.normal(scale=0.7, size=(n, 2))).astype(np.float32), y
 
-    Xs, ys = draw(2000, 0.5)
-    Xt, yt = draw(2000, 0.8)
+    return (*draw(2000, 0.5), *draw(2000, 0.8))
+
+
+def test_bbse_recovers_the_target_prior_and_corrects_the_classifier():
+    """Label shift alone (p(x|y) unchanged): the source is balanced, the target 80 % class a; BBSE estimates that
+    and moving the prior lowers the target error of the source-only classifier."""
+    Xs, ys, Xt, yt = _label_shifted()
     so = fit_method("source-only", Xs, ys, Xt, ["a", "b"])
     model = fit_method("bbse", Xs, ys, Xt, ["a", "b"])
     assert model.extra["bbse_target_prior"][0] == pytest.approx(0.8, abs=0.05)
@@ -237,15 +242,7 @@ def test_label_shift_option_corrects_other_methods(method):
     """label_shift=bbse on another method: the same label-shifted pair (target 80 % class a). A closed-form
     classifier's prior moves (its source side keeps the old one); an adapter's source cross-entropy is weighted
     by the estimated q(y)/p(y). Either way more target items go to class a and the target error falls."""
-    rng = np.random.default_rng(0)
-    centres = np.array([[1.0, 0.0], [0.0, 1.0]])
-
-    def draw(n, p_a):
-        y = (rng.random(n) > p_a).astype(np.int64)
-        return (centres[y] + rng.normal(scale=0.7, size=(n, 2))).astype(np.float32), y
-
-    Xs, ys = draw(2000, 0.5)
-    Xt, yt = draw(2000, 0.8)
+    Xs, ys, Xt, yt = _label_shifted()
     hp = {"steps": 300} if method != "coral" else {}
     plain = fit_method(method, Xs, ys, Xt, ["a", "b"], hyperparameters=hp)
     fixed = fit_method(method, Xs, ys, Xt, ["a", "b"], hyperparameters={**hp, "label_shift": "bbse"})

@@ -6,26 +6,19 @@ import subprocess
 import sys
 
 import pytest
-import torch
-
-from transferkit.finetune.checkpoint import load_tensors
+from same_run import assert_same_run
 
 
 @pytest.fixture(scope="module")
-def tiny_text_task(tmp_path_factory, minilm):
-    """A tiny BERT without dropout (so both runs draw no random numbers) and 120 real tweets."""
-    from transformers import AutoTokenizer, BertConfig, BertModel
+def tiny_text_task(tmp_path_factory, tiny_bert):
+    """The tiny BERT without dropout (so both runs draw no random numbers) and 120 real tweets."""
+    import shutil
 
     from transferkit import datasets
     from transferkit.data import stratified_sample
 
     root = tmp_path_factory.mktemp("dist")
-    tok = AutoTokenizer.from_pretrained(minilm.info["folder"])
-    torch.manual_seed(0)
-    BertModel(BertConfig(vocab_size=tok.vocab_size, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
-                         intermediate_size=64, hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0)
-              ).save_pretrained(root / "bert")
-    tok.save_pretrained(root / "bert")
+    shutil.copytree(tiny_bert, root / "bert")
     ds = datasets.load("sentiment-tweets")
     with open(root / "tweets.csv", "w", newline="") as f:
         w = csv.writer(f)
@@ -48,15 +41,6 @@ def test_two_processes_match_one(tiny_text_task):
                           "--master_port", "29517", *args, str(root / "two")], env=env, capture_output=True,
                          text=True)
     assert two.returncode == 0, two.stderr[-3000:]
-    from transferkit.io import read_json
-
-    info_one, info_two = read_json(root / "one" / "run.json"), read_json(root / "two" / "run.json")
-    assert info_two["processes"] == 2 and info_one["processes"] == 1
-    for part in ("val", "test"):
-        assert info_two["metrics"][part] == pytest.approx(info_one["metrics"][part])
-    a, b = load_tensors(root / "one" / "model.safetensors"), load_tensors(root / "two" / "model.safetensors")
-    assert a.keys() == b.keys()
-    for k in a:
-        torch.testing.assert_close(a[k], b[k], atol=1e-5, rtol=1e-4)
+    info_one, _ = assert_same_run(root / "one", root / "two")
     # the unused BERT pooler is neither trained nor counted
     assert not any("pooler" in n for n in info_one["saved_parameters"])
