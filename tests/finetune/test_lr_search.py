@@ -122,3 +122,17 @@ def test_a_trial_run_writes_no_model_and_skips_the_test_split(tmp_path):
                    trial=True)
     assert set(res.metrics) == {"val"} and res.history and "val_loss" in res.history[-1]
     assert not (tmp_path / "t" / "model.safetensors").exists() and not (tmp_path / "t" / "model.json").exists()
+
+
+def test_an_uninterrupted_auto_run_writes_its_model_and_test_scores(tmp_path):
+    """The run that searched (not only one resumed after the search) is a whole model folder."""
+    from transferkit import datasets
+    from transferkit.backbones import load_backbone
+    from transferkit.data import stratified_sample
+
+    ds = datasets.load("digits")
+    ds = ds.subset(stratified_sample(ds.labels, 120, seed=0))
+    config = FinetuneConfig(strategy="head", lr="auto", epochs=1, batch_size=16)
+    res = finetune(load_backbone("effnet:lite0", image_size=32), ds, tmp_path / "a", config, progress=False)
+    assert set(res.metrics) == {"val", "test"} and res.info["lr_search"]["chosen"] in S.candidates("head")
+    assert (tmp_path / "a" / "model.safetensors").exists() and (tmp_path / "a" / "model.json").exists()
