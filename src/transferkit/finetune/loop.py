@@ -305,7 +305,8 @@ def finetune(
             return finetune(bb, data, trial_out, trial_config, backbone_options=backbone_options, progress=False,
                             terms=copy.deepcopy(user_terms), device=device, trial=True)
 
-        lr_record = search_lr(run_trial, backbone, folder.path, config, len(train_idx), metric=PRIMARY_METRIC[target.task],
+        lr_record = search_lr(run_trial, backbone, folder.path, config, len(train_idx),
+                              metric=PRIMARY_METRIC[target.task],
                               key={"config": {k: v for k, v in config.to_dict().items()
                                           if k not in FinetuneConfig.RESUMABLE_CHANGES},
                                    "data": data.fingerprint, "spec": backbone.spec},
