@@ -264,9 +264,14 @@ def test_guard_hands_over_the_unadapted_model_when_harm_is_expected(runs, source
     for k, t in load_tensors(ref / "model.safetensors").items():
         assert torch.equal(t, load_tensors(out / "model.safetensors")[k])
     adapted = load_run(out / "adapted")  # nothing lost: the adapted run is a complete run folder
-    assert json.loads((out / "adapted" / "run.json").read_text())["adaptation"]["method"] == "mmd-e2e"
+    own = json.loads((out / "adapted" / "run.json").read_text())["adaptation"]
     acc = info["adaptation"]["metrics"]
     assert acc["target_accuracy"] == acc["target_accuracy_before"]
+    # on its own the adapted folder describes the adapted model
+    assert own["method"] == "mmd-e2e" and own["kept"] == "adapted" and "handed_over" in own
+    assert own["metrics"]["target_accuracy"] == acc["target_accuracy_adapted"]
+    r = CliRunner().invoke(app, [*args, "--out", str(out)])  # the handed-over folder is not trained over
+    assert r.exit_code != 0 and "handed over" in r.output
     assert adapted.predict(target).shape == (len(target),)
     r = CliRunner().invoke(app, ["predict", str(out), "--data", str(folder), "--out", str(tmp_path / "p.csv")])
     assert r.exit_code == 0, r.output
@@ -275,6 +280,20 @@ def test_guard_hands_over_the_unadapted_model_when_harm_is_expected(runs, source
     assert "written anyway (--keep-adapted)" in r.output
     assert json.loads((tmp_path / "k" / "run.json").read_text())["adaptation"]["kept"] == "adapted"
     assert not (tmp_path / "k" / "adapted").exists()
+
+
+def test_guard_refuses_an_adapted_reference_and_keep_adapted_without_one(runs, source, target, tmp_path):
+    from typer.testing import CliRunner
+
+    from transferkit.cli import app
+
+    with pytest.raises(AdaptError, match="is itself adapted"):
+        adapt_end_to_end("mmd-e2e", _bb(), source, target, tmp_path / "x", FinetuneConfig(**CONFIG),
+                         reference_run=runs["mmd-e2e"].out, progress=False)
+    assert not (tmp_path / "x").exists()  # refused before training
+    r = CliRunner().invoke(app, ["adapt", "--method", "mmd-e2e", "--source", "bundled:digits", "--target",
+                                 "bundled:digits", "--out", str(tmp_path / "y"), "--keep-adapted"])
+    assert r.exit_code != 0 and "only gives with --source-run" in r.output
 
 
 def test_guard_refuses_a_reference_of_other_classes(runs, source, target, tmp_path):

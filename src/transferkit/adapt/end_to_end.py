@@ -8,7 +8,9 @@ both in one forward pass of the same network, and the term adds `domain_tradeoff
 - cdan (Long et al. 2018): the discriminator reads the multilinear map features ⊗ predictions (the randomized map
   of the paper, 1024 dims, above `RANDOMIZED_ABOVE` dimensions);
 - mmd (DAN, Long et al. 2015): multi-kernel MMD between source and target features of each micro-batch (under
-  data parallelism, of the micro-batch's rows on every process, so N processes compute what one computes).
+  data parallelism, of the micro-batch's rows on every process, so with grad_accum 1 N processes compute what one
+  computes; with grad_accum > 1 each process's share is cut into micro-batches, so the gathered micro-batches hold
+  other items than one process's and MMD, not a sum over items, differs slightly).
 
 The features are the standardised backbone features the head reads. The discriminator (same architecture as the
 feature-level adapters') is trained with the run and saved in its resume state, but the written model is
@@ -158,13 +160,12 @@ def adapt_end_to_end(method: str, backbone: Backbone, source: Dataset, target: D
                          "full, last-k, gradual or lora")
     labels = make_targets(source)
     check_target(target, backbone.modality, labels.task)
+    handed = (Path(out) / "run.json").exists() and (RunFolder(out).read().get("adaptation") or {}).get("kept")
+    if handed == "unadapted":
+        raise AdaptError(f"{out} holds the unadapted model that an earlier run handed over (the validators expected "
+                         f"{method} to hurt); the adapted run is in {Path(out) / 'adapted'}: choose another --out")
     if reference_run is not None:
-        ref_info = RunFolder(reference_run).read()
-        if ref_info.get("status") != "complete" or ref_info.get("kind", "finetune") != "finetune":
-            raise AdaptError(f"--source-run {reference_run} is not a finished `transferkit finetune` run folder")
-        if list(ref_info.get("class_names") or []) != list(source.class_names):
-            raise AdaptError(f"--source-run {reference_run} predicts classes {ref_info.get('class_names')}, the "
-                             f"source holds {list(source.class_names)}: give the run fine-tuned on this source")
+        _check_reference(reference_run, source)
     term = DomainTerm(END_TO_END[method], target, backbone.feature_dim, labels.n_outputs, tradeoff=tradeoff,
                       batch_size=config.batch_size, seed=config.seed)
     res = finetune(backbone, source, out, config, terms=[term], backbone_options=backbone_options, resume=resume,
@@ -172,7 +173,9 @@ def adapt_end_to_end(method: str, backbone: Backbone, source: Dataset, target: D
     if int(os.environ.get("RANK", "0")) == 0:  # under DDP the main process writes the record
         folder = RunFolder(out)
         info = folder.read()
-        record = {**info.get("adaptation", {}), **term.record(), "method": method}
+        stale = ("validators", "kept", "source_run", "metrics", "adapted_run")  # a finished run's earlier verdict
+        record = {**{k: v for k, v in (info.get("adaptation") or {}).items() if k not in stale}, **term.record(),
+                  "method": method}
         if target_labels is not None:
             acc = float((load_run(out).predict(target) == np.asarray(target_labels)).mean())
             record["metrics"] = {"target_accuracy": acc}
@@ -185,6 +188,24 @@ def adapt_end_to_end(method: str, backbone: Backbone, source: Dataset, target: D
             info = _hand_over_reference(out, reference_run, record)
         res.info = info
     return res
+
+
+def _check_reference(reference_run: str | Path, source: Dataset) -> None:
+    """Refuse, before any training, a reference that is not an unadapted fine-tuning run of the source's classes
+    or that cannot be loaded."""
+    from transferkit.finetune.checkpoint import RunFolder
+    from transferkit.finetune.run import load_run
+
+    info = RunFolder(reference_run).read()
+    if info.get("status") != "complete" or info.get("kind", "finetune") != "finetune":
+        raise AdaptError(f"--source-run {reference_run} is not a finished `transferkit finetune` run folder")
+    if (info.get("terms") or {}).get("domain") or info.get("adaptation"):
+        raise AdaptError(f"--source-run {reference_run} is itself adapted: give the plain `transferkit finetune` run "
+                         "on the source that adaptation is compared with")
+    if list(info.get("class_names") or []) != list(source.class_names):
+        raise AdaptError(f"--source-run {reference_run} predicts classes {info.get('class_names')}, the "
+                         f"source holds {list(source.class_names)}: give the run fine-tuned on this source")
+    load_run(reference_run, device="cpu")  # its weights and backbone load (else the error names the cause)
 
 
 def _judge(out: str | Path, reference_run: str | Path, target: Dataset, target_labels: np.ndarray | None,
@@ -216,11 +237,23 @@ def _hand_over_reference(out: str | Path, reference_run: str | Path, record: dic
     from transferkit.model.migrate import finetune_info
 
     out = Path(out)
-    moved = out / "adapted"
-    moved.mkdir()
+    partial, moved = out / ".adapted.partial", out / "adapted"
+    shutil.rmtree(partial, ignore_errors=True)
+    partial.mkdir()
     for f in list(out.iterdir()):
-        if f != moved:
-            shutil.move(str(f), moved / f.name)
+        if f != partial:
+            shutil.move(str(f), partial / f.name)
+    partial.rename(moved)
+    # the adapted folder, on its own, describes the adapted model (its own target accuracy), and where it went
+    adapted = RunFolder(moved)
+    own = adapted.read()
+    metrics = dict(record.get("metrics") or {})
+    if "target_accuracy_adapted" in metrics:
+        metrics["target_accuracy"] = metrics["target_accuracy_adapted"]
+    own["adaptation"] = {**record, "kept": "adapted", **({"metrics": metrics} if metrics else {}),
+                         "handed_over": f"the validators expected harm: {out} holds the unadapted model"}
+    adapted.write(own)
+    write_model(moved, finetune_info(own))
     ref = RunFolder(reference_run)
     shutil.copy2(ref.model_file, out / ref.model_file.name)
     info = {**ref.read(), "adaptation": {**record, "adapted_run": str(moved.resolve())}}

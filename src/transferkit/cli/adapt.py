@@ -351,6 +351,9 @@ def _end_to_end(method: str, src: DataArgs, tgt: DataArgs, bb_args: BackboneArgs
 
     if out is None:
         raise TransferkitError(f"--method {method} needs --source DATA (labelled), --target DATA and --out FOLDER")
+    if keep_adapted and source_run is None:
+        raise TransferkitError(f"--keep-adapted keeps the adapted model against the validators' verdict, which "
+                               f"--method {method} only gives with --source-run RUN (the unadapted run)")
     flags = {"seed": "--seed", "precision": "--precision", "epochs": "--epochs", "strategy": "--strategy"}
     schema = {**{k: v for k, v in dataclass_schema(FinetuneConfig).items() if k not in flags}, "domain_tradeoff": float}
     for name in split_params(params):

@@ -9,7 +9,7 @@ from typing import Annotated
 
 import typer
 
-from transferkit.cli.app import app, console, err_console, print_table
+from transferkit.cli.app import app, console, err_console, is_main_process, print_table
 from transferkit.cli.options import (
     BackboneArgs,
     DataArgs,
@@ -62,7 +62,7 @@ def extract(
 
     ds = DataArgs(data, text_column, label_column, on_bad_input).load()
     skipped = ds.meta.get("skipped") or []
-    if skipped:
+    if skipped and is_main_process():
         shown = "; ".join(f"{s['item']} ({s['reason'].split(':')[0]})" for s in skipped[:3])
         err_console.print(f"skipped {len(skipped)} bad item(s), listed in {out}/meta.json: {shown}"
                           + (" …" if len(skipped) > 3 else ""), highlight=False)
@@ -78,8 +78,15 @@ def extract(
         fs = extract_features(bb_args.load(ds.modality), ds, out=out, batch_size=batch_size, shard_size=shard_size,
                               precision=precision, optimize=optimize, num_workers=workers, progress=True,
                               overwrite=overwrite, on_shard=written.append)
-    how = (f"{len(written)}/{fs.meta['n_shards']} shards computed in {time.perf_counter() - t0:.1f} s" if written
-           else "already complete: no model work")
+    if not is_main_process():  # under torchrun / accelerate launch only the main process reports
+        return
+    processes = int(fs.meta.get("processes", 1))
+    if written and processes > 1:  # rank 0 takes the first missing shard: it computed some whenever any were
+        how = (f"{fs.meta['shards_computed']}/{fs.meta['n_shards']} shards computed by {processes} processes in "
+               f"{time.perf_counter() - t0:.1f} s")
+    else:
+        how = (f"{len(written)}/{fs.meta['n_shards']} shards computed in {time.perf_counter() - t0:.1f} s" if written
+               else "already complete: no model work")
     labels = "labelled" if fs.task != "unlabelled" else "unlabelled"
     console.print(f"{fs.n_items} {labels} items × {fs.feature_dim} features from {fs.meta['backbone']['spec']} "
                   f"({fs.meta['precision']}) → {out} ({how})", soft_wrap=True)

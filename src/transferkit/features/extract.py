@@ -1,7 +1,9 @@
 """The extraction loop: run a frozen backbone over a data set once, shard by shard, into the feature store.
 
 A second run with the same key does no model work; an interrupted run resumes at the first missing
-shard; memory is bounded by a shard, not by the data set.
+shard; memory is bounded by a shard, not by the data set. Launched as several processes (torchrun or
+`accelerate launch`, one node or many, on a path they share), the processes split the missing shards between
+them and write one feature set, byte for byte the one a single process writes (`_extract_parallel`).
 """
 
 from __future__ import annotations
@@ -134,27 +136,119 @@ def extract_features(
         "n_shards": n_shards,
     }
     folder.parent.mkdir(parents=True, exist_ok=True)
+    args = (backbone, data, batch_size, num_workers, prec, optimize, on_shard)
+    group = process_group()
+    if group is not None:
+        return _extract_parallel(folder, meta, data, overwrite, group, progress, args)
     with FileLock(str(folder) + ".lock"):
-        fs = FeatureSet.create(folder, meta, data.labels, overwrite=overwrite)
-        if fs.meta["shard_size"] != shard_size:  # resuming a set written with another shard size
-            shard_size, n_shards = fs.meta["shard_size"], fs.meta["n_shards"]
+        fs, todo = _prepare(folder, meta, data, overwrite)
         if fs.complete:
             return fs
-        fs.remove_temp_files()  # we hold the lock: any temp file is a dead writer's
-        done = set()
-        for i in fs.done_shards():
-            if fs.shard_intact(i):
-                done.add(i)
-            else:  # torn or foreign: never count it as finished
-                (folder / shard_name(i)).unlink(missing_ok=True)
-        todo = [i for i in range(n_shards) if i not in done]
         t0 = time.perf_counter()
+        _compute(fs, todo, progress, *args)
+        fs.mark_complete(extract_seconds=round(time.perf_counter() - t0, 3), shards_computed=len(todo),
+                         items_computed=_items(fs, todo), processes=1)
+    return fs
+
+
+def process_group() -> tuple[int, int] | None:
+    """(rank, world size) when this process is one of several launched by torchrun or `accelerate launch`
+    (WORLD_SIZE > 1): the process group is initialised through Accelerate (gloo on CPU, NCCL on CUDA) if it is not
+    yet; None in a plain single process."""
+    if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
+        return None
+    import torch.distributed as dist
+
+    if not dist.is_initialized():
+        from accelerate import PartialState
+
+        PartialState()
+    return dist.get_rank(), dist.get_world_size()
+
+
+def _prepare(folder: Path, meta: dict, data: Dataset, overwrite: bool) -> tuple[FeatureSet, list[int]]:
+    """Under the folder's lock: the feature set (created, or the unfinished one resumed) and its missing shards;
+    temp files of dead writers and torn shards are removed, so they are computed again."""
+    fs = FeatureSet.create(folder, meta, data.labels, overwrite=overwrite)
+    if fs.complete:
+        return fs, []
+    fs.remove_temp_files()  # we hold the lock: any temp file is a dead writer's
+    done = set()
+    for i in fs.done_shards():
+        if fs.shard_intact(i):
+            done.add(i)
+        else:  # torn or foreign: never count it as finished
+            (folder / shard_name(i)).unlink(missing_ok=True)
+    return fs, [i for i in range(fs.meta["n_shards"]) if i not in done]
+
+
+def _items(fs: FeatureSet, shards: list[int]) -> int:
+    return sum(fs.shard_bounds(i)[1] - fs.shard_bounds(i)[0] for i in shards)
+
+
+def _compute(fs: FeatureSet, todo: list[int], progress: bool, backbone: Backbone, data: Dataset, batch_size: int,
+             num_workers: int | None, prec: str, optimize: str, on_shard: Callable[[int], None] | None) -> None:
+    if todo:
         opt = choose_optimization(optimize, backbone, prec)
         _run(backbone, data, fs, todo, batch_size, num_workers, InferenceRunner(backbone, prec, opt), progress,
              on_shard)
-        fs.mark_complete(extract_seconds=round(time.perf_counter() - t0, 3), items_computed=sum(
-            fs.shard_bounds(i)[1] - fs.shard_bounds(i)[0] for i in todo))
-    return fs
+
+
+def _extract_parallel(folder: Path, meta: dict, data: Dataset, overwrite: bool, group: tuple[int, int],
+                      progress: bool, args: tuple) -> FeatureSet:
+    """One of `world` processes extracting into one feature set on a shared path.
+
+    Rank 0 holds the folder's lock for the whole job (another job waits, as for a single process), prepares the set
+    and tells every rank the missing shards; rank r computes every world-th of them from the r-th, with the same
+    batches, precision and graph rule as one process, so each shard's bytes are those a single process writes.
+    Every rank reports success or failure to all; only when all succeeded does rank 0 mark the set complete, and
+    a failed or killed rank's shards are simply missing: the next run (with any number of processes) redoes them.
+    """
+    import torch.distributed as dist
+
+    rank, world = group
+    lock = FileLock(str(folder) + ".lock")
+    if rank == 0:
+        lock.acquire()
+    try:
+        state: list[Any] = [None]
+        failure: BaseException | None = None
+        if rank == 0:
+            try:
+                fs, todo = _prepare(folder, meta, data, overwrite)
+                state = [{"todo": todo, "complete": fs.complete}]
+            except Exception as e:  # every rank must hear of it, or the others wait for ever
+                failure, state = e, [{"error": f"{type(e).__name__}: {e}"}]
+        dist.broadcast_object_list(state, src=0)
+        if failure is not None:
+            raise failure
+        if "error" in state[0]:
+            raise FeatureStoreError(f"process 0 could not prepare {folder}: {state[0]['error']}")
+        fs = FeatureSet.open(folder, require_complete=False)
+        if state[0]["complete"]:
+            return fs
+        todo, t0 = state[0]["todo"], time.perf_counter()
+        mine = todo[rank::world]
+        try:
+            _compute(fs, mine, progress and rank == 0, *args)
+        except BaseException as e:  # noqa: BLE001 — reported to every rank below, then raised again
+            failure = e
+        failures: list[Any] = [None] * world
+        dist.all_gather_object(failures, None if failure is None else f"{type(failure).__name__}: {failure}")
+        if failure is not None:
+            raise failure
+        bad = [f"process {r}: {f}" for r, f in enumerate(failures) if f is not None]
+        if bad:
+            raise FeatureStoreError(f"extraction into {folder} failed in {'; '.join(bad)}; the shards written are "
+                                    "kept: rerun the same extract to finish")
+        if rank == 0:
+            fs.mark_complete(extract_seconds=round(time.perf_counter() - t0, 3), shards_computed=len(todo),
+                             items_computed=_items(fs, todo), processes=world)
+        dist.barrier()
+    finally:
+        if rank == 0:
+            lock.release()
+    return FeatureSet.open(folder)
 
 
 def finished_features(folder: str | Path, identity: dict, data: Dataset, precision: str) -> FeatureSet | None:
