@@ -79,7 +79,7 @@ def source_only(Xs: np.ndarray, ys: np.ndarray, Xt: np.ndarray, class_names: lis
 BBSE_CLIP = (0.05, 20.0)
 
 
-def bbse_weights(Xs: np.ndarray, ys: np.ndarray, Xt: np.ndarray, n_classes: int, *, C: float = 1.0,
+def bbse_weights(Xs: np.ndarray, ys: np.ndarray, Xt: np.ndarray, class_names: list[str], *, C: float = 1.0,
                  folds: int = 5, seed: int = 0) -> tuple[np.ndarray, dict, FeatureClassifier]:
     """BBSE's class weights w = q(y)/p(y), clipped to BBSE_CLIP; the estimate (`transferkit.shift.bbse`); and the
     source-only logistic regression whose predictions estimated them.
@@ -91,14 +91,13 @@ def bbse_weights(Xs: np.ndarray, ys: np.ndarray, Xt: np.ndarray, n_classes: int,
 
     from transferkit.shift.labels import bbse
 
-    k = n_classes
+    k = len(class_names)
     ys = np.asarray(ys, np.int64)
-    names = [str(i) for i in range(k)]
-    base = source_only(Xs, ys, Xt, names, C=C, seed=seed)
+    base = source_only(Xs, ys, Xt, class_names, C=C, seed=seed)
     n_folds = int(max(2, min(folds, np.bincount(ys, minlength=k)[np.bincount(ys, minlength=k) > 0].min())))
     pred = np.empty(len(ys), np.int64)
     for tr, ho in StratifiedKFold(n_folds, shuffle=True, random_state=seed).split(Xs, ys):
-        pred[ho] = source_only(Xs[tr], ys[tr], Xt, names, C=C, seed=seed).predict(Xs[ho])
+        pred[ho] = source_only(Xs[tr], ys[tr], Xt, class_names, C=C, seed=seed).predict(Xs[ho])
     conf = np.zeros((k, k))
     np.add.at(conf, (pred, ys), 1.0 / len(ys))
     mu = np.bincount(base.predict(Xt), minlength=k) / len(Xt)
@@ -123,8 +122,7 @@ def label_shift(Xs: np.ndarray, ys: np.ndarray, Xt: np.ndarray, class_names: lis
     w = q(y)/p(y) comes from `bbse_weights` (cross-fitted confusion matrix), clipped to BBSE_CLIP and added to the
     bias as log w, so p_target(y|x) ∝ w_y · p_source(y|x). It assumes p(x|y) is the same in both domains: it
     corrects a change of class proportions (tweets are 68 % positive, movie snippets 50 %), not of features."""
-    w, est, base = bbse_weights(Xs, ys, Xt, len(class_names), C=C, folds=folds, seed=seed)
-    base = FeatureClassifier(base.kind, base.arrays, list(class_names), extra=base.extra)
+    w, est, base = bbse_weights(Xs, ys, Xt, class_names, C=C, folds=folds, seed=seed)
     return shift_prior(base, w, est["target_prior"])
 
 

@@ -22,6 +22,7 @@ from __future__ import annotations
 import os
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -176,15 +177,19 @@ def adapt_end_to_end(method: str, backbone: Backbone, source: Dataset, target: D
         stale = ("validators", "kept", "source_run", "metrics", "adapted_run")  # a finished run's earlier verdict
         record = {**{k: v for k, v in (info.get("adaptation") or {}).items() if k not in stale}, **term.record(),
                   "method": method}
+        adapted = load_run(out) if target_labels is not None or reference_run is not None else None
+        acc = None
         if target_labels is not None:
-            acc = float((load_run(out).predict(target) == np.asarray(target_labels)).mean())
+            acc = float((adapted.predict(target) == np.asarray(target_labels)).mean())
             record["metrics"] = {"target_accuracy": acc}
         if reference_run is not None:
-            record.update(_judge(out, reference_run, target, target_labels, config.seed, keep_adapted))
-        info["adaptation"] = record
+            record.update(_judge(adapted, acc, reference_run, target, target_labels, config.seed, keep_adapted))
+        handing_over = record.get("kept") == "unadapted"
+        # a folder that is about to move to out/adapted/ describes, on its own, the adapted model
+        info["adaptation"] = _adapted_record(record, out) if handing_over else record
         folder.write(info)
         write_model(folder.path, finetune_info(info))
-        if record.get("kept") == "unadapted":
+        if handing_over:
             info = _hand_over_reference(out, reference_run, record)
         res.info = info
     return res
@@ -208,23 +213,33 @@ def _check_reference(reference_run: str | Path, source: Dataset) -> None:
     load_run(reference_run, device="cpu")  # its weights and backbone load (else the error names the cause)
 
 
-def _judge(out: str | Path, reference_run: str | Path, target: Dataset, target_labels: np.ndarray | None,
-           seed: int, keep_adapted: bool) -> dict:
-    """The validators' panels of the reference (unadapted) and the adapted run on the target, and what is kept."""
+def _judge(adapted: Any, adapted_accuracy: float | None, reference_run: str | Path, target: Dataset,
+           target_labels: np.ndarray | None, seed: int, keep_adapted: bool) -> dict:
+    """The validators' panels of the reference (unadapted) and the adapted run (loaded, with its target accuracy
+    when labels were given) on the target, and what is kept."""
     from transferkit.adapt.source_free import network_panel, panel_items, verdict
     from transferkit.finetune.run import load_run
 
     probe = panel_items(target, seed)
-    ref, adapted = load_run(reference_run, device="cpu"), load_run(out, device="cpu")
+    ref = load_run(reference_run)
     judged = verdict(network_panel(ref, probe, seed), network_panel(adapted, probe, seed), len(probe))
     rec: dict = {"source_run": str(Path(reference_run).resolve()), "validators": judged,
                  "kept": "unadapted" if judged["expected"] == "hurt" and not keep_adapted else "adapted"}
     if target_labels is not None:
         before = float((ref.predict(target) == np.asarray(target_labels)).mean())
-        after = float((adapted.predict(target) == np.asarray(target_labels)).mean())
-        rec["metrics"] = {"target_accuracy_before": before, "target_accuracy_adapted": after,
-                          "target_accuracy": after if rec["kept"] == "adapted" else before}
+        rec["metrics"] = {"target_accuracy_before": before, "target_accuracy_adapted": adapted_accuracy,
+                          "target_accuracy": adapted_accuracy if rec["kept"] == "adapted" else before}
     return rec
+
+
+def _adapted_record(record: dict, out: str | Path) -> dict:
+    """The adaptation record of the adapted run once it is handed over to out/adapted/: its own target accuracy,
+    and where the unadapted model went."""
+    metrics = dict(record.get("metrics") or {})
+    if "target_accuracy_adapted" in metrics:
+        metrics["target_accuracy"] = metrics["target_accuracy_adapted"]
+    return {**record, "kept": "adapted", **({"metrics": metrics} if metrics else {}),
+            "handed_over": f"the validators expected harm: {out} holds the unadapted model"}
 
 
 def _hand_over_reference(out: str | Path, reference_run: str | Path, record: dict) -> dict:
@@ -244,16 +259,6 @@ def _hand_over_reference(out: str | Path, reference_run: str | Path, record: dic
         if f != partial:
             shutil.move(str(f), partial / f.name)
     partial.rename(moved)
-    # the adapted folder, on its own, describes the adapted model (its own target accuracy), and where it went
-    adapted = RunFolder(moved)
-    own = adapted.read()
-    metrics = dict(record.get("metrics") or {})
-    if "target_accuracy_adapted" in metrics:
-        metrics["target_accuracy"] = metrics["target_accuracy_adapted"]
-    own["adaptation"] = {**record, "kept": "adapted", **({"metrics": metrics} if metrics else {}),
-                         "handed_over": f"the validators expected harm: {out} holds the unadapted model"}
-    adapted.write(own)
-    write_model(moved, finetune_info(own))
     ref = RunFolder(reference_run)
     shutil.copy2(ref.model_file, out / ref.model_file.name)
     info = {**ref.read(), "adaptation": {**record, "adapted_run": str(moved.resolve())}}

@@ -107,7 +107,7 @@ def fit_method(method: str, Xs: np.ndarray, ys: np.ndarray, Xt: np.ndarray, clas
     with adapters.single_thread():  # small problems: extra threads on a shared CPU only add contention
         if shift == "none":
             return _fit(method, Xs, ys, Xt, class_names, hp, seed)
-        w, est, _ = align.bbse_weights(Xs, ys, Xt, len(class_names), seed=seed)
+        w, est, _ = align.bbse_weights(Xs, ys, Xt, class_names, seed=seed)
         if method in adapters.TRAINABLE:
             model = adapters.train_adapter(method, Xs, ys, Xt, class_names, seed=seed, class_weights=w, **hp)
             model.extra.update({"bbse_weights": w.astype(np.float32),

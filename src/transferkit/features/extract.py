@@ -146,8 +146,7 @@ def extract_features(
             return fs
         t0 = time.perf_counter()
         _compute(fs, todo, progress, *args)
-        fs.mark_complete(extract_seconds=round(time.perf_counter() - t0, 3), shards_computed=len(todo),
-                         items_computed=_items(fs, todo), processes=1)
+        _finish(fs, todo, t0, processes=1)
     return fs
 
 
@@ -182,8 +181,11 @@ def _prepare(folder: Path, meta: dict, data: Dataset, overwrite: bool) -> tuple[
     return fs, [i for i in range(fs.meta["n_shards"]) if i not in done]
 
 
-def _items(fs: FeatureSet, shards: list[int]) -> int:
-    return sum(fs.shard_bounds(i)[1] - fs.shard_bounds(i)[0] for i in shards)
+def _finish(fs: FeatureSet, todo: list[int], t0: float, processes: int) -> None:
+    """Mark the set complete with what this run computed: seconds, shards, items and processes."""
+    fs.mark_complete(extract_seconds=round(time.perf_counter() - t0, 3), shards_computed=len(todo),
+                     items_computed=sum(fs.shard_bounds(i)[1] - fs.shard_bounds(i)[0] for i in todo),
+                     processes=processes)
 
 
 def _compute(fs: FeatureSet, todo: list[int], progress: bool, backbone: Backbone, data: Dataset, batch_size: int,
@@ -242,8 +244,7 @@ def _extract_parallel(folder: Path, meta: dict, data: Dataset, overwrite: bool, 
             raise FeatureStoreError(f"extraction into {folder} failed in {'; '.join(bad)}; the shards written are "
                                     "kept: rerun the same extract to finish")
         if rank == 0:
-            fs.mark_complete(extract_seconds=round(time.perf_counter() - t0, 3), shards_computed=len(todo),
-                             items_computed=_items(fs, todo), processes=world)
+            _finish(fs, todo, t0, processes=world)
         dist.barrier()
     finally:
         if rank == 0:
