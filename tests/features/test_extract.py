@@ -1,6 +1,7 @@
 """Extraction into the feature store: cache hits, resumption, ordering, errors."""
 
 import json
+import time
 
 import numpy as np
 import pytest
@@ -268,3 +269,85 @@ def test_int8_quantises_the_linear_layers_of_a_copy_once(minilm, digits_small, t
     with pytest.raises(RuntimeConfigError, match="extraction and prediction only"):
         resolve_precision("int8", "cpu")  # training refuses it
     assert resolve_precision("int8", "cpu", inference=True) == "int8"
+
+
+def test_bf16_on_the_cpu_runs_a_bf16_copy_and_leaves_the_model_in_fp32(minilm, lite0_small):
+    """bf16 inference on the CPU runs weights and activations in bf16 (no autocast), in a copy made once while the
+    weights are unchanged; the backbone's own model stays fp32 for fine-tuning and for fp32 features."""
+    from transferkit.features import inference
+    from transferkit.features.inference import InferenceRunner
+
+    texts = ["one", "two words", "a third, longer text about the weather"]
+    runner = InferenceRunner(minilm, "bf16")
+    assert runner.native and runner._model is not minilm.model
+    assert {p.dtype for p in runner._model.parameters()} == {torch.bfloat16}
+    assert {p.dtype for p in minilm.model.parameters()} == {torch.float32}
+    assert InferenceRunner(minilm, "bf16")._model is runner._model  # made once
+    ours = runner(minilm.collate(texts))
+    with torch.inference_mode():  # what running the model in bf16 by hand gives
+        ref = minilm.encode(runner._model, minilm.collate(texts)).float().numpy()
+    np.testing.assert_array_equal(ours, ref)
+    assert _cosines(ours, InferenceRunner(minilm, "fp32")(minilm.collate(texts))).min() > 0.99
+    weight = minilm.model.encoder.layer[0].intermediate.dense.weight
+    with torch.no_grad():  # the copy follows a change of the weights
+        weight.mul_(2.0)
+    try:
+        assert InferenceRunner(minilm, "bf16")._model is not runner._model
+    finally:
+        with torch.no_grad():
+            weight.div_(2.0)
+    # a CNN's frozen graph is captured from the bf16 copy
+    pixels = lite0_small.collate(list(np.random.default_rng(0).integers(0, 256, (4, 64, 64, 3), dtype=np.uint8)))
+    graph = InferenceRunner(lite0_small, "bf16", "jit")
+    captured = graph(pixels)
+    assert graph.optimize == "jit" and graph._graph is not None
+    assert _cosines(captured, InferenceRunner(lite0_small, "fp32", "none")(pixels)).min() > 0.99
+    assert inference.native_bf16(torch.device("cpu"), "bf16")
+    assert not inference.native_bf16(torch.device("cuda"), "bf16")
+
+
+def _cosines(a, b):
+    return (a * b).sum(1) / np.linalg.norm(a, axis=1) / np.linalg.norm(b, axis=1)
+
+
+def test_bf16_features_are_keyed_apart_from_the_autocast_ones():
+    from transferkit.features.store import feature_key
+
+    assert feature_key({"spec": "x"}, "data", "bf16") != feature_key({"spec": "x"}, "data", "fp32")
+    # the key the autocast path gave its bf16 features (before bf16 weights) is not reused
+    import hashlib
+
+    old = hashlib.sha256(json.dumps({"backbone": {"spec": "x"}, "data": "data", "precision": "bf16"},
+                                    sort_keys=True).encode()).hexdigest()[:24]
+    assert feature_key({"spec": "x"}, "data", "bf16") != old
+    assert feature_key({"spec": "x"}, "data", "fp32") == hashlib.sha256(json.dumps(
+        {"backbone": {"spec": "x"}, "data": "data", "precision": "fp32"}, sort_keys=True).encode()).hexdigest()[:24]
+
+
+def test_prefetched_batches_come_in_order_one_ahead_and_a_failure_is_raised_where_the_loop_would_raise():
+    import threading
+
+    from transferkit.features.extract import prefetched
+
+    threads = []
+
+    def collate(items):
+        threads.append(threading.current_thread().name)
+        if "bad" in items:
+            raise DataError("cannot read image bad")
+        return list(items)
+
+    items = ["a", "b", "c", "d", "e"]
+    got = prefetched(collate, items, [[0, 1], [2], [3, 4]])
+    assert next(got) == ["a", "b"]
+    deadline = time.time() + 5
+    while len(threads) < 2 and time.time() < deadline:  # the next batch is made without being asked for
+        time.sleep(0.01)
+    assert len(threads) == 2
+    assert list(got) == [["c"], ["d", "e"]]
+    assert all(t.startswith("transferkit-collate") for t in threads)
+    failing = prefetched(collate, [*items, "bad"], [[0], [5], [1]])
+    assert next(failing) == ["a"]
+    with pytest.raises(DataError, match="bad"):
+        next(failing)
+    assert list(prefetched(collate, items, [])) == []

@@ -29,9 +29,15 @@ def default_cache_dir() -> Path:
 
 
 def feature_key(backbone_identity: dict, data_fingerprint: str, precision: str) -> str:
-    """The cache key: a hash of what the features depend on, and nothing else."""
-    blob = json.dumps({"backbone": backbone_identity, "data": data_fingerprint, "precision": precision},
-                      sort_keys=True)
+    """The cache key: a hash of what the features depend on, and nothing else.
+
+    bf16 features carry how they are computed ("weights": a bf16 copy of the model on the CPU, see
+    `inference.native_bf16`), so that features cached by the earlier autocast path, which round differently, are
+    computed again rather than mixed with new ones."""
+    payload = {"backbone": backbone_identity, "data": data_fingerprint, "precision": precision}
+    if precision == "bf16":
+        payload["bf16"] = "weights"
+    blob = json.dumps(payload, sort_keys=True)
     return hashlib.sha256(blob.encode()).hexdigest()[:24]
 
 
