@@ -146,3 +146,19 @@ def test_the_allocator_policy_is_applied_once_and_can_be_turned_off(monkeypatch)
     monkeypatch.delenv("TRANSFERKIT_ALLOCATOR")
     assert runtime.tune_allocator() in ("no-mmap", "system (not glibc)")
     runtime.tune_allocator.cache_clear()
+
+
+def test_auto_is_known_without_torch_once_decided_on_this_machine(monkeypatch):
+    host(monkeypatch, AMX)
+    assert runtime.known_precision("auto", "auto") is None  # never decided on this machine
+    assert runtime.known_precision("fp32", "cpu") == "fp32" and runtime.known_precision("int8", "cpu") == "int8"
+    assert runtime.known_precision("bf16", "auto") is None  # only torch knows whether "auto" is a GPU
+    decided = resolve_precision("auto", "auto")
+    assert decided == "bf16" and runtime.known_precision("auto", "auto") == "bf16"
+    assert runtime.known_precision("auto", "cpu") is None  # another device asked for: not decided yet
+    monkeypatch.setenv("ATEN_CPU_CAPABILITY", "avx2")  # what decides it changed: not known
+    assert runtime.known_precision("auto", "auto") is None
+    monkeypatch.delenv("ATEN_CPU_CAPABILITY")
+    host(monkeypatch, AVX2, kernel="AVX2")  # another CPU
+    assert runtime.known_precision("auto", "auto") is None
+    assert resolve_precision("auto", "auto") == "fp32" and runtime.known_precision("auto", "auto") == "fp32"

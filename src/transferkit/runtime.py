@@ -246,8 +246,70 @@ def resolve_precision(precision: str, device: Any = "cpu", *, inference: bool = 
     if precision == "int8" and device_of(device).type != "cpu":
         raise RuntimeConfigError("--precision int8 quantises for the CPU: use bf16 on a GPU, or --device cpu")
     if precision == "auto":
-        return precision_decision(device)[0]
+        decided = precision_decision(device)[0]
+        if isinstance(device, str):
+            _record_decision(device, decided)
+        return decided
     return precision
+
+
+def known_precision(precision: str, device: str = "auto") -> str | None:
+    """What `resolve_precision(precision, device, inference=True)` gives, answered without importing torch (which
+    costs about a second): a named precision on the CPU passes through, and "auto" is read from the decision
+    recorded the last time it was made on this machine, keyed by what decides it (the CPU's flags, the kernel
+    level asked for, torch's version, cores and threads asked for, the GPUs the OS shows). None when only torch
+    can tell; then call `resolve_precision`."""
+    name = str(device or "auto").strip().lower()
+    if precision in INFERENCE_PRECISIONS and precision != "auto":
+        return precision if name == "cpu" else None
+    if precision != "auto":
+        return None
+    key = _light_key(name)
+    if key is None:
+        return None
+    try:
+        value = json.loads(_cache_file().read_text()).get("auto-precision", {}).get(key)
+    except (OSError, ValueError, AttributeError):
+        return None
+    return value if value in ("fp32", "bf16") else None
+
+
+def _light_key(device: str) -> str | None:
+    """The machine's key for recorded decisions, from what the OS and the environment say (no torch)."""
+    import glob
+    import importlib.metadata
+
+    if not Path("/proc/cpuinfo").exists():  # elsewhere the flags come from torch
+        return None
+    try:
+        torch_version = importlib.metadata.version("torch")
+    except importlib.metadata.PackageNotFoundError:
+        return None
+    flags = cpu_flags()
+    env = [os.environ.get(k) for k in ("ATEN_CPU_CAPABILITY", "OMP_NUM_THREADS", "CUDA_VISIBLE_DEVICES")]
+    blob = json.dumps([device, sorted(flags), torch_version, os.cpu_count(), env, sorted(glob.glob("/dev/nvidia*"))])
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+def _record_decision(device: str, decided: str) -> None:
+    key = _light_key(str(device).strip().lower())
+    if key is None:
+        return
+    file = _cache_file()
+    try:
+        doc = json.loads(file.read_text()) if file.exists() else {}
+        doc = doc if isinstance(doc, dict) else {}
+    except (OSError, ValueError):
+        doc = {}
+    if doc.get("auto-precision", {}).get(key) == decided:
+        return
+    doc.setdefault("auto-precision", {})[key] = decided
+    try:
+        from transferkit.io import write_json
+
+        write_json(file, doc)
+    except OSError:
+        pass
 
 
 def autocast(device: Any, precision: str) -> contextlib.AbstractContextManager:

@@ -38,6 +38,13 @@ def test_extract_then_probe_on_a_review_table(reviews_csv, tmp_path):
     again = run("extract", "--model", "st:all-MiniLM-L6-v2", "--data", str(reviews_csv), "--label-column", "label",
                 "--out", str(tmp_path / "feats"))
     assert again.returncode == 0 and "already complete: no model work" in again.stdout
+    # nor is torch imported (it costs about a second): the identity and the precision come from records
+    code = ("import atexit, sys; atexit.register(lambda: print('torch imported:', 'torch' in sys.modules)); "
+            "sys.argv = ['transferkit', *sys.argv[1:]]; from transferkit.cli.app import main; main()")
+    light = subprocess.run([sys.executable, "-c", code, "extract", "--model", "st:all-MiniLM-L6-v2", "--data",
+                            str(reviews_csv), "--label-column", "label", "--out", str(tmp_path / "feats")],
+                           capture_output=True, text=True, env={**os.environ, "HF_HUB_OFFLINE": "1"}, timeout=120)
+    assert "already complete: no model work" in light.stdout and "torch imported: False" in light.stdout, light
     p = run("probe", str(tmp_path / "feats"), "--head", "logreg", "--json")
     assert p.returncode == 0, p.stderr
     report = json.loads(p.stdout)

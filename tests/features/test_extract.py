@@ -304,6 +304,11 @@ def test_bf16_on_the_cpu_runs_a_bf16_copy_and_leaves_the_model_in_fp32(minilm, l
     assert _cosines(captured, InferenceRunner(lite0_small, "fp32", "none")(pixels)).min() > 0.99
     assert inference.native_bf16(torch.device("cpu"), "bf16")
     assert not inference.native_bf16(torch.device("cuda"), "bf16")
+    # a layer's output (`layer:NAME` pooling, a hook on the model) is captured from the copy's forward too
+    from transferkit.backbones import load_backbone
+
+    layer = load_backbone("effnet:lite0", pooling="layer:_blocks.4", image_size=64)
+    assert _cosines(InferenceRunner(layer, "bf16")(pixels), InferenceRunner(layer, "fp32")(pixels)).min() > 0.99
 
 
 def _cosines(a, b):

@@ -7,6 +7,7 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import psutil
 import pytest
@@ -119,3 +120,22 @@ def test_a_failing_process_stops_every_process_and_nothing_is_marked_complete(on
     assert "rank 0: FeatureStoreError" in r.stdout and "failed in process 1" in r.stdout
     meta = json.loads((out / "meta.json").read_text())
     assert not meta["complete"] and 8 <= len(list(out.glob("shard-*.safetensors"))) < 15
+
+
+def test_rank_under_torchrun_splits_the_extraction_and_reports_once(tmp_path):
+    """`torchrun -m transferkit rank`: the processes split the extraction (2 shards of the 1,797 digits, one each)
+    and only the main process prints; the scores are those of one process."""
+    rank = ["-m", "transferkit", "rank", "--models", "effnet:lite0", "--data", "bundled:digits", "--image-size",
+            "32", "--precision", "fp32", "--json"]
+    rows = {}
+    for processes, port in ((1, 0), (2, 29549)):
+        env = _env(TRANSFERKIT_CACHE=str(tmp_path / f"cache{processes}"))
+        r = subprocess.run([*_launch(processes, port), *rank], env=env, capture_output=True, text=True)
+        assert r.returncode == 0, r.stderr[-3000:]
+        assert r.stdout.count('"logme"') == 1  # one report, from the main process
+        rows[processes] = json.loads(r.stdout)[0]
+        assert r.stderr.count("extracting effnet:lite0") == 1
+    assert Path(rows[2]["features"]).is_relative_to(tmp_path / "cache2")
+    meta = json.loads((Path(rows[2]["features"]) / "meta.json").read_text())
+    assert meta["complete"] and meta["processes"] == 2 and meta["shards_computed"] == 2
+    assert rows[2]["logme"] == rows[1]["logme"] and not rows[2]["cached"]

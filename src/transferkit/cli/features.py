@@ -56,9 +56,8 @@ def extract(
     overwrite: Annotated[bool, typer.Option(help="Replace other features already in --out.")] = False,
 ) -> None:
     """Extract features of a data set with a frozen backbone into a resumable feature folder."""
-    from transferkit.features import extract_features
-    from transferkit.features.extract import finished_features
-    from transferkit.runtime import resolve_precision
+    from transferkit.features.store import finished_features
+    from transferkit.runtime import known_precision, resolve_precision
 
     ds = DataArgs(data, text_column, label_column, on_bad_input).load()
     skipped = ds.meta.get("skipped") or []
@@ -69,12 +68,15 @@ def extract(
     bb_args = BackboneArgs(model, pooling, image_size, max_length, device, precision, random_init, trust_pickle,
                            trust_remote_code)
     identity = None if overwrite else bb_args.known_identity(ds.modality)
-    # these very features may be on disk already: then the model need not even be built
-    prec = resolve_precision(precision, device, inference=True)
+    # these very features may be on disk already: then the model need not even be built, nor torch imported
+    prec = known_precision(precision, device) if identity else None
+    prec = prec or resolve_precision(precision, device, inference=True)
     fs = finished_features(out, identity, ds, prec) if identity else None
     written: list[int] = []
     t0 = time.perf_counter()
     if fs is None:
+        from transferkit.features import extract_features
+
         fs = extract_features(bb_args.load(ds.modality), ds, out=out, batch_size=batch_size, shard_size=shard_size,
                               precision=precision, optimize=optimize, num_workers=workers, progress=True,
                               overwrite=overwrite, on_shard=written.append)
@@ -139,16 +141,22 @@ def rank_models(
     seed: SeedOpt = 0,
     as_json: JsonOpt = False,
 ) -> None:
-    """Rank pretrained backbones for your labelled data by transferability scores, without training."""
+    """Rank pretrained backbones for your labelled data by transferability scores, without training.
+
+    Under `torchrun`/`accelerate launch` the processes split each backbone's extraction (as `extract` does) and
+    only the main process reports."""
     from transferkit.select import METRICS, metrics_for, rank
 
     metrics_for(metric)  # a bad metric fails before any data or model is loaded
     specs = [m.strip() for m in models.split(",") if m.strip()]
     ds = DataArgs(data, text_column, label_column, on_bad_input).load("required")
+    main = is_main_process()
     rows = rank(specs, ds, metric=metric, sample=sample, seed=seed, image_size=image_size, max_length=max_length,
                 pooling=pooling, pretrained=not random_init, device=device, precision=precision,
-                trust_pickle=trust_pickle, trust_remote_code=trust_remote_code, progress=True,
-                log=lambda m: err_console.print(f"[dim]{m}[/dim]"))
+                trust_pickle=trust_pickle, trust_remote_code=trust_remote_code, progress=main,
+                log=(lambda m: err_console.print(f"[dim]{m}[/dim]")) if main else None)
+    if not main:  # under torchrun / accelerate launch only the main process reports
+        return
     if as_json:
         console.print_json(json.dumps(rows))
         return

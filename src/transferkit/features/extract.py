@@ -268,18 +268,6 @@ def _extract_parallel(folder: Path, meta: dict, data: Dataset, overwrite: bool, 
     return FeatureSet.open(folder)
 
 
-def finished_features(folder: str | Path, identity: dict, data: Dataset, precision: str) -> FeatureSet | None:
-    """The complete feature set at `folder` when it holds exactly the features `extract_features` would write
-    there (same backbone identity, data and resolved precision), else None. With an identity known without
-    building the backbone (`backbones.stamps.known_identity`), a finished extraction needs no model at all."""
-    key = feature_key(identity, data.fingerprint, precision)
-    try:
-        fs = FeatureSet.open(folder)
-    except FeatureStoreError:
-        return None
-    return fs if fs.key == key else None
-
-
 def _run(backbone: Backbone, data: Dataset, fs: FeatureSet, todo: list[int], batch_size: int,
          num_workers: int | None, runner: InferenceRunner, progress: bool,
          on_shard: Callable[[int], None] | None) -> None:

@@ -293,7 +293,12 @@ def bf16_copy(model: nn.Module) -> nn.Module:
         return hit[1]
     import copy
 
-    clone = copy.deepcopy(model).to(torch.bfloat16).eval()
+    # hooks stay bound to their owners (e.g. the `LayerCapture` of `layer:NAME` pooling, which the backbone's
+    # encode reads), so the copy's forward reports to them as the model's does
+    memo = {id(owner): owner for m in model.modules() for hooks in (m._forward_hooks, m._forward_pre_hooks)
+            for h in hooks.values() if (owner := getattr(h, "__self__", None)) is not None
+            and not isinstance(owner, nn.Module)}
+    clone = copy.deepcopy(model, memo).to(torch.bfloat16).eval()
     for p in clone.parameters():
         p.requires_grad_(False)
     _BF16[model] = (version, clone)

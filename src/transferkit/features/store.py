@@ -13,12 +13,16 @@ import shutil
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from transferkit.errors import FeatureStoreError
 from transferkit.io import inside, read_arrays, read_json, write_arrays, write_json
 from transferkit.runtime import cache_dir
+
+if TYPE_CHECKING:
+    from transferkit.data.dataset import Dataset
 
 FORMAT = 1
 
@@ -280,3 +284,15 @@ class FeatureStore:
             except FeatureStoreError:
                 continue
         return out
+
+
+def finished_features(folder: str | Path, identity: dict, data: Dataset, precision: str) -> FeatureSet | None:
+    """The complete feature set at `folder` when it holds exactly the features `extract_features` would write
+    there (same backbone identity, data and resolved precision), else None. With an identity known without
+    building the backbone (`backbones.stamps.known_identity`), a finished extraction needs no model at all."""
+    key = feature_key(identity, data.fingerprint, precision)
+    try:
+        fs = FeatureSet.open(folder)
+    except FeatureStoreError:
+        return None
+    return fs if fs.key == key else None
