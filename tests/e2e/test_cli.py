@@ -96,6 +96,7 @@ def test_extract_an_image_folder_with_the_default_backbone(tmp_path):
     (["extract", "--data", "bundled:digits", "--model", "timm:resnet18", "--out", "x"], "timm:resnet18"),
     (["extract", "--data", "bundled:digits", "--model", "resnet18", "--out", "x"], "SOURCE:NAME"),
     (["probe", "/no/such/feats"], "/no/such/feats"),
+    (["extract", "--data", "bundled:digits", "--store-dtype", "float64", "--out", "x"], "float32, float16"),
 ])
 def test_user_errors_are_one_line_without_traceback(args, words, tmp_path):
     r = run(*args, cwd=tmp_path)

@@ -356,3 +356,42 @@ def test_prefetched_batches_come_in_order_one_ahead_and_a_failure_is_raised_wher
     with pytest.raises(DataError, match="bad"):
         next(failing)
     assert list(prefetched(collate, items, [])) == []
+
+
+def test_a_float16_store_halves_the_shards_and_reads_back_the_rounded_features(lite0_small, digits_small, tmp_path):
+    from transferkit.features.store import STORE_DTYPES, FeatureSet
+
+    kw = dict(batch_size=50, shard_size=100, precision="fp32", optimize="none", progress=False)
+    full = extract_features(lite0_small, digits_small, out=tmp_path / "f32", **kw)
+    half = extract_features(lite0_small, digits_small, out=tmp_path / "f16", store_dtype="float16", **kw)
+    assert half.store_dtype == "float16" and full.store_dtype == "float32" and half.key != full.key
+    assert all(half.shard_intact(i) for i in range(3))  # F16 shards of the right size count as finished
+    sizes = [(fs.path / "shard-00000.safetensors").stat().st_size for fs in (full, half)]
+    assert sizes[1] < 0.51 * sizes[0]
+    np.testing.assert_array_equal(half.features(), full.features().astype(np.float16).astype(np.float32))
+    assert half.features(np.float16).dtype == np.float16 and half.features().dtype == np.float32
+    with CountingEncode(lite0_small) as c:  # a second run with the same store dtype is a cache hit
+        again = extract_features(lite0_small, digits_small, out=tmp_path / "f16", store_dtype="float16", **kw)
+    assert c.calls == 0 and again.complete
+    with pytest.raises(FeatureStoreError, match="other features"):  # float32 features are other features
+        extract_features(lite0_small, digits_small, out=tmp_path / "f16", **kw)
+    big = FeatureSet.open(tmp_path / "f16")
+    with pytest.raises(FeatureStoreError, match="exceed float16's range"):
+        big.write_shard(0, np.full((100, 1280), 1e6, np.float32))
+    with pytest.raises(FeatureStoreError, match="float32, float16"):
+        extract_features(lite0_small, digits_small, out=tmp_path / "x", store_dtype="float64", **kw)
+    assert set(STORE_DTYPES) == {"float32", "float16"}
+
+
+def test_attention_takes_the_explicit_path_where_the_fused_bf16_kernel_fails(monkeypatch, tmp_path):
+    import torch.nn.functional as F  # noqa: N812
+
+    from transferkit.features import inference
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("pack_vnni2 is only supported when avx512 is supported")
+
+    monkeypatch.setenv("TRANSFERKIT_CACHE", str(tmp_path))  # not measured on this machine yet
+    monkeypatch.setattr(F, "scaled_dot_product_attention", broken)
+    assert inference.attention_speedup() == float("inf")
+    assert inference.explicit_attention_pays(torch.device("cpu"), "bf16")

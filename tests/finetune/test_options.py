@@ -112,3 +112,16 @@ def test_runs_of_another_precision_follow_each_other_in_one_process(tmp_path):
                      FinetuneConfig(strategy="head", epochs=1, precision=p), progress=False).info["precision"]
             for i, p in enumerate(("bf16", "fp32", "bf16"))]
     assert done == ["bf16", "fp32", "bf16"]
+
+
+def test_auto_trains_a_cnn_on_the_cpu_in_fp32_and_a_transformer_as_the_policy_says(lite0_small, minilm, monkeypatch):
+    """bf16 autocast diverged when fine-tuning EfficientNet-Lite0 on an AMX CPU and was not faster
+    (`training_precision`), so "auto" keeps CNNs on the CPU in fp32 even where bf16 is native."""
+    from transferkit.finetune import loop
+
+    monkeypatch.setattr(loop, "resolve_precision", lambda precision, device: "bf16" if precision != "fp32" else "fp32")
+    assert loop.training_precision("auto", "cpu", lite0_small.model) == "fp32"
+    assert loop.training_precision("bf16", "cpu", lite0_small.model) == "bf16"  # asked for by name
+    assert loop.training_precision("auto", "cpu", minilm.model) == "bf16"
+    monkeypatch.setattr(loop, "resolve_precision", lambda precision, device: "fp32")  # an AVX2-only host
+    assert loop.training_precision("auto", "cpu", minilm.model) == "fp32"

@@ -54,11 +54,14 @@ def extract(
     optimize: Annotated[str, typer.Option(help="auto, none, jit or compile: graph capture for CNNs on CPU.")] = "auto",
     workers: Annotated[int | None, typer.Option(help="DataLoader workers (default: by data type).")] = None,
     overwrite: Annotated[bool, typer.Option(help="Replace other features already in --out.")] = False,
+    store_dtype: Annotated[str, typer.Option(help="float32, or float16: half the disk (values up to ±65504).")]
+    = "float32",
 ) -> None:
     """Extract features of a data set with a frozen backbone into a resumable feature folder."""
-    from transferkit.features.store import finished_features
+    from transferkit.features.store import check_store_dtype, finished_features
     from transferkit.runtime import known_precision, resolve_precision
 
+    check_store_dtype(store_dtype)  # a bad value fails before the data are read
     ds = DataArgs(data, text_column, label_column, on_bad_input).load()
     skipped = ds.meta.get("skipped") or []
     if skipped and is_main_process():
@@ -71,7 +74,7 @@ def extract(
     # these very features may be on disk already: then the model need not even be built, nor torch imported
     prec = known_precision(precision, device) if identity else None
     prec = prec or resolve_precision(precision, device, inference=True)
-    fs = finished_features(out, identity, ds, prec) if identity else None
+    fs = finished_features(out, identity, ds, prec, store_dtype) if identity else None
     written: list[int] = []
     t0 = time.perf_counter()
     if fs is None:
@@ -79,7 +82,7 @@ def extract(
 
         fs = extract_features(bb_args.load(ds.modality), ds, out=out, batch_size=batch_size, shard_size=shard_size,
                               precision=precision, optimize=optimize, num_workers=workers, progress=True,
-                              overwrite=overwrite, on_shard=written.append)
+                              overwrite=overwrite, on_shard=written.append, store_dtype=store_dtype)
     if not is_main_process():  # under torchrun / accelerate launch only the main process reports
         return
     processes = int(fs.meta.get("processes", 1))

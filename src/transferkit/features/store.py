@@ -25,6 +25,16 @@ if TYPE_CHECKING:
     from transferkit.data.dataset import Dataset
 
 FORMAT = 1
+#: how features can be stored: numpy dtype, safetensors' name for it, bytes per value. float16 halves disk and, read
+#: with `features(dtype=np.float16)`, memory; values beyond ±65504 do not fit and are refused when written
+STORE_DTYPES = {"float32": (np.float32, "F32", 4), "float16": (np.float16, "F16", 2)}
+
+
+def check_store_dtype(store_dtype: str) -> str:
+    """`store_dtype` if it is one the store writes, else a FeatureStoreError naming them."""
+    if store_dtype not in STORE_DTYPES:
+        raise FeatureStoreError(f"store dtype {store_dtype!r} is not one of {', '.join(STORE_DTYPES)}")
+    return store_dtype
 
 
 def default_cache_dir() -> Path:
@@ -32,15 +42,18 @@ def default_cache_dir() -> Path:
     return cache_dir()
 
 
-def feature_key(backbone_identity: dict, data_fingerprint: str, precision: str) -> str:
+def feature_key(backbone_identity: dict, data_fingerprint: str, precision: str, store_dtype: str = "float32") -> str:
     """The cache key: a hash of what the features depend on, and nothing else.
 
     bf16 features carry how they are computed ("weights": a bf16 copy of the model on the CPU, see
     `inference.native_bf16`), so that features cached by the earlier autocast path, which round differently, are
-    computed again rather than mixed with new ones."""
+    computed again rather than mixed with new ones. Features stored in float16 are keyed apart from float32 ones
+    (float32 keys are those of earlier versions)."""
     payload = {"backbone": backbone_identity, "data": data_fingerprint, "precision": precision}
     if precision == "bf16":
         payload["bf16"] = "weights"
+    if check_store_dtype(store_dtype) != "float32":
+        payload["store_dtype"] = store_dtype
     blob = json.dumps(payload, sort_keys=True)
     return hashlib.sha256(blob.encode()).hexdigest()[:24]
 
@@ -105,6 +118,11 @@ class FeatureSet:
         return list(self.meta["data"].get("class_names", []))
 
     @property
+    def store_dtype(self) -> str:
+        """How the features are stored on disk: "float32" (the default) or "float16"."""
+        return str(self.meta.get("store_dtype", "float32"))
+
+    @property
     def task(self) -> str:
         """classification, regression or unlabelled."""
         return self.meta["data"]["task"]
@@ -121,14 +139,15 @@ class FeatureSet:
         """
         file = self.path / shard_name(i)
         start, stop = self.shard_bounds(i)
-        nbytes = (stop - start) * self.feature_dim * 4
+        _, code, width = STORE_DTYPES[self.store_dtype]
+        nbytes = (stop - start) * self.feature_dim * width
         try:
             with open(file, "rb") as f:
                 n = int.from_bytes(f.read(8), "little")
                 if not 0 < n < 1 << 20:
                     return False
                 info = json.loads(f.read(n))["features"]
-            return (info["dtype"] == "F32" and info["shape"] == [stop - start, self.feature_dim]
+            return (info["dtype"] == code and info["shape"] == [stop - start, self.feature_dim]
                     and info["data_offsets"] == [0, nbytes] and file.stat().st_size == 8 + n + nbytes)
         except (OSError, ValueError, KeyError, TypeError):
             return False
@@ -145,10 +164,10 @@ class FeatureSet:
         size = self.meta["shard_size"]
         return i * size, min((i + 1) * size, self.n_items)
 
-    def iter_shards(self) -> Iterator[np.ndarray]:
-        """Each shard's (n_i, D) float32 features in order: memory bounded by one shard."""
+    def iter_shards(self, dtype: type = np.float32) -> Iterator[np.ndarray]:
+        """Each shard's (n_i, D) features in order, as `dtype`: memory bounded by one shard."""
         for i in range(self.meta["n_shards"]):
-            yield self.read_shard(i)
+            yield self.read_shard(i, dtype)
 
     def file(self, name: str) -> Path:
         """The file `name` of this set; FeatureStoreError when it resolves outside the folder (e.g. a symlink)."""
@@ -158,8 +177,8 @@ class FeatureSet:
                                     "to read it; delete the folder and extract again")
         return target
 
-    def read_shard(self, i: int) -> np.ndarray:
-        """Features of shard `i`."""
+    def read_shard(self, i: int, dtype: type = np.float32) -> np.ndarray:
+        """Features of shard `i`, as `dtype` (float32 by default, whatever they are stored in)."""
         file = self.file(shard_name(i))
         try:
             arr = read_arrays(file)["features"]
@@ -168,12 +187,13 @@ class FeatureSet:
         start, stop = self.shard_bounds(i)
         if arr.shape != (stop - start, self.feature_dim):
             raise FeatureStoreError(f"shard {file} has shape {arr.shape}, expected {(stop - start, self.feature_dim)}")
-        return arr
+        return arr.astype(dtype, copy=False)
 
-    def features(self) -> np.ndarray:
-        """All features as one (N, D) float32 array."""
-        out = np.empty((self.n_items, self.feature_dim), dtype=np.float32)
-        for i, arr in enumerate(self.iter_shards()):
+    def features(self, dtype: type = np.float32) -> np.ndarray:
+        """All features as one (N, D) array of `dtype`: float32 by default; a float16 store read with
+        `dtype=np.float16` takes half the memory."""
+        out = np.empty((self.n_items, self.feature_dim), dtype=dtype)
+        for i, arr in enumerate(self.iter_shards(dtype)):
             start, stop = self.shard_bounds(i)
             out[start:stop] = arr
         return out
@@ -193,8 +213,12 @@ class FeatureSet:
         return labels
 
     def write_shard(self, i: int, features: np.ndarray) -> None:
-        """Atomically write shard `i`."""
-        write_arrays(self.path / shard_name(i), {"features": features.astype(np.float32, copy=False)})
+        """Atomically write shard `i`, in the set's store dtype."""
+        stored = features.astype(STORE_DTYPES[self.store_dtype][0], copy=False)
+        if stored.dtype != features.dtype and not np.isfinite(stored).all() and np.isfinite(features).all():
+            raise FeatureStoreError(f"features of shard {i} exceed float16's range (largest "
+                                    f"{float(np.abs(features).max()):.4g}): extract with --store-dtype float32")
+        write_arrays(self.path / shard_name(i), {"features": stored})
 
     def mark_complete(self, **extra: object) -> None:
         """Record that every shard is written (and any timing facts)."""
@@ -286,11 +310,12 @@ class FeatureStore:
         return out
 
 
-def finished_features(folder: str | Path, identity: dict, data: Dataset, precision: str) -> FeatureSet | None:
+def finished_features(folder: str | Path, identity: dict, data: Dataset, precision: str,
+                      store_dtype: str = "float32") -> FeatureSet | None:
     """The complete feature set at `folder` when it holds exactly the features `extract_features` would write
     there (same backbone identity, data and resolved precision), else None. With an identity known without
     building the backbone (`backbones.stamps.known_identity`), a finished extraction needs no model at all."""
-    key = feature_key(identity, data.fingerprint, precision)
+    key = feature_key(identity, data.fingerprint, precision, store_dtype)
     try:
         fs = FeatureSet.open(folder)
     except FeatureStoreError:
