@@ -2,7 +2,8 @@
 
 For each bundled task, features are extracted with the bundled backbone (all-MiniLM-L6-v2 for text,
 EfficientNet-Lite0 with its ImageNet weights for images) in fp32, bf16 and, for text, int8 (dynamically quantised
-linear layers; a CNN's features run through convolutions that int8 leaves as they are, so images skip it). Then
+linear layers; a CNN's features run through convolutions that int8 leaves as they are, so images skip it), and fp32
+features stored in float16 (`--store-dtype float16`, half the disk). Then
 our logistic-regression probe (C chosen on the validation split) is fitted on the same seeded 70/15/15 splits for
 every precision, and scored on the test split. The paired difference to fp32, per seed, is set against the
 spread between seeds: "within noise" means the mean difference is smaller than that spread.
@@ -53,11 +54,14 @@ def main() -> None:
             ds = ds.subset(stratified_sample(ds.labels, args.max_items, seed=0))
         bb = load_backbone(spec)
         precisions = ("fp32", "bf16", "int8") if bb.modality == "text" else ("fp32", "bf16")
+        precisions += ("fp32-store-float16",)
         acc: dict[str, list[float]] = {}
         with tempfile.TemporaryDirectory() as tmp:
             for precision in precisions:
                 t0 = time.perf_counter()
-                fs = extract_features(bb, ds, out=Path(tmp) / precision, precision=precision, progress=False)
+                compute, _, stored = precision.partition("-store-")
+                fs = extract_features(bb, ds, out=Path(tmp) / precision, precision=compute, progress=False,
+                                      store_dtype=stored or "float32")
                 seconds = time.perf_counter() - t0
                 acc[precision] = [probe_features(fs, head="logreg", seed=s)["heads"][0]["accuracy"] for s in seeds]
                 rows.append({"task": name, "backbone": spec, "n": len(ds), "precision": precision,
