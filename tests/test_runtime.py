@@ -2,6 +2,7 @@
 
 import inspect
 import json
+import os
 
 import pytest
 import torch
@@ -152,13 +153,19 @@ def test_auto_is_known_without_torch_once_decided_on_this_machine(monkeypatch):
     host(monkeypatch, AMX)
     assert runtime.known_precision("auto", "auto") is None  # never decided on this machine
     assert runtime.known_precision("fp32", "cpu") == "fp32" and runtime.known_precision("int8", "cpu") == "int8"
-    assert runtime.known_precision("bf16", "auto") is None  # only torch knows whether "auto" is a GPU
+    assert runtime.known_precision("bf16", "auto") == "bf16"  # named precisions pass through on any device
+    assert runtime.known_precision("int8", "auto") is None  # only torch knows whether "auto" is the CPU
     decided = resolve_precision("auto", "auto")
     assert decided == "bf16" and runtime.known_precision("auto", "auto") == "bf16"
     assert runtime.known_precision("auto", "cpu") is None  # another device asked for: not decided yet
-    monkeypatch.setenv("ATEN_CPU_CAPABILITY", "avx2")  # what decides it changed: not known
+    orig = os.environ.get("ATEN_CPU_CAPABILITY")
+    monkeypatch.setenv("ATEN_CPU_CAPABILITY", "default" if orig == "avx2" else "avx2")  # what decides it changed
     assert runtime.known_precision("auto", "auto") is None
-    monkeypatch.delenv("ATEN_CPU_CAPABILITY")
+    if orig is None:
+        monkeypatch.delenv("ATEN_CPU_CAPABILITY")
+    else:
+        monkeypatch.setenv("ATEN_CPU_CAPABILITY", orig)
+    assert runtime.known_precision("auto", "auto") == "bf16"
     host(monkeypatch, AVX2, kernel="AVX2")  # another CPU
     assert runtime.known_precision("auto", "auto") is None
     assert resolve_precision("auto", "auto") == "fp32" and runtime.known_precision("auto", "auto") == "fp32"

@@ -44,3 +44,8 @@ def test_text_transform_and_feature_names():
     out = fe.transform(["good", "bad"])
     assert out.shape == (2, 384) and np.allclose(np.linalg.norm(out, axis=1), 1, atol=1e-5)
     assert fe.get_feature_names_out()[0] == "f0"
+    for precision in ("fp32", "bf16"):  # without the store, the features are the ones the store would hold
+        texts = ["good", "bad", "a longer sentence about the film"]
+        plain = FeatureExtractor("st:all-MiniLM-L6-v2", cache=False, precision=precision).fit().transform(texts)
+        cached = FeatureExtractor("st:all-MiniLM-L6-v2", precision=precision).fit().transform(texts)
+        np.testing.assert_array_equal(plain, cached)

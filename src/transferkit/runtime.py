@@ -255,12 +255,14 @@ def resolve_precision(precision: str, device: Any = "cpu", *, inference: bool = 
 
 def known_precision(precision: str, device: str = "auto") -> str | None:
     """What `resolve_precision(precision, device, inference=True)` gives, answered without importing torch (which
-    costs about a second): a named precision on the CPU passes through, and "auto" is read from the decision
+    costs about a second): fp32 and bf16 pass through (int8 on the CPU), and "auto" is read from the decision
     recorded the last time it was made on this machine, keyed by what decides it (the CPU's flags, the kernel
-    level asked for, torch's version, cores and threads asked for, the GPUs the OS shows). None when only torch
-    can tell; then call `resolve_precision`."""
+    level asked for, torch's version, the cores available and threads asked for, the GPUs the OS shows and their
+    models). None when only torch can tell; then call `resolve_precision`."""
     name = str(device or "auto").strip().lower()
-    if precision in INFERENCE_PRECISIONS and precision != "auto":
+    if precision in ("fp32", "bf16"):  # they pass through on every device
+        return precision
+    if precision == "int8":  # int8 needs the CPU, which only torch can confirm for "auto"
         return precision if name == "cpu" else None
     if precision != "auto":
         return None
@@ -286,8 +288,17 @@ def _light_key(device: str) -> str | None:
     except importlib.metadata.PackageNotFoundError:
         return None
     flags = cpu_flags()
-    env = [os.environ.get(k) for k in ("ATEN_CPU_CAPABILITY", "OMP_NUM_THREADS", "CUDA_VISIBLE_DEVICES")]
-    blob = json.dumps([device, sorted(flags), torch_version, os.cpu_count(), env, sorted(glob.glob("/dev/nvidia*"))])
+    env = [os.environ.get(k) for k in ("ATEN_CPU_CAPABILITY", "OMP_NUM_THREADS", "MKL_NUM_THREADS",
+                                        "CUDA_VISIBLE_DEVICES")]
+    gpus = []
+    for info in sorted(glob.glob("/proc/driver/nvidia/gpus/*/information")):
+        try:
+            gpus.append(next((ln for ln in Path(info).read_text().splitlines() if ln.startswith("Model")), ""))
+        except OSError:
+            gpus.append("?")
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    blob = json.dumps([device, sorted(flags), torch_version, os.cpu_count(), cores, env,
+                       sorted(glob.glob("/dev/nvidia*")), gpus])
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 

@@ -13,7 +13,7 @@ from sklearn.utils.validation import check_is_fitted
 from transferkit.backbones import Backbone, load_backbone
 from transferkit.data.dataset import Dataset
 from transferkit.errors import DataError
-from transferkit.features import FeatureStore, extract_features
+from transferkit.features import FeatureStore, embed_items, extract_features
 
 
 @lru_cache(maxsize=4)
@@ -72,7 +72,8 @@ class FeatureExtractor(TransformerMixin, BaseEstimator):
         check_is_fitted(self, "backbone_")
         data = self._dataset(X)
         if not self.cache:
-            return self.backbone_.embed(data.items, batch_size=self.batch_size, precision=self.precision)
+            # computed as extraction computes them, so cache=False and cache=True give the same features
+            return embed_items(self.backbone_, data.items, batch_size=self.batch_size, precision=self.precision)
         store = FeatureStore(Path(self.cache_dir) / "features" if self.cache_dir else None)
         fs = extract_features(self.backbone_, data, store=store, batch_size=self.batch_size,
                               precision=self.precision, progress=self.progress)

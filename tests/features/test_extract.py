@@ -284,7 +284,7 @@ def test_bf16_on_the_cpu_runs_a_bf16_copy_and_leaves_the_model_in_fp32(minilm, l
     assert {p.dtype for p in minilm.model.parameters()} == {torch.float32}
     assert InferenceRunner(minilm, "bf16")._model is runner._model  # made once
     ours = runner(minilm.collate(texts))
-    with torch.inference_mode():  # what running the model in bf16 by hand gives
+    with torch.inference_mode(), runner._attention():  # running the copy by hand, with the attention path chosen
         ref = minilm.encode(runner._model, minilm.collate(texts)).float().numpy()
     np.testing.assert_array_equal(ours, ref)
     assert _cosines(ours, InferenceRunner(minilm, "fp32")(minilm.collate(texts))).min() > 0.99
@@ -309,6 +309,7 @@ def test_bf16_on_the_cpu_runs_a_bf16_copy_and_leaves_the_model_in_fp32(minilm, l
 
     layer = load_backbone("effnet:lite0", pooling="layer:_blocks.4", image_size=64)
     assert _cosines(InferenceRunner(layer, "bf16")(pixels), InferenceRunner(layer, "fp32")(pixels)).min() > 0.99
+    assert _cosines(InferenceRunner(layer, "int8")(pixels), InferenceRunner(layer, "fp32")(pixels)).min() > 0.99
 
 
 def _cosines(a, b):
@@ -393,5 +394,5 @@ def test_attention_takes_the_explicit_path_where_the_fused_bf16_kernel_fails(mon
 
     monkeypatch.setenv("TRANSFERKIT_CACHE", str(tmp_path))  # not measured on this machine yet
     monkeypatch.setattr(F, "scaled_dot_product_attention", broken)
-    assert inference.attention_speedup() == float("inf")
+    assert inference.attention_speedup() == 1e9
     assert inference.explicit_attention_pays(torch.device("cpu"), "bf16")

@@ -166,8 +166,9 @@ def pool_tensor(x: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tens
         return x.mean(dim=(2, 3))
     if x.dim() == 3:
         if mask is not None and mask.shape[:2] == x.shape[:2]:
-            m = mask.to(x.dtype).unsqueeze(-1)
-            return (x * m).sum(1) / m.sum(1).clamp(min=1e-9)
+            # in fp32 whatever x's dtype (bf16 counts tokens exactly only up to 256), and returned in fp32
+            m = mask.to(torch.float32).unsqueeze(-1)
+            return (x.float() * m).sum(1) / m.sum(1).clamp(min=1e-9)
         return x.mean(1)
     if x.dim() == 2:
         return x

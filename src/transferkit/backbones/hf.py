@@ -127,7 +127,7 @@ def text_backbone(spec: str, ident: str, *, pretrained: bool = True, pooling: st
             x = out.pooler_output
         else:
             x = pool_tensor(out.last_hidden_state, mask)
-        return nn.functional.normalize(x, dim=-1) if do_norm else x
+        return nn.functional.normalize(x.float(), dim=-1) if do_norm else x  # unit length in fp32, also in bf16
 
     dim = infer_feature_dim(model, collate, encode, ["a short probe sentence"])
     return Backbone(

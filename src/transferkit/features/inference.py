@@ -111,7 +111,7 @@ def explicit_attention_pays(device: torch.device, precision: str) -> bool:
 
 
 def attention_speedup(batch: int = 16, heads: int = 6, tokens: int = 197, dim: int = 64, reps: int = 3) -> float:
-    """Fused time / explicit time of one bf16 attention layer (ViT-S/16's shape) on the CPU; infinite where the
+    """Fused time / explicit time of one bf16 attention layer (ViT-S/16's shape) on the CPU; 1e9 where the
     fused bf16 kernel fails, which leaves the explicit path as the only one (torch 2.14 on an AMX CPU whose kernels
     are capped with ATEN_CPU_CAPABILITY=avx2: "pack_vnni2 is only supported when avx512 is supported")."""
     import torch.nn.functional as F  # noqa: N812
@@ -129,7 +129,7 @@ def attention_speedup(batch: int = 16, heads: int = 6, tokens: int = 197, dim: i
         try:
             fused()
         except RuntimeError:
-            return float("inf")
+            return 1e9  # finite, so that runtime.json stays strict JSON
         t_explicit, t_fused = _best_times((explicit, fused), reps)
     return t_fused / t_explicit
 
@@ -272,8 +272,8 @@ def quantised_linear(model: nn.Module) -> nn.Module:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # torch.ao.quantization announces its move to torchao
         # per output channel: MiniLM's features kept a cosine of 0.972 (mean) to fp32, against 0.934 per tensor
-        quantised = quantize_dynamic(model, {nn.Linear: per_channel_dynamic_qconfig}, dtype=torch.qint8,
-                                     inplace=False).eval()
+        quantised = quantize_dynamic(_copy_keeping_hooks(model), {nn.Linear: per_channel_dynamic_qconfig},
+                                     dtype=torch.qint8, inplace=True).eval()
     _QUANTISED[model] = (version, quantised)
     return quantised
 
@@ -290,6 +290,17 @@ def native_bf16(device: torch.device, precision: str) -> bool:
     return precision == "bf16" and device.type == "cpu"
 
 
+def _copy_keeping_hooks(model: nn.Module) -> nn.Module:
+    """A deep copy of `model` whose forward hooks are the model's own hook objects, not copies: a hook reports to
+    what it was made for (e.g. the `LayerCapture` of `layer:NAME` pooling, which the backbone's encode reads), so
+    the copy's forward reports there as the model's does."""
+    import copy
+
+    memo = {id(h): h for m in model.modules() for hooks in (m._forward_hooks, m._forward_pre_hooks)
+            for h in hooks.values()}
+    return copy.deepcopy(model, memo)
+
+
 def bf16_copy(model: nn.Module) -> nn.Module:
     """A bf16 copy of `model` for inference (its memory layout kept), made once per model while its weights are
     unchanged (their version counters)."""
@@ -297,14 +308,7 @@ def bf16_copy(model: nn.Module) -> nn.Module:
     hit = _BF16.get(model)
     if hit is not None and hit[0] == version:
         return hit[1]
-    import copy
-
-    # hooks stay bound to their owners (e.g. the `LayerCapture` of `layer:NAME` pooling, which the backbone's
-    # encode reads), so the copy's forward reports to them as the model's does
-    memo = {id(owner): owner for m in model.modules() for hooks in (m._forward_hooks, m._forward_pre_hooks)
-            for h in hooks.values() if (owner := getattr(h, "__self__", None)) is not None
-            and not isinstance(owner, nn.Module)}
-    clone = copy.deepcopy(model, memo).to(torch.bfloat16).eval()
+    clone = _copy_keeping_hooks(model).to(torch.bfloat16).eval()
     for p in clone.parameters():
         p.requires_grad_(False)
     _BF16[model] = (version, clone)

@@ -45,10 +45,11 @@ def default_cache_dir() -> Path:
 def feature_key(backbone_identity: dict, data_fingerprint: str, precision: str, store_dtype: str = "float32") -> str:
     """The cache key: a hash of what the features depend on, and nothing else.
 
-    bf16 features carry how they are computed ("weights": a bf16 copy of the model on the CPU, see
-    `inference.native_bf16`), so that features cached by the earlier autocast path, which round differently, are
-    computed again rather than mixed with new ones. Features stored in float16 are keyed apart from float32 ones
-    (float32 keys are those of earlier versions)."""
+    bf16 keys carry a marker ("weights") that the earlier versions' keys lack: on the CPU bf16 features now come from
+    a bf16 copy of the model (`inference.native_bf16`), which rounds differently from the autocast path those
+    versions used, so their cached features are computed again rather than mixed with new ones. (On CUDA, bf16
+    features still come from autocast; the key does not tell devices apart, and never did.) Features stored in
+    float16 are keyed apart from float32 ones (float32 keys are those of earlier versions)."""
     payload = {"backbone": backbone_identity, "data": data_fingerprint, "precision": precision}
     if precision == "bf16":
         payload["bf16"] = "weights"
@@ -216,7 +217,7 @@ class FeatureSet:
         """Atomically write shard `i`, in the set's store dtype."""
         stored = features.astype(STORE_DTYPES[self.store_dtype][0], copy=False)
         if stored.dtype != features.dtype and not np.isfinite(stored).all() and np.isfinite(features).all():
-            raise FeatureStoreError(f"features of shard {i} exceed float16's range (largest "
+            raise FeatureStoreError(f"features of shard {i} exceed {self.store_dtype}'s range (largest "
                                     f"{float(np.abs(features).max()):.4g}): extract with --store-dtype float32")
         write_arrays(self.path / shard_name(i), {"features": stored})
 
@@ -276,6 +277,8 @@ def _check_meta(meta: dict, meta_file: Path) -> None:
         raise bad("no key or data description")
     if meta["data"].get("task") not in ("classification", "regression", "unlabelled"):
         raise bad(f"task={meta['data'].get('task')!r}")
+    if meta.get("store_dtype", "float32") not in STORE_DTYPES:
+        raise bad(f"store_dtype={meta.get('store_dtype')!r}")
     if "shards" in meta or "files" in meta:  # shard files are named by index, never by the file
         raise bad("it names its own files; shard files are always shard-NNNNN.safetensors in the folder")
 
