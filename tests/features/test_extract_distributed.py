@@ -124,7 +124,7 @@ def test_a_failing_process_stops_every_process_and_nothing_is_marked_complete(on
 
 def test_rank_under_torchrun_splits_the_extraction_and_reports_once(tmp_path):
     """`torchrun -m transferkit rank`: the processes split the extraction (2 shards of the 1,797 digits, one each)
-    and only the main process prints; the scores are those of one process."""
+    and only the main process prints; the scores are those of one process (to rounding)."""
     rank = ["-m", "transferkit", "rank", "--models", "effnet:lite0", "--data", "bundled:digits", "--image-size",
             "32", "--precision", "fp32", "--json"]
     rows = {}
@@ -138,4 +138,6 @@ def test_rank_under_torchrun_splits_the_extraction_and_reports_once(tmp_path):
     assert Path(rows[2]["features"]).is_relative_to(tmp_path / "cache2")
     meta = json.loads((Path(rows[2]["features"]) / "meta.json").read_text())
     assert meta["complete"] and meta["processes"] == 2 and meta["shards_computed"] == 2
-    assert rows[2]["logme"] == rows[1]["logme"] and not rows[2]["cached"]
+    # rank has no --optimize: each run times the frozen graph against eager itself (its own cache), and the two may
+    # choose differently, which rounds differently (extract's byte-identity is tested above with --optimize none)
+    assert rows[2]["logme"] == pytest.approx(rows[1]["logme"], rel=1e-5) and not rows[2]["cached"]
