@@ -169,3 +169,27 @@ def test_auto_is_known_without_torch_once_decided_on_this_machine(monkeypatch):
     host(monkeypatch, AVX2, kernel="AVX2")  # another CPU
     assert runtime.known_precision("auto", "auto") is None
     assert resolve_precision("auto", "auto") == "fp32" and runtime.known_precision("auto", "auto") == "fp32"
+
+
+def test_records_from_processes_at_the_same_moment_are_all_kept(tmp_path, monkeypatch):
+    """runtime.json is read, modified and written under its lock: eight threads recording one entry each while
+    the others do keep all eight (without the lock, writers that read before another's write drop its entry)."""
+    import threading
+
+    monkeypatch.setenv("TRANSFERKIT_CACHE", str(tmp_path))
+    real = json.loads
+
+    def slow_loads(text, *a, **k):  # widen the read-modify-write window
+        import time
+
+        time.sleep(0.02)
+        return real(text, *a, **k)
+
+    monkeypatch.setattr(runtime.json, "loads", slow_loads)
+    threads = [threading.Thread(target=runtime._cache_put, args=("graph", f"k{i}", i)) for i in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    monkeypatch.setattr(runtime.json, "loads", real)
+    assert json.loads((tmp_path / "runtime.json").read_text())["graph"] == {f"k{i}": i for i in range(8)}

@@ -193,20 +193,34 @@ def measured(kind: str, what: str, measure: Callable[[], float]) -> float:
     if isinstance(cached, (int, float)):
         return float(cached)
     value = float(measure())
-    try:
-        doc = json.loads(file.read_text()) if file.exists() else {}
-        if not isinstance(doc, dict):
-            doc = {}
-    except (OSError, ValueError):
-        doc = {}
-    doc.setdefault(kind, {})[key] = round(value, 3)
-    try:
-        from transferkit.io import write_json
-
-        write_json(file, doc)
-    except OSError:
-        pass
+    _cache_put(kind, key, round(value, 3))
     return value
+
+
+def _cache_put(kind: str, key: str, value: Any) -> None:
+    """runtime.json[kind][key] = value, read, modified and written under the file's lock, so that processes
+    recording at the same moment keep each other's entries; a cache that cannot be written stays as it is (the
+    value is then measured or decided again next time)."""
+    from filelock import FileLock, Timeout
+
+    from transferkit.io import write_json
+
+    file = _cache_file()
+    try:
+        file.parent.mkdir(parents=True, exist_ok=True)
+        with FileLock(str(file) + ".lock", timeout=30):
+            try:
+                doc = json.loads(file.read_text()) if file.exists() else {}
+            except (OSError, ValueError):
+                doc = {}
+            doc = doc if isinstance(doc, dict) else {}
+            section = doc.get(kind)
+            if not isinstance(section, dict):
+                section = doc[kind] = {}
+            section[key] = value
+            write_json(file, doc)
+    except (OSError, Timeout):
+        pass
 
 
 @functools.cache
@@ -306,21 +320,12 @@ def _record_decision(device: str, decided: str) -> None:
     key = _light_key(str(device).strip().lower())
     if key is None:
         return
-    file = _cache_file()
     try:
-        doc = json.loads(file.read_text()) if file.exists() else {}
-        doc = doc if isinstance(doc, dict) else {}
-    except (OSError, ValueError):
-        doc = {}
-    if doc.get("auto-precision", {}).get(key) == decided:
-        return
-    doc.setdefault("auto-precision", {})[key] = decided
-    try:
-        from transferkit.io import write_json
-
-        write_json(file, doc)
-    except OSError:
-        pass
+        known = json.loads(_cache_file().read_text()).get("auto-precision", {}).get(key)
+    except (OSError, ValueError, AttributeError):
+        known = None
+    if known != decided:
+        _cache_put("auto-precision", key, decided)
 
 
 def autocast(device: Any, precision: str) -> contextlib.AbstractContextManager:
