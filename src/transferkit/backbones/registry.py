@@ -166,16 +166,16 @@ def loader_options(spec: str, **options: Any) -> dict:
 
 def offline_backbones() -> list[dict]:
     """Pretrained backbones whose weights are on this machine (installed packages), usable with no network."""
-    from transferkit.backbones import effnet, st
+    from transferkit.backbones import files
 
     rows = []
-    for variant in effnet.WEIGHT_PACKAGES:
+    for variant in files.EFFNET_WEIGHT_PACKAGES:
         rows.append({"spec": f"effnet:{variant}", "modality": "image", "dim": 1280,
-                     "available": effnet.weights_path(variant) is not None,
-                     "package": effnet.WEIGHT_PACKAGES[variant].replace("_", "-")})
-    for name, pkg in st.BUNDLED.items():
+                     "available": files.effnet_weights_path(variant) is not None,
+                     "package": files.EFFNET_WEIGHT_PACKAGES[variant].replace("_", "-")})
+    for name, pkg in files.ST_BUNDLED.items():
         rows.append({"spec": f"st:{name}", "modality": "text", "dim": 384,
-                     "available": st.bundled_folder(name) is not None, "package": pkg.replace("_", "-")})
+                     "available": files.st_bundled_folder(name) is not None, "package": pkg.replace("_", "-")})
     return rows
 
 

@@ -17,16 +17,13 @@ from transferkit.backbones.hf import text_backbone
 from transferkit.errors import WeightsNotFoundError
 from transferkit.io import inside
 
-BUNDLED = ST_BUNDLED
-bundled_folder = st_bundled_folder
-
 
 def resolve(ident: str) -> Path:
     """A local folder for `ident`: a path, a bundled copy, or the Hugging Face hub cache/download."""
     path = Path(ident).expanduser()
     if path.exists():
         return path
-    folder = bundled_folder(ident)
+    folder = st_bundled_folder(ident)
     if folder is not None:
         return folder
     repo = ident if "/" in ident else f"sentence-transformers/{ident}"
@@ -37,7 +34,7 @@ def resolve(ident: str) -> Path:
     except Exception as e:  # noqa: BLE001 — hub errors vary (offline, 404, auth): all mean "not found"
         raise WeightsNotFoundError(
             f"cannot find st:{ident} locally or on the hub ({type(e).__name__}); offline, pass a folder "
-            f"(st:/path/to/model) or use a bundled model: {', '.join(BUNDLED)}"
+            f"(st:/path/to/model) or use a bundled model: {', '.join(ST_BUNDLED)}"
         ) from e
 
 
