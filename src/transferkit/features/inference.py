@@ -11,6 +11,7 @@ import time
 import warnings
 import weakref
 from collections.abc import Callable, Iterator
+from typing import Any
 
 import numpy as np
 import torch
@@ -35,9 +36,9 @@ MIN_GAIN = 1.1
 class _Encoder(nn.Module):
     """The backbone's pooled forward on a pixel tensor, as a module that TorchScript/Inductor can capture."""
 
-    def __init__(self, backbone: Backbone, model: nn.Module | None = None) -> None:
+    def __init__(self, backbone: Backbone, model: nn.Module) -> None:
         super().__init__()
-        self.model = backbone.model if model is None else model
+        self.model = model  # the backbone's model, or the copy the runner runs (bf16)
         self.encode = backbone.encode
 
     def forward(self, pixel_values: torch.Tensor) -> torch.Tensor:
@@ -180,14 +181,13 @@ def onednn_linear_speedup(rows: int = 2048, width: int = 384, reps: int = 3) -> 
 
 def _packed(layer: nn.Linear) -> tuple[torch.Tensor, torch.Tensor | None]:
     """A linear layer's weight and bias in oneDNN's layout, packed once while the weights stay unchanged."""
-    version = _weights_version(layer)
-    hit = _PACKED.get(layer)
-    if hit is None or hit[0] != version:
+    def pack() -> tuple[torch.Tensor, torch.Tensor | None]:
         with torch.no_grad():
             weight = layer.weight.detach().float().to_mkldnn()
             bias = layer.bias.detach().float().to_mkldnn() if layer.bias is not None else None
-        hit = _PACKED[layer] = (version, (weight, bias))
-    return hit[1]
+        return weight, bias
+
+    return _per_weights(_PACKED, layer, pack)
 
 
 def _onednn_linear(packed: tuple[torch.Tensor, torch.Tensor | None], x: torch.Tensor) -> torch.Tensor:
@@ -265,17 +265,24 @@ def quantised_linear(model: nn.Module) -> nn.Module:
     which this leaves as they are (dynamic int8 convolutions measured slower than fp32, see `export`)."""
     from torch.ao.quantization import per_channel_dynamic_qconfig, quantize_dynamic
 
+    def quantise() -> nn.Module:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # torch.ao.quantization announces its move to torchao
+            # per output channel: MiniLM's features kept a cosine of 0.972 (mean) to fp32, against 0.934 per tensor
+            return quantize_dynamic(_copy_keeping_hooks(model), {nn.Linear: per_channel_dynamic_qconfig},
+                                    dtype=torch.qint8, inplace=True).eval()
+
+    return _per_weights(_QUANTISED, model, quantise)
+
+
+def _per_weights(cache: weakref.WeakKeyDictionary, model: nn.Module, make: Callable[[], Any]) -> Any:
+    """`make()`'s result for `model` (a copy, packed weights), kept in `cache` while the model's weights are
+    unchanged (their version counters), made again once they change."""
     version = _weights_version(model)
-    hit = _QUANTISED.get(model)
-    if hit is not None and hit[0] == version:
-        return hit[1]
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # torch.ao.quantization announces its move to torchao
-        # per output channel: MiniLM's features kept a cosine of 0.972 (mean) to fp32, against 0.934 per tensor
-        quantised = quantize_dynamic(_copy_keeping_hooks(model), {nn.Linear: per_channel_dynamic_qconfig},
-                                     dtype=torch.qint8, inplace=True).eval()
-    _QUANTISED[model] = (version, quantised)
-    return quantised
+    hit = cache.get(model)
+    if hit is None or hit[0] != version:
+        hit = cache[model] = (version, make())
+    return hit[1]
 
 
 def native_bf16(device: torch.device, precision: str) -> bool:
@@ -304,15 +311,13 @@ def _copy_keeping_hooks(model: nn.Module) -> nn.Module:
 def bf16_copy(model: nn.Module) -> nn.Module:
     """A bf16 copy of `model` for inference (its memory layout kept), made once per model while its weights are
     unchanged (their version counters)."""
-    version = _weights_version(model)
-    hit = _BF16.get(model)
-    if hit is not None and hit[0] == version:
-        return hit[1]
-    clone = _copy_keeping_hooks(model).to(torch.bfloat16).eval()
-    for p in clone.parameters():
-        p.requires_grad_(False)
-    _BF16[model] = (version, clone)
-    return clone
+    def copy() -> nn.Module:
+        clone = _copy_keeping_hooks(model).to(torch.bfloat16).eval()
+        for p in clone.parameters():
+            p.requires_grad_(False)
+        return clone
+
+    return _per_weights(_BF16, model, copy)
 
 
 class InferenceRunner:
@@ -348,7 +353,7 @@ class InferenceRunner:
 
     def _build(self, pixels: torch.Tensor) -> None:
         model = self.backbone.model
-        key = (self.optimize, self.precision, self.native, id(self.backbone.encode), tuple(pixels.shape[1:]),
+        key = (self.optimize, self.precision, id(self.backbone.encode), tuple(pixels.shape[1:]),
                len(pixels) if self.optimize == "compile" else 0)
         built = _GRAPHS.setdefault(model, {}).get(key)
         if built is not None and built[0] == _weights_version(model):
