@@ -185,16 +185,20 @@ def measured(kind: str, what: str, measure: Callable[[], float]) -> float:
     `kind` and the machine's key (CPU flags, kernel level, torch version, cores, threads): how transferkit decides,
     the same way on every later run, between paths whose speed depends on the hardware."""
     key = _machine_key() + (f"|{what}" if what else "")
-    file = _cache_file()
-    try:
-        cached = json.loads(file.read_text()).get(kind, {}).get(key)
-    except (OSError, ValueError, AttributeError):
-        cached = None
+    cached = _cache_get(kind, key)
     if isinstance(cached, (int, float)):
         return float(cached)
     value = float(measure())
     _cache_put(kind, key, round(value, 3))
     return value
+
+
+def _cache_get(kind: str, key: str) -> Any:
+    """runtime.json[kind][key], or None when it is not there (or the file is missing or damaged)."""
+    try:
+        return json.loads(_cache_file().read_text()).get(kind, {}).get(key)
+    except (OSError, ValueError, AttributeError):
+        return None
 
 
 def _cache_put(kind: str, key: str, value: Any) -> None:
@@ -281,12 +285,7 @@ def known_precision(precision: str, device: str = "auto") -> str | None:
     if precision != "auto":
         return None
     key = _light_key(name)
-    if key is None:
-        return None
-    try:
-        value = json.loads(_cache_file().read_text()).get("auto-precision", {}).get(key)
-    except (OSError, ValueError, AttributeError):
-        return None
+    value = None if key is None else _cache_get("auto-precision", key)
     return value if value in ("fp32", "bf16") else None
 
 
@@ -318,13 +317,7 @@ def _light_key(device: str) -> str | None:
 
 def _record_decision(device: str, decided: str) -> None:
     key = _light_key(str(device).strip().lower())
-    if key is None:
-        return
-    try:
-        known = json.loads(_cache_file().read_text()).get("auto-precision", {}).get(key)
-    except (OSError, ValueError, AttributeError):
-        known = None
-    if known != decided:
+    if key is not None and _cache_get("auto-precision", key) != decided:
         _cache_put("auto-precision", key, decided)
 
 

@@ -25,7 +25,7 @@ from transferkit.backbones.base import Backbone
 from transferkit.data.dataset import Dataset
 from transferkit.errors import DataError, FeatureStoreError
 from transferkit.features.inference import InferenceRunner, choose_optimization
-from transferkit.features.store import FeatureSet, FeatureStore, check_store_dtype, feature_key, shard_name
+from transferkit.features.store import FeatureSet, FeatureStore, feature_key, shard_name
 from transferkit.runtime import release_free_memory, resolve_precision, tune_allocator
 
 
@@ -141,8 +141,7 @@ def extract_features(
     prec = resolve_precision(precision, backbone, inference=True)
     if backbone.device.type == "cpu":
         tune_allocator()
-    check_store_dtype(store_dtype)
-    key = feature_key(backbone.identity(), data.fingerprint, prec, store_dtype)
+    key = feature_key(backbone.identity(), data.fingerprint, prec, store_dtype)  # refuses an unknown store dtype
     folder = Path(out) if out is not None else (store or FeatureStore()).path_for(key)
     n_shards = (len(data) + shard_size - 1) // shard_size
     meta = {
