@@ -1,0 +1,79 @@
+"""The out-of-core ridge head: exact against the in-memory ridge on real data, without loading the features."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from sklearn.datasets import load_digits
+
+from transferkit.data.splits import stratified_split
+from transferkit.errors import HeadError
+from transferkit.features.store import FeatureSet
+from transferkit.heads.linear import fit_ridge
+from transferkit.heads.metrics import score_all
+from transferkit.heads.streamed import evaluate_rows, fit_ridge_streamed
+
+
+def _store(tmp_path, X: np.ndarray, y: np.ndarray, task: str, shard_size: int = 97) -> FeatureSet:
+    n, d = X.shape
+    meta = {"key": "digits-pixels", "n_items": n, "feature_dim": d, "shard_size": shard_size,
+            "n_shards": -(-n // shard_size), "data": {"task": task, "name": "digits"}, "backbone": {"spec": "pixels"}}
+    fs = FeatureSet.create(tmp_path / "fs", meta, y)
+    for i in range(meta["n_shards"]):
+        lo, hi = fs.shard_bounds(i)
+        fs.write_shard(i, X[lo:hi])
+    fs.mark_complete()
+    return FeatureSet.open(tmp_path / "fs")
+
+
+@pytest.fixture
+def no_full_load(monkeypatch):
+    def refuse(self, *a, **k):
+        raise AssertionError("the streamed head loaded every feature")
+    monkeypatch.setattr(FeatureSet, "features", refuse)
+
+
+@pytest.mark.parametrize("task", ["classification", "regression"])
+def test_streamed_ridge_equals_the_in_memory_ridge_on_digits(tmp_path, task, no_full_load):
+    digits = load_digits()
+    X = digits.data.astype(np.float32)
+    y = digits.target if task == "classification" else digits.target.astype(np.float64)
+    fs = _store(tmp_path, X, y, task)
+    split = stratified_split(digits.target, seed=0)
+    train, val, test = (np.sort(s) for s in (split.train, split.val, split.test))
+    X64 = X.astype(np.float64)  # the store holds float32; the streamed head sums in float64, as this reference does
+    ref = fit_ridge(X64[train], y[train], X64[val], y[val], task, 0)
+
+    got = fit_ridge_streamed(fs, split.train, split.val, task)  # unsorted split indices are fine
+    assert got.params == ref.params
+    assert [s["score"] for s in got.val_scores] == pytest.approx([s["score"] for s in ref.val_scores], abs=1e-9)
+    np.testing.assert_allclose(got.predictor.coef, ref.predictor.coef, rtol=1e-7, atol=1e-10)
+    np.testing.assert_allclose(got.predictor.scale, ref.predictor.scale, rtol=1e-9)
+    scores = evaluate_rows(got.predictor, fs, test, task)
+    expected = score_all(task, y[test], ref.predictor.predict(X64[test]))
+    assert scores == pytest.approx(expected, abs=1e-9)
+
+
+def test_streamed_ridge_reads_one_shard_at_a_time(tmp_path, no_full_load, monkeypatch):
+    digits = load_digits()
+    fs = _store(tmp_path, digits.data.astype(np.float32), digits.target, "classification", shard_size=200)
+    largest = []
+    real = FeatureSet.read_shard
+
+    def read(self, i, dtype=np.float32):
+        arr = real(self, i, dtype)
+        largest.append(arr.shape[0])
+        return arr
+    monkeypatch.setattr(FeatureSet, "read_shard", read)
+    split = stratified_split(digits.target, seed=1)
+    result = fit_ridge_streamed(fs, split.train, split.val, "classification")
+    assert max(largest) <= 200 and result.val_score > 0.9
+
+
+def test_streamed_ridge_refuses_unusable_rows(tmp_path):
+    digits = load_digits()
+    fs = _store(tmp_path, digits.data.astype(np.float32), digits.target, "classification")
+    with pytest.raises(HeadError, match="row indices"):
+        fit_ridge_streamed(fs, [0, 1, fs.n_items], [2], "classification")
+    with pytest.raises(HeadError, match="validation row"):
+        fit_ridge_streamed(fs, [0, 1, 2], [], "classification")
