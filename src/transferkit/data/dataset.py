@@ -57,11 +57,16 @@ class Dataset:
     def subset(self, indices: Sequence[int] | np.ndarray, name: str | None = None) -> Dataset:
         """The items at `indices`, as a new Dataset with its own fingerprint (per-item meta arrays follow)."""
         idx = np.asarray(indices, dtype=np.int64)
-        items = self.items[idx] if isinstance(self.items, np.ndarray) else [self.items[i] for i in idx]
+        if isinstance(self.items, np.ndarray):
+            items = self.items[idx]
+        elif hasattr(self.items, "take"):  # a lazy sequence (a streamed table) reads them in one ordered pass
+            items = self.items.take(idx)
+        else:
+            items = [self.items[i] for i in idx]
         labels = None if self.labels is None else np.asarray(self.labels)[idx]
         meta = {}
         for k, v in self.meta.items():
-            if k != "skipped" and isinstance(v, (list, np.ndarray)) and len(v) == len(self.items):
+            if k != "skipped" and isinstance(v, (list, range, np.ndarray)) and len(v) == len(self.items):
                 v = np.asarray(v)[idx]
             meta[k] = v
         return Dataset(items, labels, self.class_names, self.modality, name or self.name, meta=meta)
@@ -82,21 +87,37 @@ def _item_bytes(item: Any) -> bytes:
                     "use paths, arrays, PIL images or strings")
 
 
-def fingerprint(items: Sequence[Any], labels: np.ndarray | None, class_names: Sequence[str] = ()) -> str:
-    """A sha256 over every item's content, the labels and class names, in order (files hashed by content)."""
-    h = hashlib.sha256()
-    if isinstance(items, np.ndarray) and items.dtype != object:
-        arr = np.ascontiguousarray(items)
-        h.update(str(arr.dtype).encode() + str(arr.shape).encode())
-        h.update(arr.tobytes())
-    else:
+class ContentHash:
+    """The fingerprint computed incrementally: items in order (in any number of calls), then labels and class
+    names once. `fingerprint()` is this in one call; streamed loaders feed it chunk by chunk."""
+
+    def __init__(self) -> None:
+        self._h = hashlib.sha256()
+
+    def add_items(self, items: Sequence[Any]) -> None:
+        """Hash the next items (files by content)."""
+        if isinstance(items, np.ndarray) and items.dtype != object:
+            arr = np.ascontiguousarray(items)
+            self._h.update(str(arr.dtype).encode() + str(arr.shape).encode())
+            self._h.update(arr.tobytes())
+            return
         for item in items:
             b = _item_bytes(item)
-            h.update(len(b).to_bytes(8, "little"))
-            h.update(b)
-    if labels is not None:
-        lab = np.asarray(labels)
-        h.update(b"labels" + str(lab.dtype).encode())
-        h.update(np.ascontiguousarray(lab).tobytes())
-    h.update("\x00".join(class_names).encode("utf-8"))
-    return h.hexdigest()[:32]
+            self._h.update(len(b).to_bytes(8, "little"))
+            self._h.update(b)
+
+    def finish(self, labels: np.ndarray | None, class_names: Sequence[str] = ()) -> str:
+        """The fingerprint of every item added, with these labels and class names."""
+        if labels is not None:
+            lab = np.asarray(labels)
+            self._h.update(b"labels" + str(lab.dtype).encode())
+            self._h.update(np.ascontiguousarray(lab).tobytes())
+        self._h.update("\x00".join(class_names).encode("utf-8"))
+        return self._h.hexdigest()[:32]
+
+
+def fingerprint(items: Sequence[Any], labels: np.ndarray | None, class_names: Sequence[str] = ()) -> str:
+    """A sha256 over every item's content, the labels and class names, in order (files hashed by content)."""
+    h = ContentHash()
+    h.add_items(items)
+    return h.finish(labels, class_names)

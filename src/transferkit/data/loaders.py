@@ -210,6 +210,73 @@ def _class_name(v: Any) -> str:
     return str(v)
 
 
+class LabelCodes:
+    """Label cells gathered in order, chunk by chunk, as codes into their distinct values: memory grows with the
+    number of distinct labels, not of rows. `encode` then gives what `encode_labels` gives for all the cells at
+    once (it is how `encode_labels` works), so a table read in chunks gets the labels it gets read whole."""
+
+    def __init__(self) -> None:
+        self._index: dict[tuple[type, Any], int] = {}
+        self.values: list[Any] = []  # distinct cells, in order of first appearance
+        self.first: list[int] = []  # the position of each distinct cell's first appearance
+        self._codes: list[np.ndarray] = []
+        self.n = 0
+
+    def add(self, cells: Sequence[Any]) -> None:
+        """The next cells, in order."""
+        codes = np.empty(len(cells), np.int64)
+        for j, v in enumerate(cells):
+            v = v.item() if isinstance(v, np.generic) else v
+            key = (type(v), v)  # 1, 1.0 and True stay apart here, as their types matter below
+            code = self._index.get(key)
+            if code is None:
+                code = self._index[key] = len(self.values)
+                self.values.append(v)
+                self.first.append(self.n + j)
+            codes[j] = code
+        self._codes.append(codes)
+        self.n += len(cells)
+
+    def encode(self, *, task: Task = "auto", from_text: bool = False,
+               where: Callable[[int], str] = lambda i: f"label {i}") -> tuple[np.ndarray, tuple[str, ...]]:
+        """(class ids, sorted class names) or (float targets, ()): see `encode_labels`. from_text: the cells are a
+        CSV's strings, numbers when every one of them is."""
+        if task not in ("auto", "classification", "regression"):
+            raise DataError(f"task={task!r} is not known: use 'auto', 'classification' or 'regression'")
+        codes = np.concatenate(self._codes) if self._codes else np.empty(0, np.int64)
+        vals = _numbers_from_strings(self.values) if from_text else list(self.values)
+        for v, row in zip(vals, self.first):
+            if _is_missing(v):
+                raise DataError(f"{where(row)} has no label ({v!r}): fill it in or drop that row")
+        kinds = {type(v) for v in vals}
+        is_bool = kinds <= {bool}
+        is_int = not is_bool and kinds <= {int, bool}
+        is_num = not is_bool and kinds <= {int, float, bool}
+        if task == "regression":
+            if not is_num:
+                bad = next(k for k, v in enumerate(vals) if not isinstance(v, int | float) or isinstance(v, bool))
+                raise DataError(
+                    f"{where(self.first[bad])} is {vals[bad]!r}, not a number, but task='regression': "
+                    "fix the value or use task='classification'"
+                )
+            return np.asarray(vals, dtype=np.float64)[codes], ()
+        if task == "auto" and is_num and not is_int and len(set(vals)) > min(20, self.n / 2):
+            return np.asarray(vals, dtype=np.float64)[codes], ()
+        if is_num:
+            keys = sorted(set(vals))
+        elif is_bool:
+            keys = [False, True]
+        else:
+            if not kinds <= {str}:  # mixed types: compare as text
+                vals = [_class_name(v) for v in vals]
+            keys = sorted(set(vals))
+        names = tuple(_class_name(k) for k in keys)
+        if len(set(names)) != len(names):  # e.g. 1 and 1.0 -> "1" twice cannot happen for numbers; guard anyway
+            names = tuple(str(k) for k in keys)
+        index = {k: i for i, k in enumerate(keys)}
+        return np.asarray([index[v] for v in vals], dtype=np.int64)[codes], names
+
+
 def encode_labels(
     values: Sequence[Any], *, task: Task = "auto", where: Callable[[int], str] = lambda i: f"label {i}"
 ) -> tuple[np.ndarray, tuple[str, ...]]:
@@ -219,41 +286,9 @@ def encode_labels(
     `task="auto"` and they have many distinct values (more than min(20, half the rows)).
     `where(i)` names item i in error messages.
     """
-    if task not in ("auto", "classification", "regression"):
-        raise DataError(f"task={task!r} is not known: use 'auto', 'classification' or 'regression'")
-    vals = [v.item() if isinstance(v, np.generic) else v for v in values]
-    for i, v in enumerate(vals):
-        if _is_missing(v):
-            raise DataError(f"{where(i)} has no label ({v!r}): fill it in or drop that row")
-    kinds = {type(v) for v in vals}
-    is_bool = kinds <= {bool}
-    is_int = not is_bool and kinds <= {int, bool}
-    is_num = not is_bool and kinds <= {int, float, bool}
-    if task == "regression":
-        if not is_num:
-            bad = next(i for i, v in enumerate(vals) if not isinstance(v, int | float) or isinstance(v, bool))
-            raise DataError(
-                f"{where(bad)} is {vals[bad]!r}, not a number, but task='regression': "
-                "fix the value or use task='classification'"
-            )
-        return np.asarray(vals, dtype=np.float64), ()
-    if task == "auto" and is_num and not is_int:
-        n_distinct = len(set(vals))
-        if n_distinct > min(20, len(vals) / 2):
-            return np.asarray(vals, dtype=np.float64), ()
-    if is_num:
-        keys = sorted(set(vals))
-    elif is_bool:
-        keys = [False, True]
-    else:
-        if not kinds <= {str}:  # mixed types: compare as text
-            vals = [_class_name(v) for v in vals]
-        keys = sorted(set(vals))
-    names = tuple(_class_name(k) for k in keys)
-    if len(set(names)) != len(names):  # e.g. 1 and 1.0 -> "1" twice cannot happen for numbers; guard anyway
-        names = tuple(str(k) for k in keys)
-    index = {k: i for i, k in enumerate(keys)}
-    return np.asarray([index[v] for v in vals], dtype=np.int64), names
+    codes = LabelCodes()
+    codes.add(values)
+    return codes.encode(task=task, where=where)
 
 
 # ------------------------------------------------------------------------------------------------------ tables
@@ -357,6 +392,38 @@ def _read_rows(path: Path, fmt: str) -> tuple[list[str], Callable[[str], list[An
     return cols, lambda c: [r.get(c) for r in records]
 
 
+def as_text(v: Any) -> str:
+    """A table's text cell as a string (numbers in a text column become their text)."""
+    return v if isinstance(v, str) else str(v)
+
+
+def check_columns(p: Path, cols: Sequence[str], text_column: str, label_column: str | None) -> None:
+    """Refuse a text or label column the table does not have, listing the ones it has."""
+    for role, col in (("text_column", text_column), ("label_column", label_column)):
+        if col is not None and col not in cols:
+            shown = ", ".join(repr(c) for c in cols[:20]) + (", …" if len(cols) > 20 else "")
+            raise DataError(f"{p} has no column {col!r} ({role}); its columns are: {shown or '(none)'}")
+
+
+def kept_rows(p: Path, fmt: str, text_column: str, label_column: str | None, texts: Sequence[Any],
+              labels: Sequence[Any] | None, offset: int, on_bad_input: OnBadInput, skipped: list[dict]) -> list[int]:
+    """Positions (in `texts`) of the rows to keep: a row with empty text, or (in a CSV/TSV) no label, is bad input.
+    `offset`: how many data rows come before these ones, so messages number rows from 1 in the whole file."""
+    keep: list[int] = []
+    for j, v in enumerate(texts):
+        row = offset + j + 1
+        if _is_null(v) or not as_text(v).strip():
+            _bad_input(f"{p} row {row}", f"column {text_column!r} is empty: fill in the text or drop the row",
+                       on_bad_input, skipped, row)
+        elif labels is not None and fmt in ("csv", "tsv") and _is_missing(labels[j]):
+            _bad_input(f"{p} row {row}",
+                       f"column {label_column!r} has no label ({labels[j]!r}): fill it in or drop the row",
+                       on_bad_input, skipped, row)
+        else:
+            keep.append(j)
+    return keep
+
+
 def load_table(
     path: str | Path,
     *,
@@ -365,6 +432,7 @@ def load_table(
     task: Task = "auto",
     name: str | None = None,
     on_bad_input: OnBadInput = "fail",
+    stream: bool | str = "auto",
 ) -> Dataset:
     """Text items (and labels) from a .csv, .tsv, .parquet or .jsonl/.json file.
 
@@ -372,6 +440,8 @@ def load_table(
     targets (see `encode_labels`). label_column=None reads no labels; "auto" reads the `label` column when the
     table has one. Rows are numbered from 1, header not counted, in error messages.
     on_bad_input="skip" leaves out rows with empty text or no label and lists them in `meta["skipped"]`.
+    stream: read the file in chunks so that its text is never held whole in memory (`transferkit.data.stream`;
+    the same data set either way); "auto" streams files over `stream.STREAM_ABOVE_BYTES` (64 MiB).
     """
     check_on_bad_input(on_bad_input)
     p = Path(path).expanduser()
@@ -380,42 +450,31 @@ def load_table(
         raise DataError(f"table file {p} does not exist: check the path")
     if not p.is_file():
         raise DataError(f"{p} is not a file: give a .csv, .tsv, .parquet or .jsonl file")
+    from transferkit.data import stream as streamed
+
+    if streamed.streams(p, fmt, stream):
+        return streamed.load_table_streamed(p, fmt, text_column=text_column, label_column=label_column, task=task,
+                                            name=name, on_bad_input=on_bad_input)
     cols, column = _read_rows(p, fmt)
     if label_column == AUTO:
         label_column = DEFAULT_LABEL_COLUMN if DEFAULT_LABEL_COLUMN in cols else None
-    for role, col in (("text_column", text_column), ("label_column", label_column)):
-        if col is not None and col not in cols:
-            shown = ", ".join(repr(c) for c in cols[:20]) + (", …" if len(cols) > 20 else "")
-            raise DataError(f"{p} has no column {col!r} ({role}); its columns are: {shown or '(none)'}")
+    check_columns(p, cols, text_column, label_column)
     raw_text = column(text_column)
     if not raw_text:
         raise DataError(f"{p} has no data rows: add rows below the header")
     skipped: list[dict] = []
     raw_labels = column(label_column) if label_column is not None else None
-    keep: list[int] = []
-    for i, v in enumerate(raw_text):
-        s = "" if _is_null(v) else (v if isinstance(v, str) else str(v))
-        if not s.strip():
-            _bad_input(f"{p} row {i + 1}", f"column {text_column!r} is empty: fill in the text or drop the row",
-                       on_bad_input, skipped, i + 1)
-        elif raw_labels is not None and fmt in ("csv", "tsv") and _is_missing(raw_labels[i]):
-            _bad_input(f"{p} row {i + 1}",
-                       f"column {label_column!r} has no label ({raw_labels[i]!r}): fill it in or drop the row",
-                       on_bad_input, skipped, i + 1)
-        else:
-            keep.append(i)
+    keep = kept_rows(p, fmt, text_column, label_column, raw_text, raw_labels, 0, on_bad_input, skipped)
     if not keep:
         raise DataError(f"{p}: every row was skipped as bad input (first: {skipped[0]['reason']}): fix the file")
-    texts = [raw_text[i] if isinstance(raw_text[i], str) else str(raw_text[i]) for i in keep]
+    texts = [as_text(raw_text[i]) for i in keep]
     labels = None
     class_names: tuple[str, ...] = ()
     if raw_labels is not None:
-        raw = [raw_labels[i] for i in keep]
-        if fmt in ("csv", "tsv"):
-            raw = _numbers_from_strings(raw)
-        labels, class_names = encode_labels(
-            raw, task=task, where=lambda i: f"{p} row {keep[i] + 1}: column {label_column!r}"
-        )
+        codes = LabelCodes()
+        codes.add([raw_labels[i] for i in keep])
+        labels, class_names = codes.encode(task=task, from_text=fmt in ("csv", "tsv"),
+                                           where=lambda i: f"{p} row {keep[i] + 1}: column {label_column!r}")
     meta = {"source": "table", "path": str(p), "format": fmt, "text_column": text_column, "label_column": label_column,
             "skipped": skipped, "ids": [i + 1 for i in keep]}  # rows numbered from 1, header not counted
     return Dataset(texts, labels, class_names, "text", name or p.name.split(".")[0] or "table", meta=meta)

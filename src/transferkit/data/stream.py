@@ -1,0 +1,317 @@
+"""Tables read in chunks: a text column that is never held whole in memory.
+
+`load_table(..., stream=True)` (and, by default, any table over `STREAM_ABOVE_BYTES`) reads the file once, chunk by
+chunk (CSV/TSV in blocks of rows, Parquet record batches, JSON lines), to check every row, encode the labels and
+fingerprint the content, keeping only the labels and the number of rows per chunk. The items are then a
+`StreamedTexts`: a sequence that reads the chunk an index falls in again when it is asked for, so a pass in order
+(extraction, shard by shard) reads the file once more and holds at most two chunks. The data set it gives is the one
+the whole-file reader gives: the same items, labels, class names and fingerprint.
+"""
+
+from __future__ import annotations
+
+import gzip
+import json
+import threading
+from collections import OrderedDict
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from transferkit.data.dataset import ContentHash, Dataset
+from transferkit.data.loaders import (
+    AUTO,
+    DEFAULT_LABEL_COLUMN,
+    LabelCodes,
+    OnBadInput,
+    Task,
+    _not_utf8,
+    as_text,
+    check_columns,
+    kept_rows,
+)
+from transferkit.errors import DataError
+
+#: rows per chunk read from a CSV/TSV or JSON-lines file, and the largest Parquet record batch
+CHUNK_ROWS = 8192
+#: `stream="auto"` streams a table file larger than this (bytes)
+STREAM_ABOVE_BYTES = 64 << 20
+STREAMED_FORMATS = ("csv", "tsv", "parquet", "json")
+
+Chunk = tuple[list[Any], list[Any] | None]  # (text cells, label cells or None)
+
+
+def streams(path: Path, fmt: str, stream: bool | str) -> bool:
+    """Whether `load_table` reads `path` in chunks: stream=True/False as asked; "auto" above STREAM_ABOVE_BYTES.
+    A JSON file holding one array (not JSON lines) is always read whole."""
+    if stream not in (True, False, AUTO):
+        raise DataError(f"stream={stream!r} is not known: use True, False or 'auto'")
+    if fmt not in STREAMED_FORMATS or (fmt == "json" and _json_array(path)):
+        if stream is True:
+            raise DataError(f"{path} is one JSON array, which cannot be read in chunks: write it as JSON lines "
+                            "(one object per line, .jsonl) or pass stream=False")
+        return False
+    return stream is True or (stream == AUTO and path.stat().st_size > STREAM_ABOVE_BYTES)
+
+
+def _open_text(path: Path):  # noqa: ANN202 — a text file object
+    return (gzip.open(path, "rt", encoding="utf-8-sig") if path.suffix.lower() == ".gz"
+            else open(path, encoding="utf-8-sig"))
+
+
+def _json_array(path: Path) -> bool:
+    try:
+        with _open_text(path) as f:
+            while (c := f.read(1)) and c.isspace():
+                pass
+        return c == "["
+    except (OSError, EOFError, UnicodeDecodeError):
+        return False  # the reader names the problem
+
+
+class _Reader:
+    """Reads a table file's text (and label) column in chunks, from the start, as often as asked."""
+
+    def __init__(self, path: Path, fmt: str, text_column: str, label_column: str | None) -> None:
+        self.path, self.fmt, self.text_column, self.label_column = path, fmt, text_column, label_column
+        self.columns: list[str] = self._header() if fmt != "json" else []
+
+    def _header(self) -> list[str]:
+        if self.fmt == "parquet":
+            import pyarrow as pa
+            import pyarrow.parquet as pq
+
+            try:
+                return [str(c) for c in pq.ParquetFile(self.path).schema_arrow.names]
+            except (OSError, ValueError, pa.ArrowException) as e:
+                raise DataError(f"{self.path} is not a readable Parquet file ({e.__class__.__name__}): fix the "
+                                "file") from None
+        import pandas as pd
+
+        try:
+            cols = [str(c) for c in pd.read_csv(self.path, nrows=0, **self._csv_options()).columns]
+        except UnicodeDecodeError as e:
+            raise _not_utf8(self.path, e) from None
+        except pd.errors.EmptyDataError:
+            raise DataError(f"{self.path} is empty: give a header row and at least one data row") from None
+        if cols and cols[0].startswith("\ufeff"):
+            cols[0] = cols[0][1:]
+        return cols
+
+    def _csv_options(self) -> dict:
+        # the whole-file reader's options (loaders._read_rows), so every cell reads the same
+        return {"sep": "," if self.fmt == "csv" else "\t", "dtype": str, "keep_default_na": False,
+                "na_filter": False, "skip_blank_lines": False, "encoding": "utf-8"}
+
+    def kept(self, chunk: Chunk, offset: int, on_bad_input: OnBadInput = "skip",
+             skipped: list[dict] | None = None) -> list[int]:
+        """Positions of the chunk's rows that `load_table` keeps (`loaders.kept_rows`); `offset`: rows before it."""
+        texts, labels = chunk
+        return kept_rows(self.path, self.fmt, self.text_column, self.label_column, texts, labels, offset,
+                         on_bad_input, [] if skipped is None else skipped)
+
+    def chunks(self) -> Iterator[Chunk]:
+        """(text cells, label cells) of each chunk in file order."""
+        if self.fmt == "parquet":
+            yield from self._parquet()
+        elif self.fmt == "json":
+            yield from self._json_lines()
+        else:
+            yield from self._csv()
+
+    def _csv(self) -> Iterator[Chunk]:
+        import pandas as pd
+
+        names = [self.text_column] + ([self.label_column] if self.label_column is not None else [])
+        positions = sorted({self.columns.index(c) for c in names})
+        try:
+            reader = pd.read_csv(self.path, usecols=positions, chunksize=CHUNK_ROWS, **self._csv_options())
+            with reader:
+                for df in reader:
+                    df.columns = [self.columns[i] for i in positions]
+                    yield (df[self.text_column].tolist(),
+                           df[self.label_column].tolist() if self.label_column is not None else None)
+        except UnicodeDecodeError as e:
+            raise _not_utf8(self.path, e) from None
+        except (pd.errors.ParserError, ValueError) as e:
+            msg = str(e).strip().splitlines()[-1] if str(e).strip() else e.__class__.__name__
+            raise DataError(f"{self.path} is not a valid {self.fmt.upper()} file ({msg}): fix the file") from None
+
+    def _parquet(self) -> Iterator[Chunk]:
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        names = list(dict.fromkeys([self.text_column] + ([self.label_column] if self.label_column else [])))
+        try:
+            for batch in pq.ParquetFile(self.path).iter_batches(batch_size=CHUNK_ROWS, columns=names):
+                yield (batch.column(self.text_column).to_pylist(),
+                       batch.column(self.label_column).to_pylist() if self.label_column is not None else None)
+        except (OSError, ValueError, pa.ArrowException) as e:
+            raise DataError(f"{self.path} is not a readable Parquet file ({e.__class__.__name__}): fix the "
+                            "file") from None
+
+    def _json_lines(self) -> Iterator[Chunk]:
+        texts: list[Any] = []
+        labels: list[Any] = []
+        try:
+            with _open_text(self.path) as f:
+                for lineno, line in enumerate(f, 1):
+                    if not line.strip():
+                        continue
+                    try:
+                        r = json.loads(line)
+                    except json.JSONDecodeError as e:
+                        raise DataError(f"{self.path} line {lineno} is not valid JSON ({e.msg}): fix that "
+                                        "line") from None
+                    if not isinstance(r, dict):
+                        raise DataError(f"{self.path} line {lineno} is a {type(r).__name__}, not an object: write "
+                                        "one JSON object per row")
+                    if len(self.columns) < 1000:  # the columns seen (for messages and label_column="auto")
+                        self.columns.extend(k for k in r if k not in self.columns)
+                    texts.append(r.get(self.text_column))
+                    labels.append(r.get(self.label_column) if self.label_column is not None else None)
+                    if len(texts) == CHUNK_ROWS:
+                        yield texts, (labels if self.label_column is not None else None)
+                        texts, labels = [], []
+        except UnicodeDecodeError as e:
+            raise _not_utf8(self.path, e) from None
+        except (OSError, EOFError) as e:
+            raise DataError(f"{self.path} cannot be read ({e}): fix the file") from None
+        if texts:
+            yield texts, (labels if self.label_column is not None else None)
+
+
+class StreamedTexts(Sequence[str]):
+    """A table's kept text cells, read from the file chunk by chunk when asked for (see the module docstring).
+
+    Reading in order costs one pass over the file and holds two chunks; an index before the chunks held starts the
+    file again, so use `take` (one ordered pass) for scattered indices. Safe to read from several threads."""
+
+    def __init__(self, reader: _Reader, starts: np.ndarray, offsets: np.ndarray) -> None:
+        self._reader = reader
+        self._starts = starts  # kept index of each chunk's first item; the last entry is the number of items
+        self._offsets = offsets  # data rows of the file before each chunk
+        self._lock = threading.Lock()
+        self._cache: OrderedDict[int, list[str]] = OrderedDict()
+        self._chunks: Iterator[Chunk] | None = None
+        self._next = 0  # the chunk the open reader yields next
+        self.passes = 0  # times the file was opened for reading (tests, diagnostics)
+
+    def __len__(self) -> int:
+        return int(self._starts[-1])
+
+    def __getitem__(self, i: Any) -> Any:
+        if isinstance(i, slice):
+            return self.take(np.arange(len(self))[i])
+        n = len(self)
+        if not -n <= i < n:
+            raise IndexError(f"index {i} is out of range for {n} items")
+        i = int(i) % n
+        k = int(np.searchsorted(self._starts, i, side="right")) - 1
+        return self._chunk(k)[i - int(self._starts[k])]
+
+    def _chunk(self, k: int) -> list[str]:
+        with self._lock:
+            if k in self._cache:
+                return self._cache[k]
+            if self._chunks is None or self._next > k:
+                self._chunks, self._next = self._reader.chunks(), 0
+                self.passes += 1
+            for chunk in self._chunks:
+                self._next += 1
+                if self._next - 1 >= k - 1:  # the chunk before k too: a shard may straddle the two
+                    texts, _ = chunk
+                    self._cache[self._next - 1] = [as_text(texts[j]) for j in self._reader.kept(
+                        chunk, int(self._offsets[self._next - 1]))]
+                    while len(self._cache) > 2:
+                        self._cache.popitem(last=False)
+                if self._next > k:
+                    break
+            if k not in self._cache:
+                raise DataError(f"{self._reader.path} changed while it was being read (chunk {k} is gone): load it "
+                                "again")
+            return self._cache[k]
+
+    def take(self, indices: Sequence[int] | np.ndarray) -> list[str]:
+        """The items at `indices`, in that order, read in one ordered pass."""
+        idx = np.asarray(indices, dtype=np.int64)
+        out: list[Any] = [None] * len(idx)
+        for j in np.argsort(idx, kind="stable"):
+            out[j] = self[int(idx[j])]
+        return out
+
+    def __iter__(self) -> Iterator[str]:
+        for k, chunk in enumerate(self._reader.chunks()):
+            texts, _ = chunk
+            yield from (as_text(texts[j]) for j in self._reader.kept(chunk, int(self._offsets[k])))
+
+    def __getstate__(self) -> dict:
+        return {k: v for k, v in self.__dict__.items() if k not in ("_lock", "_cache", "_chunks")}
+
+    def __setstate__(self, state: dict) -> None:
+        self.__dict__.update(state)
+        self._lock, self._cache, self._chunks, self._next = threading.Lock(), OrderedDict(), None, 0
+
+
+def _row_ids(n: int, skipped_rows: list[int]) -> Sequence[int]:
+    """Row number (from 1) of each kept row: a range when none was skipped, else an int64 array."""
+    if not skipped_rows:
+        return range(1, n + 1)
+    kept = np.ones(n + len(skipped_rows), bool)
+    kept[np.asarray(skipped_rows, dtype=np.int64) - 1] = False
+    return np.flatnonzero(kept) + 1
+
+
+def load_table_streamed(p: Path, fmt: str, *, text_column: str, label_column: str | None, task: Task,
+                        name: str | None, on_bad_input: OnBadInput) -> Dataset:
+    """`load_table` for a file read in chunks (see the module docstring); the same checks, messages and result."""
+    reader = _Reader(p, fmt, text_column,
+                     DEFAULT_LABEL_COLUMN if label_column == AUTO else label_column)
+    if fmt != "json":  # columns are known from the header; JSON lines name theirs row by row (checked below)
+        if label_column == AUTO:
+            label_column = reader.label_column = DEFAULT_LABEL_COLUMN if DEFAULT_LABEL_COLUMN in reader.columns \
+                else None
+        check_columns(p, reader.columns, text_column, label_column)
+    skipped: list[dict] = []
+
+    content, codes = ContentHash(), LabelCodes()
+    starts, offsets = [0], [0]
+    chunks = reader.chunks()
+    for chunk in chunks:
+        texts, labels = chunk
+        try:
+            kept = reader.kept(chunk, offsets[-1], on_bad_input, skipped)
+        except DataError:
+            if fmt == "json":  # a column no row has is the error to name, as the whole-file reader does
+                for _ in chunks:
+                    pass
+                check_columns(p, reader.columns, text_column, None if label_column == AUTO else label_column)
+            raise
+        content.add_items([as_text(texts[j]) for j in kept])
+        if labels is not None:
+            codes.add([labels[j] for j in kept])
+        starts.append(starts[-1] + len(kept))
+        offsets.append(offsets[-1] + len(texts))
+    if fmt == "json":
+        if label_column == AUTO:
+            label_column = DEFAULT_LABEL_COLUMN if DEFAULT_LABEL_COLUMN in reader.columns else None
+        check_columns(p, reader.columns, text_column, label_column)
+    if offsets[-1] == 0:
+        raise DataError(f"{p} has no data rows: add rows below the header")
+    if starts[-1] == 0:
+        raise DataError(f"{p}: every row was skipped as bad input (first: {skipped[0]['reason']}): fix the file")
+    ids = _row_ids(starts[-1], [int(s["id"]) for s in skipped])
+    labels, class_names = None, ()
+    if label_column is not None:
+        labels, class_names = codes.encode(task=task, from_text=fmt in ("csv", "tsv"),
+                                           where=lambda i: f"{p} row {ids[i]}: column {label_column!r}")
+    reader.label_column = label_column
+    meta = {"source": "table", "path": str(p), "format": fmt, "text_column": text_column, "label_column": label_column,
+            "skipped": skipped, "ids": ids}
+    items = StreamedTexts(reader, np.asarray(starts, np.int64), np.asarray(offsets, np.int64))
+    return Dataset(items, labels, class_names, "text", name or p.name.split(".")[0] or "table",
+                   fingerprint=content.finish(labels, class_names), meta=meta)
+
+
