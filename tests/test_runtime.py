@@ -193,3 +193,31 @@ def test_records_from_processes_at_the_same_moment_are_all_kept(tmp_path, monkey
         t.join()
     monkeypatch.setattr(runtime.json, "loads", real)
     assert json.loads((tmp_path / "runtime.json").read_text())["graph"] == {f"k{i}": i for i in range(8)}
+
+
+def test_cuda_under_torchrun_is_this_process_gpu_not_gpu_0(monkeypatch):
+    import torch
+
+    from transferkit.runtime import resolve_device
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    monkeypatch.setenv("WORLD_SIZE", "4")
+    monkeypatch.setenv("LOCAL_RANK", "3")  # the second machine's second process
+    assert resolve_device("auto") == torch.device("cuda", 1)
+    assert resolve_device("cuda") == torch.device("cuda", 1)
+    assert resolve_device("cuda:0") == torch.device("cuda", 0)  # asked for by number: kept
+    assert resolve_device("cpu") == torch.device("cpu")
+    monkeypatch.setenv("WORLD_SIZE", "1")
+    assert resolve_device("cuda") == torch.device("cuda")
+
+
+def test_memory_sizes_read_like_people_write_them():
+    from transferkit.runtime import RuntimeConfigError, memory_budget, physical_memory
+
+    assert memory_budget("2GB") == 2 << 30 and memory_budget("500 MB") == 500 << 20
+    assert memory_budget("1.5GiB") == 3 << 29 and memory_budget(4096) == 4096 and memory_budget("64k") == 64 << 10
+    assert memory_budget("auto") == memory_budget(None) == physical_memory() // 2 > 0
+    for bad in ("lots", "-1GB", "2XB", "", "0"):
+        with pytest.raises(RuntimeConfigError, match="not a memory size"):
+            memory_budget(bad)

@@ -55,7 +55,7 @@ def resolve_device(device: Any = "auto") -> Any:
         return device
     name = str(device or "auto").strip().lower()
     if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        return _this_process_gpu(torch.device("cuda" if torch.cuda.is_available() else "cpu"))
     try:
         dev = torch.device(name)
     except (RuntimeError, ValueError):
@@ -71,7 +71,21 @@ def resolve_device(device: Any = "auto") -> Any:
         raise RuntimeConfigError(f"--device {device}: MPS is not available here: use --device auto or cpu")
     elif dev.type not in ("cpu", "cuda", "mps"):
         raise RuntimeConfigError(f"--device {device!r}: use auto, cpu, cuda, cuda:N or mps")
-    return dev
+    return _this_process_gpu(dev)
+
+
+def _this_process_gpu(dev: Any) -> Any:
+    """"cuda" without an index, in one of several processes launched by torchrun or `accelerate launch`: the GPU of
+    this process's local rank (as Accelerate picks for training), not GPU 0 for every process."""
+    import torch
+
+    if dev.type != "cuda" or dev.index is not None or int(os.environ.get("WORLD_SIZE", "1")) <= 1:
+        return dev
+    try:
+        local = int(os.environ["LOCAL_RANK"])
+    except (KeyError, ValueError):
+        return dev
+    return torch.device("cuda", local % max(1, torch.cuda.device_count()))
 
 
 def device_of(x: Any) -> Any:
@@ -332,6 +346,35 @@ def autocast(device: Any, precision: str) -> contextlib.AbstractContextManager:
 
 
 # ------------------------------------------------------------------------------------------ process resources
+
+_UNITS = {"": 1, "b": 1, "k": 1 << 10, "kb": 1 << 10, "kib": 1 << 10, "m": 1 << 20, "mb": 1 << 20, "mib": 1 << 20,
+          "g": 1 << 30, "gb": 1 << 30, "gib": 1 << 30, "t": 1 << 40, "tb": 1 << 40, "tib": 1 << 40}
+
+
+def physical_memory() -> int:
+    """This machine's memory in bytes (0 where the OS does not say)."""
+    try:
+        return int(os.sysconf("SC_PAGE_SIZE")) * int(os.sysconf("SC_PHYS_PAGES"))
+    except (ValueError, OSError, AttributeError):
+        return 0
+
+
+def memory_budget(value: int | str | None, flag: str = "--max-memory") -> int:
+    """Bytes from a size such as 2GB, 500M, 1.5GiB or a plain number of bytes; "auto" (or None) is half this
+    machine's memory (binary units: 1 GB = 2**30 bytes)."""
+    if value is None or (isinstance(value, str) and value.strip().lower() == "auto"):
+        return physical_memory() // 2 or 8 << 30
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        number, unit = float(value), ""
+    else:
+        text = str(value).strip().lower().replace(" ", "")
+        digits = text.rstrip("abcdefghijklmnopqrstuvwxyz")
+        number, unit = (float(digits) if digits else float("nan")), text[len(digits):]
+        if unit not in _UNITS:
+            number = float("nan")
+    if not number > 0 or number == float("inf"):
+        raise RuntimeConfigError(f"{flag} {value!r} is not a memory size: give e.g. 2GB, 500MB or auto")
+    return int(number * _UNITS[unit])
 
 
 def peak_rss_mb() -> float:

@@ -6,7 +6,7 @@ import pytest
 from transferkit import datasets
 from transferkit.backbones import load_backbone
 from transferkit.data import stratified_sample, stratified_split
-from transferkit.errors import FeatureStoreError
+from transferkit.errors import FeatureStoreError, TransferkitError
 from transferkit.features import extract_features
 from transferkit.heads.probe import fit_and_score, probe_features
 from transferkit.heads.probe_model import load_head_of
@@ -71,3 +71,32 @@ def test_unlabelled_features_cannot_be_probed(minilm, tmp_path):
     extract_features(minilm, Dataset(["a", "b"], None, (), "text"), out=tmp_path / "u", progress=False)
     with pytest.raises(FeatureStoreError, match="unlabelled"):
         probe_features(tmp_path / "u")
+
+
+def test_probe_over_max_memory_fits_shard_by_shard_like_in_memory(lite0_small, digits_small, tmp_path,
+                                                                  monkeypatch):
+    from transferkit.features import FeatureSet
+    from transferkit.heads.probe import in_memory_bytes
+
+    fs = extract_features(lite0_small, digits_small, out=tmp_path / "f", shard_size=64, progress=False)
+    whole = probe_features(fs, head="auto")
+    assert not whole["streamed"] and whole["in_memory_mb"] == round(in_memory_bytes(fs) / 2**20, 1)
+    real = FeatureSet.features
+    monkeypatch.setattr(FeatureSet, "features", lambda *a, **k: pytest.fail("the streamed probe loaded every feature"))
+    report = probe_features(fs, head="auto", max_memory="1MB", save=tmp_path / "head")  # 300 x 1280 needs ~9 MB
+    assert report["streamed"] and report["max_memory_mb"] == 1.0
+    rows = {r["head"]: r for r in report["heads"]}
+    assert set(rows) == {"ridge", "logreg"}
+    for name, row in rows.items():  # the same fits as in memory, up to the solver's tolerance
+        ref = next(r for r in whole["heads"] if r["head"] == name)
+        assert row["chosen"] == ref["chosen"] and row["accuracy"] == pytest.approx(ref["accuracy"], abs=0.005)
+    monkeypatch.setattr(FeatureSet, "features", real)
+    from transferkit.model import load_model
+
+    model = load_model(tmp_path / "head")  # a model folder like any other
+    assert model.info.training["head"] == report["best"]
+    assert (model.predict(list(digits_small.items[:40])) == digits_small.labels[:40]).mean() > 0.7
+    with pytest.raises(TransferkitError, match="needs every feature in memory"):
+        probe_features(fs, head="knn", max_memory="1MB")
+    with pytest.raises(TransferkitError, match="not a memory size"):
+        probe_features(fs, max_memory="lots")

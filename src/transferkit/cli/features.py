@@ -107,15 +107,21 @@ def probe(
     out: Annotated[Path | None, typer.Option("--out", "-o", "--save", help="Model folder to write: the backbone "
                                              "reference + the best-by-validation head (predict, export, serve "
                                              "read it).")] = None,
+    max_memory: Annotated[str, typer.Option(
+        "--max-memory", help="Memory the heads may take, e.g. 4GB (auto: half this machine's). Above it they are "
+        "fitted shard by shard (ridge, logreg), never holding every feature.")] = "auto",
     as_json: JsonOpt = False,
 ) -> None:
     """Fit a head on cached features, choosing its hyperparameters on a validation split; report test metrics."""
     from transferkit.heads.probe import probe_features
 
-    report = probe_features(features, head=head, seed=seed, val=val, test=test, save=out)
+    report = probe_features(features, head=head, seed=seed, val=val, test=test, save=out, max_memory=max_memory)
     if as_json:
         console.print_json(json.dumps(report))
         return
+    if report["streamed"]:
+        console.print(f"fitted shard by shard: in memory the heads would take about {report['in_memory_mb']:,.0f} MB, "
+                      f"over --max-memory {report['max_memory_mb']:,.0f} MB", soft_wrap=True)
     print_table(f"probe on {features} ({report['n_train']} train / {report['n_val']} val / {report['n_test']} test)",
                 report["heads"], ["head", "chosen", "val_score", *report["metric_names"], "fit_s"])
     console.print(f"best by validation: {report['best']}")

@@ -8,7 +8,7 @@ fresh ``LogisticRegression`` per C (see benchmarks/probe_fit.py).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
@@ -120,13 +120,18 @@ class LogisticProbe(ClassifierMixin, BaseEstimator):
     def _search(self, X: np.ndarray, y: np.ndarray, X_val: np.ndarray, y_val: np.ndarray) -> SoftmaxFit:
         path = self._path(X, y)
         Xv = standardize(X_val, self.scaler_mean_, self.scaler_scale_)
+        return self.search(path, lambda fit: softmax_scores(Xv, fit.coef, fit.intercept), y_val)
+
+    def search(self, path: SoftmaxPath, val_scores: Callable[[SoftmaxFit], np.ndarray],
+               y_val: np.ndarray) -> SoftmaxFit:
+        """Sweep C along `path` (the grid ``Cs``, refined), keeping the solution whose validation accuracy is best;
+        `val_scores(fit)` gives its decision values on the validation rows (in memory, or shard by shard)."""
         fits: dict[float, SoftmaxFit] = {}
 
         def evaluate(C: float) -> float:
             fit = path.fit(C)
             fits[C] = fit
-            pred = self._labels(softmax_scores(Xv, fit.coef, fit.intercept))
-            return float(np.mean(pred == y_val))
+            return float(np.mean(self._labels(val_scores(fit)) == y_val))
 
         result = log_grid_search(evaluate, self.Cs if self.Cs is not None else DEFAULT_C_GRID, self.refine_steps)
         self.search_ = [{"C": c, "val_score": s, "n_iter": fits[c].n_iter} for c, s in result.history]
@@ -211,6 +216,11 @@ def fit_logreg(
     """Head family ``logreg``: the probe's C sweep on the validation split; final model trained on train."""
     probe = LogisticProbe(Cs=Cs, refine_steps=refine_steps, precision=precision, seed=seed)
     probe.fit(X_train, y_train, X_val, y_val)
+    return grid_result(probe)
+
+
+def grid_result(probe: LogisticProbe) -> GridResult:
+    """A probe fitted by its C search, as the ``logreg`` family's search record."""
     val_scores = [{"params": {"C": s["C"]}, "score": s["val_score"]} for s in probe.search_]
     best = next(s["val_score"] for s in probe.search_ if s["C"] == probe.C_)
     return GridResult(probe, {"C": probe.C_}, val_scores, float(best))

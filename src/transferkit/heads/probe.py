@@ -8,15 +8,21 @@ from typing import Any
 import numpy as np
 
 from transferkit.data.splits import stratified_split
-from transferkit.errors import FeatureStoreError
+from transferkit.errors import FeatureStoreError, HeadError
 from transferkit.features.store import FeatureSet
-from transferkit.heads.base import FittedHead, best_index
-from transferkit.heads.select import fit_head, heads_for, make_head
-from transferkit.runtime import peak_rss_mb
+from transferkit.heads.base import FittedHead, Timer, best_index
+from transferkit.heads.select import fit_head, fitted_head, heads_for, make_head
+from transferkit.heads.streamed import ShardRows, evaluate_rows, fit_logreg_streamed, fit_ridge_streamed
+from transferkit.runtime import memory_budget, peak_rss_mb
 
 
 def _params(head: FittedHead) -> str:
     return ", ".join(f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}" for k, v in head.params.items())
+
+
+def _row(f: FittedHead, test_scores: dict[str, float]) -> dict:
+    return {"head": f.name, "chosen": _params(f), "val_score": f.val_score, **test_scores,
+            "fit_s": round(f.fit_time_s, 3)}
 
 
 def fit_and_score(
@@ -26,17 +32,39 @@ def fit_and_score(
     make_head(head, task)  # validates the name for the task before any work
     names = heads_for(task) if head == "auto" else [head]
     fitted = [fit_head(n, X[split.train], y[split.train], X[split.val], y[split.val], task, seed) for n in names]
-    rows = []
-    for f in fitted:
-        rows.append(
-            {
-                "head": f.name,
-                "chosen": _params(f),
-                "val_score": f.val_score,
-                **f.evaluate(X[split.test], y[split.test]),
-                "fit_s": round(f.fit_time_s, 3),
-            }
-        )
+    rows = [_row(f, f.evaluate(X[split.test], y[split.test])) for f in fitted]
+    return rows, fitted[best_index([f.val_score for f in fitted])]
+
+
+#: heads that fit over a feature store's shards without loading it (`heads.streamed`)
+STREAMED_HEADS = ("ridge", "logreg")
+#: memory an in-memory fit takes, as a multiple of the float32 features it reads: the matrix, its train and
+#: validation copies, their float64 copies, the standardised float64 training matrix and its float32 copy
+IN_MEMORY_FACTOR = 6
+
+
+def in_memory_bytes(fs: FeatureSet) -> int:
+    """About how much memory fitting heads on `fs` in memory takes (see IN_MEMORY_FACTOR)."""
+    return IN_MEMORY_FACTOR * fs.n_items * fs.feature_dim * 4
+
+
+def fit_and_score_streamed(head: str, fs: FeatureSet, split: Any, task: str, seed: int = 0,
+                           cache_bytes: int = 0) -> tuple[list[dict], FittedHead]:
+    """`fit_and_score` over the shards of `fs` (ridge and logreg; "auto" tries both where the task allows), never
+    holding the features; `cache_bytes`: memory logreg may keep prepared training rows in."""
+    make_head(head, task)
+    names = [n for n in heads_for(task) if n in STREAMED_HEADS] if head == "auto" else [head]
+    if any(n not in STREAMED_HEADS for n in names):
+        raise HeadError(f"head {head!r} needs every feature in memory ({in_memory_bytes(fs) / 2**20:,.0f} MB for "
+                        f"{fs.path}), which is more than --max-memory allows: use ridge, logreg or auto (they fit "
+                        "shard by shard), or raise --max-memory")
+    fitted = []
+    for name in names:
+        with Timer() as t:
+            result = (fit_ridge_streamed(fs, split.train, split.val, task) if name == "ridge" else
+                      fit_logreg_streamed(fs, split.train, split.val, seed, cache_bytes=cache_bytes))
+        fitted.append(fitted_head(name, task, result, t.seconds))
+    rows = [_row(f, evaluate_rows(f.predictor, fs, split.test, task)) for f in fitted]
     return rows, fitted[best_index([f.val_score for f in fitted])]
 
 
@@ -48,20 +76,28 @@ def probe_features(
     val: float = 0.15,
     test: float = 0.15,
     save: str | Path | None = None,
+    max_memory: int | str | None = "auto",
 ) -> dict:
     """Probe a feature folder: one row per head with the chosen hyperparameters and test metrics.
 
     With `save`, the best-by-validation head is written there as a model folder (the backbone the features
     came from, by reference, + the head): `transferkit predict`, `export`, `serve` and `transferkit.load` read it.
+    max_memory: when fitting in memory would take more than this (`runtime.memory_budget`: e.g. "2GB"; "auto" is
+    half this machine's memory), the heads are fitted shard by shard instead (`fit_and_score_streamed`: ridge and
+    logreg), using at most a quarter of it to keep training rows.
     """
     fs = features if isinstance(features, FeatureSet) else FeatureSet.open(features)
     y = fs.labels()
     if y is None or fs.task == "unlabelled":
         raise FeatureStoreError(f"{fs.path} holds unlabelled features: extract them again with labels "
                                 "(`transferkit extract … --label-column NAME`) to probe them")
-    X = fs.features()
+    budget = memory_budget(max_memory)
+    streamed = in_memory_bytes(fs) > budget
     split = stratified_split(y, val=val, test=test, seed=seed, class_names=fs.class_names or None)
-    rows, best = fit_and_score(head, X, y, split, fs.task, seed)
+    if streamed:
+        rows, best = fit_and_score_streamed(head, fs, split, fs.task, seed, cache_bytes=budget // 4)
+    else:
+        rows, best = fit_and_score(head, fs.features(), y, split, fs.task, seed)
     report = {
         "features": str(fs.path),
         "backbone": fs.meta["backbone"]["spec"],
@@ -74,6 +110,9 @@ def probe_features(
         "heads": rows,
         "best": best.name,
         "class_names": fs.class_names,
+        "streamed": streamed,  # fitted shard by shard: in memory it would have taken more than max_memory
+        "in_memory_mb": round(in_memory_bytes(fs) / 2**20, 1),
+        "max_memory_mb": round(budget / 2**20, 1),
     }
     if save is not None:
         save_probe_of(fs, best, rows, split, save, seed=seed, val=val, test=test)
@@ -97,9 +136,11 @@ def save_probe_of(fs: FeatureSet, best: FittedHead, rows: list[dict], split: Any
     where = {**(data.get("meta") or {}), **({"spec": source["source"]} if source else {}), **(source or {})}
     training = dict(training or {})
     if best.task == "classification" and not best.has_proba and len(split.val):
-        X, y = fs.features(), fs.labels()  # probabilities for a margin head: its temperature, on validation
-        ids = np.searchsorted(np.asarray(best.classes_), y[split.val])
-        training["temperature"] = fit_temperature(best.class_scores(X[split.val]), ids)
+        # probabilities for a margin head: its temperature, on the validation rows (read shard by shard)
+        val_rows = ShardRows(fs, split.val)
+        scores = np.concatenate([best.class_scores(X) for _, X in val_rows.chunks()])
+        ids = np.searchsorted(np.asarray(best.classes_), fs.labels()[val_rows.rows])
+        training["temperature"] = fit_temperature(scores, ids)
     return save_probe(
         folder, best, backbone=record_from_features(fs.meta), precision=fs.meta.get("precision", "fp32"),
         class_names=fs.class_names,

@@ -99,15 +99,20 @@ def _fit_family(
             result = family.fit(Xtr, ytr, Xva, yva, task, seed, **options)
         else:
             result = family.fit(Xtr, ytr, Xva, yva, seed, **options)
+    return fitted_head(family.name, task, result, t.seconds)
+
+
+def fitted_head(name: str, task: str, result: GridResult, seconds: float) -> FittedHead:
+    """The `FittedHead` of family `name` from its search record (in memory or over a feature store's shards)."""
     return FittedHead(
-        name=family.name,
+        name=name,
         task=task,
         predictor=result.predictor,
         params=result.params,
         val_score=float(result.val_score),
         metric=PRIMARY_METRIC[task],
         val_scores=result.val_scores,
-        fit_time_s=t.seconds,
+        fit_time_s=seconds,
     )
 
 

@@ -14,6 +14,7 @@ Binary problems use one weight vector (sigmoid), like scikit-learn.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 import numpy as np
@@ -43,40 +44,50 @@ class SoftmaxPath:
         tol: float = 1e-4,
         precision: str = "float32",
     ) -> None:
+        n, d = X.shape
+        self._setup(n, d, np.flatnonzero(np.any(X != 0, axis=0)), n_classes, max_iter, tol, precision)
+        self.Z = np.ascontiguousarray(X[:, self.active], dtype=self.dtype)
+        self.y_index = np.asarray(y_index)
+
+    def _setup(self, n: int, d: int, active: np.ndarray, n_classes: int, max_iter: int, tol: float,
+               precision: str) -> None:
         if precision not in ("float32", "float64"):
             raise ValueError(f"precision must be 'float32' or 'float64', not {precision!r}")
-        n, d = X.shape
         self.n, self.d, self.n_classes = n, d, n_classes
         self.n_out = 1 if n_classes == 2 else n_classes
-        self.active = np.flatnonzero(np.any(X != 0, axis=0))
-        self.Z = np.ascontiguousarray(X[:, self.active], dtype=np.dtype(precision))
-        self.rows, self.y_index = np.arange(n), np.asarray(y_index)
+        self.active, self.dtype = active, np.dtype(precision)
         self.max_iter, self.tol = max_iter, tol
         self.fits: list[SoftmaxFit] = []
 
-    def _logits(self, W: np.ndarray, b: np.ndarray) -> np.ndarray:
-        """Full (n, n_classes) logits; the binary case prepends a zero column (sigmoid as 2-way softmax)."""
-        z = (self.Z @ W.astype(self.Z.dtype)).astype(np.float64) + b
-        if self.n_out == 1:
-            z = np.hstack([np.zeros((self.n, 1)), z])
-        return z
+    def blocks(self) -> Iterable[tuple[np.ndarray, np.ndarray]]:
+        """The training rows as (Z, class index) blocks, Z holding the active columns in `dtype`: here one block in
+        memory; a subclass streams them (`heads.streamed.StreamedSoftmaxPath`). The loss and gradient are sums over
+        the blocks, so both give the same fits."""
+        return ((self.Z, self.y_index),)
 
     def _loss_grad(self, theta: np.ndarray, lam: float) -> tuple[float, np.ndarray]:
         k, r = self.n_out, self.active.size
         W = theta[: r * k].reshape(r, k)
         b = theta[r * k :]
-        z = self._logits(W, b)
-        zmax = z.max(axis=1, keepdims=True)
-        e = np.exp(z - zmax)
-        s = e.sum(axis=1)
-        loss = float(np.mean(zmax[:, 0] + np.log(s) - z[self.rows, self.y_index]) + 0.5 * lam * np.sum(W * W))
-        G = e / s[:, None]
-        G[self.rows, self.y_index] -= 1.0
-        G /= self.n
-        if self.n_out == 1:
-            G = G[:, 1:]
-        gW = (self.Z.T @ G.astype(self.Z.dtype)).astype(np.float64) + lam * W
-        return loss, np.concatenate([gW.ravel(), G.sum(axis=0)])
+        total, gW, gb = 0.0, np.zeros((r, k)), np.zeros(k)
+        for Z, y_index in self.blocks():
+            rows = np.arange(Z.shape[0])
+            z = (Z @ W.astype(Z.dtype)).astype(np.float64) + b
+            if self.n_out == 1:  # sigmoid as a 2-way soft-max: a zero column first
+                z = np.hstack([np.zeros((Z.shape[0], 1)), z])
+            zmax = z.max(axis=1, keepdims=True)
+            e = np.exp(z - zmax)
+            s = e.sum(axis=1)
+            total += float(np.sum(zmax[:, 0] + np.log(s) - z[rows, y_index]))
+            G = e / s[:, None]
+            G[rows, y_index] -= 1.0
+            G /= self.n
+            if self.n_out == 1:
+                G = G[:, 1:]
+            gW += (Z.T @ G.astype(Z.dtype)).astype(np.float64)
+            gb += G.sum(axis=0)
+        loss = total / self.n + 0.5 * lam * float(np.sum(W * W))
+        return loss, np.concatenate([(gW + lam * W).ravel(), gb])
 
     def _theta(self, fit: SoftmaxFit) -> np.ndarray:
         return np.concatenate([fit.coef[:, self.active].T.ravel(), fit.intercept])

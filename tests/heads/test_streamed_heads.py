@@ -1,4 +1,5 @@
-"""The out-of-core ridge head: exact against the in-memory ridge on real data, without loading the features."""
+"""The out-of-core heads (ridge, logistic regression) against the in-memory ones on real data, without loading the
+features."""
 
 from __future__ import annotations
 
@@ -10,8 +11,9 @@ from transferkit.data.splits import stratified_split
 from transferkit.errors import HeadError
 from transferkit.features.store import FeatureSet
 from transferkit.heads.linear import fit_ridge
+from transferkit.heads.logreg import fit_logreg
 from transferkit.heads.metrics import score_all
-from transferkit.heads.streamed import evaluate_rows, fit_ridge_streamed
+from transferkit.heads.streamed import evaluate_rows, fit_logreg_streamed, fit_ridge_streamed
 
 
 def _store(tmp_path, X: np.ndarray, y: np.ndarray, task: str, shard_size: int = 97) -> FeatureSet:
@@ -77,3 +79,53 @@ def test_streamed_ridge_refuses_unusable_rows(tmp_path):
         fit_ridge_streamed(fs, [0, 1, fs.n_items], [2], "classification")
     with pytest.raises(HeadError, match="validation row"):
         fit_ridge_streamed(fs, [0, 1, 2], [], "classification")
+
+
+def test_streamed_logreg_equals_the_in_memory_probe_on_digits(tmp_path, no_full_load):
+    digits = load_digits()
+    X, y = digits.data.astype(np.float32), digits.target
+    fs = _store(tmp_path, X, y, "classification")
+    split = stratified_split(y, seed=0)
+    train, val, test = (np.sort(s) for s in (split.train, split.val, split.test))
+    X64 = X.astype(np.float64)
+    ref = fit_logreg(X64[train], y[train], X64[val], y[val], seed=0)
+
+    got = fit_logreg_streamed(fs, split.train, split.val, seed=0)
+    assert got.params == ref.params  # the same C, from the same search
+    assert [s["score"] for s in got.val_scores] == [s["score"] for s in ref.val_scores]
+    np.testing.assert_allclose(got.predictor.scaler_scale_, ref.predictor.scaler_scale_, rtol=1e-9)
+    np.testing.assert_allclose(got.predictor.coef_, ref.predictor.coef_, rtol=1e-3, atol=1e-4)
+    scores = evaluate_rows(got.predictor, fs, test, "classification")
+    expected = score_all("classification", y[test], ref.predictor.predict(X64[test]))
+    assert scores["accuracy"] == pytest.approx(expected["accuracy"], abs=0.005) and scores["accuracy"] > 0.9
+
+
+def test_streamed_logreg_keeps_what_its_cache_allows_and_fits_the_same(tmp_path, no_full_load, monkeypatch):
+    digits = load_digits()
+    fs = _store(tmp_path, digits.data.astype(np.float32), digits.target, "classification", shard_size=200)
+    reads = []
+    real = FeatureSet.read_shard
+
+    def read(self, i, dtype=np.float32):
+        reads.append(i)
+        return real(self, i, dtype)
+    monkeypatch.setattr(FeatureSet, "read_shard", read)
+    split = stratified_split(digits.target, seed=1)
+    fits = {}
+    for cache in (0, 10**9):
+        reads.clear()
+        fits[cache] = (fit_logreg_streamed(fs, split.train, split.val, seed=1, Cs=[0.1, 1.0], refine_steps=0,
+                                           cache_bytes=cache), len(reads))
+    (plain, plain_reads), (cached, cached_reads) = fits[0], fits[10**9]
+    np.testing.assert_array_equal(plain.predictor.coef_, cached.predictor.coef_)  # the same rows, from memory
+    per_pass = fs.meta["n_shards"]
+    assert plain_reads > 10 * per_pass  # every loss evaluation reads the training shards again
+    assert cached_reads < plain_reads / 3  # the cached run reads them for its two passes and validation only
+
+
+def test_streamed_logreg_refuses_one_class_and_unlabelled_stores(tmp_path):
+    digits = load_digits()
+    fs = _store(tmp_path, digits.data.astype(np.float32), digits.target, "classification")
+    ones = np.flatnonzero(digits.target == 1)
+    with pytest.raises(Exception, match="class"):
+        fit_logreg_streamed(fs, ones[:20], ones[20:30])
