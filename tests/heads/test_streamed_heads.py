@@ -10,10 +10,10 @@ from sklearn.datasets import load_digits
 from transferkit.data.splits import stratified_split
 from transferkit.errors import HeadError
 from transferkit.features.store import FeatureSet
-from transferkit.heads.linear import fit_ridge
+from transferkit.heads.linear import fit_linear_svm, fit_ridge
 from transferkit.heads.logreg import fit_logreg
 from transferkit.heads.metrics import score_all
-from transferkit.heads.streamed import evaluate_rows, fit_logreg_streamed, fit_ridge_streamed
+from transferkit.heads.streamed import evaluate_rows, fit_linear_svm_streamed, fit_logreg_streamed, fit_ridge_streamed
 
 
 def _store(tmp_path, X: np.ndarray, y: np.ndarray, task: str, shard_size: int = 97) -> FeatureSet:
@@ -117,10 +117,12 @@ def test_streamed_logreg_keeps_what_its_cache_allows_and_fits_the_same(tmp_path,
         fits[cache] = (fit_logreg_streamed(fs, split.train, split.val, seed=1, Cs=[0.1, 1.0], refine_steps=0,
                                            cache_bytes=cache), len(reads))
     (plain, plain_reads), (cached, cached_reads) = fits[0], fits[10**9]
-    np.testing.assert_array_equal(plain.predictor.coef_, cached.predictor.coef_)  # the same rows, from memory
+    # the same rows, from memory or read back from the spill file (in larger blocks: sums in another order)
+    assert plain.params == cached.params
+    np.testing.assert_allclose(plain.predictor.coef_, cached.predictor.coef_, rtol=1e-3, atol=1e-3)  # L-BFGS tol
     per_pass = fs.meta["n_shards"]
-    assert plain_reads > 10 * per_pass  # every loss evaluation reads the training shards again
-    assert cached_reads < plain_reads / 3  # the cached run reads them for its two passes and validation only
+    assert plain_reads < 30 * per_pass  # standardiser (2), first pass (1), validation per C: never per evaluation
+    assert cached_reads == plain_reads  # training rows are read once (then from memory or the spill file)
 
 
 def test_streamed_logreg_refuses_one_class_and_unlabelled_stores(tmp_path):
@@ -129,3 +131,25 @@ def test_streamed_logreg_refuses_one_class_and_unlabelled_stores(tmp_path):
     ones = np.flatnonzero(digits.target == 1)
     with pytest.raises(Exception, match="class"):
         fit_logreg_streamed(fs, ones[:20], ones[20:30])
+
+
+@pytest.mark.parametrize("classes", [(3, 8), tuple(range(10))])
+def test_streamed_svm_solves_the_in_memory_svm_objective_on_digits(tmp_path, no_full_load, classes):
+    digits = load_digits()
+    keep = np.isin(digits.target, classes)
+    X, y = digits.data[keep].astype(np.float32), digits.target[keep]
+    fs = _store(tmp_path, X, y, "classification")
+    split = stratified_split(y, seed=0)
+    train, val, test = (np.sort(s) for s in (split.train, split.val, split.test))
+    X64 = X.astype(np.float64)
+    ref = fit_linear_svm(X64[train], y[train], X64[val], y[val], seed=0)  # scikit-learn's LinearSVC
+
+    got = fit_linear_svm_streamed(fs, split.train, split.val, seed=0)
+    assert got.params == ref.params
+    assert [s["score"] for s in got.val_scores] == pytest.approx([s["score"] for s in ref.val_scores], abs=0.005)
+    # liblinear's dual stops at its own tolerance; both approach the one minimiser of the same primal
+    np.testing.assert_allclose(got.predictor.coef, ref.predictor.coef, atol=0.005 * np.abs(ref.predictor.coef).max())
+    np.testing.assert_allclose(got.predictor.intercept, ref.predictor.intercept, atol=0.005)
+    scores = evaluate_rows(got.predictor, fs, test, "classification")
+    expected = score_all("classification", y[test], ref.predictor.predict(X64[test]))
+    assert scores["accuracy"] == pytest.approx(expected["accuracy"], abs=0.005) and scores["accuracy"] > 0.9

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -10,9 +11,15 @@ import numpy as np
 from transferkit.data.splits import stratified_split
 from transferkit.errors import FeatureStoreError, HeadError
 from transferkit.features.store import FeatureSet
-from transferkit.heads.base import FittedHead, Timer, best_index
+from transferkit.heads.base import FittedHead, GridResult, Timer, best_index
 from transferkit.heads.select import fit_head, fitted_head, heads_for, make_head
-from transferkit.heads.streamed import ShardRows, evaluate_rows, fit_logreg_streamed, fit_ridge_streamed
+from transferkit.heads.streamed import (
+    ShardRows,
+    evaluate_rows,
+    fit_linear_svm_streamed,
+    fit_logreg_streamed,
+    fit_ridge_streamed,
+)
 from transferkit.runtime import memory_budget, peak_rss_mb
 
 
@@ -36,8 +43,14 @@ def fit_and_score(
     return rows, fitted[best_index([f.val_score for f in fitted])]
 
 
-#: heads that fit over a feature store's shards without loading it (`heads.streamed`)
-STREAMED_HEADS = ("ridge", "logreg")
+#: heads that fit over a feature store's shards without loading it (`heads.streamed`), by name
+STREAMED_HEADS: dict[str, Callable[..., GridResult]] = {
+    "ridge": lambda fs, split, task, seed, cache: fit_ridge_streamed(fs, split.train, split.val, task),
+    "logreg": lambda fs, split, task, seed, cache: fit_logreg_streamed(fs, split.train, split.val, seed,
+                                                                      cache_bytes=cache),
+    "svm": lambda fs, split, task, seed, cache: fit_linear_svm_streamed(fs, split.train, split.val, seed,
+                                                                       cache_bytes=cache),
+}
 #: memory an in-memory fit takes, as a multiple of the float32 features it reads: the matrix, its train and
 #: validation copies, their float64 copies, the standardised float64 training matrix and its float32 copy
 IN_MEMORY_FACTOR = 6
@@ -50,19 +63,18 @@ def in_memory_bytes(fs: FeatureSet) -> int:
 
 def fit_and_score_streamed(head: str, fs: FeatureSet, split: Any, task: str, seed: int = 0,
                            cache_bytes: int = 0) -> tuple[list[dict], FittedHead]:
-    """`fit_and_score` over the shards of `fs` (ridge and logreg; "auto" tries both where the task allows), never
-    holding the features; `cache_bytes`: memory logreg may keep prepared training rows in."""
+    """`fit_and_score` over the shards of `fs` (ridge, logreg and svm; "auto" tries those the task allows), never
+    holding the features; `cache_bytes`: memory logreg and svm may keep prepared training rows in."""
     make_head(head, task)
     names = [n for n in heads_for(task) if n in STREAMED_HEADS] if head == "auto" else [head]
     if any(n not in STREAMED_HEADS for n in names):
         raise HeadError(f"head {head!r} needs every feature in memory ({in_memory_bytes(fs) / 2**20:,.0f} MB for "
-                        f"{fs.path}), which is more than --max-memory allows: use ridge, logreg or auto (they fit "
-                        "shard by shard), or raise --max-memory")
+                        f"{fs.path}), which is more than --max-memory allows: use {', '.join(STREAMED_HEADS)} or auto "
+                        "(they fit shard by shard), or raise --max-memory")
     fitted = []
     for name in names:
         with Timer() as t:
-            result = (fit_ridge_streamed(fs, split.train, split.val, task) if name == "ridge" else
-                      fit_logreg_streamed(fs, split.train, split.val, seed, cache_bytes=cache_bytes))
+            result = STREAMED_HEADS[name](fs, split, task, seed, cache_bytes)
         fitted.append(fitted_head(name, task, result, t.seconds))
     rows = [_row(f, evaluate_rows(f.predictor, fs, split.test, task)) for f in fitted]
     return rows, fitted[best_index([f.val_score for f in fitted])]
