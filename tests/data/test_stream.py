@@ -10,7 +10,7 @@ import pytest
 
 from transferkit import datasets
 from transferkit.data import load_data, load_table, stream
-from transferkit.data.stream import StreamedTexts
+from transferkit.data.stream import StreamedItems
 from transferkit.errors import DataError
 
 CHUNK = 97  # many chunks, none aligned with shards or batches
@@ -46,7 +46,7 @@ def _write(df: pd.DataFrame, path):
 
 
 def _same(a, b):
-    assert isinstance(b.items, StreamedTexts) and not isinstance(a.items, StreamedTexts)
+    assert isinstance(b.items, StreamedItems) and not isinstance(a.items, StreamedItems)
     assert len(a) == len(b)
     assert list(a.items) == list(b.items) == [b.items[i] for i in range(len(b))]
     assert (a.labels is None) == (b.labels is None)
@@ -115,16 +115,16 @@ def test_bad_files_fail_in_one_line_when_streamed(tmp_path):
     (tmp_path / "array.json").write_text('[{"text": "a"}]')
     with pytest.raises(DataError, match="JSON lines"):
         load_table(tmp_path / "array.json", stream=True)
-    assert not isinstance(load_table(tmp_path / "array.json", stream="auto").items, StreamedTexts)
+    assert not isinstance(load_table(tmp_path / "array.json", stream="auto").items, StreamedItems)
     with pytest.raises(DataError, match="stream='always'"):
         load_table(tmp_path / "array.json", stream="always")
 
 
 def test_auto_streams_files_over_the_threshold(sms_frame, tmp_path, monkeypatch):
     path = _write(sms_frame, tmp_path / "t.csv")
-    assert not isinstance(load_data(str(path), on_bad_input="skip").items, StreamedTexts)
+    assert not isinstance(load_data(str(path), on_bad_input="skip").items, StreamedItems)
     monkeypatch.setattr(stream, "STREAM_ABOVE_BYTES", path.stat().st_size - 1)
-    assert isinstance(load_data(str(path), on_bad_input="skip").items, StreamedTexts)
+    assert isinstance(load_data(str(path), on_bad_input="skip").items, StreamedItems)
 
 
 def test_reading_in_order_reads_the_file_once_and_holds_two_chunks(sms_frame, tmp_path):

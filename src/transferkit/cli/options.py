@@ -17,7 +17,8 @@ from transferkit.errors import DataError, TransferkitError
 
 # ---- data ------------------------------------------------------------------------------------------------------
 DataOpt = Annotated[str, typer.Option(
-    "--data", "-d", help="Image folder (one subfolder per class), table (.csv/.tsv/.parquet/.jsonl) or bundled:NAME.")]
+    "--data", "-d", help="Image folder (one subfolder per class), table (.csv/.tsv/.parquet/.jsonl), Hugging Face "
+    "datasets folder (save_to_disk), WebDataset .tar shards (a file or a folder of them) or bundled:NAME.")]
 TextColumnOpt = Annotated[str, typer.Option("--text-column", help="Text column of a table.")]
 LabelColumnOpt = Annotated[str | None, typer.Option(
     "--label-column", help="Label column of a table (default: the column `label` when the table has one).")]
@@ -69,11 +70,11 @@ class DataArgs:
         """The data set; labels "required" (an error names the fix when there are none), "optional" or "none"
         (a table's label column is not read)."""
         from transferkit.data import load_data
-        from transferkit.data.loaders import AUTO, check_on_bad_input, is_table
+        from transferkit.data.loaders import AUTO, check_on_bad_input, has_columns
 
         check_on_bad_input(self.on_bad_input)
         kw: dict[str, Any] = {}
-        table = is_table(self.data)
+        table = not self.data.startswith("bundled:") and has_columns(self.data)
         if table:
             kw = {"text_column": self.text_column,
                   "label_column": None if labels == "none" else (self.label_column or AUTO)}

@@ -73,9 +73,12 @@ class Dataset:
 
 
 def _item_bytes(item: Any) -> bytes:
-    """Bytes that identify one item's content: file bytes for paths, raw buffer for arrays, UTF-8 for text."""
+    """Bytes that identify one item's content: file bytes for paths, raw buffer for arrays, UTF-8 for text, encoded
+    bytes as they are."""
     if isinstance(item, str):
         return b"s" + item.encode("utf-8", "surrogatepass")
+    if isinstance(item, bytes):  # an encoded image as stored (a streamed source's content, hashed undecoded)
+        return b"b" + item
     if isinstance(item, Path):
         return b"f" + item.read_bytes()
     if isinstance(item, np.ndarray):

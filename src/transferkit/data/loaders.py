@@ -627,8 +627,18 @@ def from_arrays(
 BUNDLED_PREFIX = "bundled:"
 
 
+def has_columns(path: str | Path) -> bool:
+    """Whether the data at `path` has named columns (text and label): a table, a Hugging Face datasets folder or
+    WebDataset shards (whose members play the columns' part); an image folder has none."""
+    from transferkit.data import sources
+
+    p = Path(str(path)).expanduser()
+    return is_table(p) or sources.is_hf_folder(p) or sources.is_webdataset(p)
+
+
 def load_data(spec_or_path: Any, **kw: Any) -> Dataset:
-    """One entry point: a folder (images), a table file (text), `bundled:NAME`, in-memory arrays or a Dataset."""
+    """One entry point: a folder (images; a Hugging Face `save_to_disk` folder; WebDataset .tar shards), a table
+    file (text), `bundled:NAME`, in-memory arrays or a Dataset."""
     if isinstance(spec_or_path, Dataset):
         if kw:
             raise DataError(f"load_data got a Dataset and options {sorted(kw)}: options apply only to files")
@@ -638,7 +648,13 @@ def load_data(spec_or_path: Any, **kw: Any) -> Dataset:
 
         return datasets.load(spec_or_path[len(BUNDLED_PREFIX) :], **kw)
     if isinstance(spec_or_path, str | Path):
+        from transferkit.data import sources
+
         p = Path(spec_or_path).expanduser()
+        if sources.is_hf_folder(p):
+            return call_with_options(sources.load_hf_folder, f"Hugging Face datasets folder {p}", p, **kw)
+        if sources.is_webdataset(p):
+            return call_with_options(sources.load_webdataset, f"WebDataset shards {p}", p, **kw)
         if p.is_dir():
             return call_with_options(load_image_folder, f"image folder {p}", p, **kw)
         if p.is_file():

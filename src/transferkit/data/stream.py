@@ -3,7 +3,7 @@
 `load_table(..., stream=True)` (and, by default, any table over `STREAM_ABOVE_BYTES`) reads the file once, chunk by
 chunk (CSV/TSV in blocks of rows, Parquet record batches, JSON lines), to check every row, encode the labels and
 fingerprint the content, keeping only the labels and the number of rows per chunk. The items are then a
-`StreamedTexts`: a sequence that reads the chunk an index falls in again when it is asked for, so a pass in order
+`StreamedItems`: a sequence that reads the chunk an index falls in again when it is asked for, so a pass in order
 (extraction, shard by shard) reads the file once more and holds at most two chunks. The data set it gives is the one
 the whole-file reader gives: the same items, labels, class names and fingerprint.
 """
@@ -15,6 +15,7 @@ import json
 import threading
 from collections import OrderedDict
 from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -112,6 +113,8 @@ class _Reader:
         return kept_rows(self.path, self.fmt, self.text_column, self.label_column, texts, labels, offset,
                          on_bad_input, [] if skipped is None else skipped)
 
+    item = content = staticmethod(as_text)  # a text cell is the item, and what the fingerprint hashes
+
     def chunks(self) -> Iterator[Chunk]:
         """(text cells, label cells) of each chunk in file order."""
         if self.fmt == "parquet":
@@ -183,21 +186,22 @@ class _Reader:
             yield texts, (labels if self.label_column is not None else None)
 
 
-class StreamedTexts(Sequence[str]):
-    """A table's kept text cells, read from the file chunk by chunk when asked for (see the module docstring).
+class StreamedItems(Sequence[Any]):
+    """A streamed source's kept items, read chunk by chunk when asked for (see the module docstring): the text of a
+    table's rows, or the images of a Hugging Face datasets folder or WebDataset shards (`data.sources`).
 
-    Reading in order costs one pass over the file and holds two chunks; an index before the chunks held starts the
-    file again, so use `take` (one ordered pass) for scattered indices. Safe to read from several threads."""
+    Reading in order costs one pass over the source and holds two chunks; an index before the chunks held starts the
+    source again, so use `take` (one ordered pass) for scattered indices. Safe to read from several threads."""
 
-    def __init__(self, reader: _Reader, starts: np.ndarray, offsets: np.ndarray) -> None:
-        self._reader = reader
+    def __init__(self, reader: Any, starts: np.ndarray, offsets: np.ndarray) -> None:
+        self._reader = reader  # chunks(), kept(chunk, offset) and item(cell): see `scan`
         self._starts = starts  # kept index of each chunk's first item; the last entry is the number of items
-        self._offsets = offsets  # data rows of the file before each chunk
+        self._offsets = offsets  # rows of the source before each chunk
         self._lock = threading.Lock()
-        self._cache: OrderedDict[int, list[str]] = OrderedDict()
+        self._cache: OrderedDict[int, list[Any]] = OrderedDict()
         self._chunks: Iterator[Chunk] | None = None
         self._next = 0  # the chunk the open reader yields next
-        self.passes = 0  # times the file was opened for reading (tests, diagnostics)
+        self.passes = 0  # times the source was opened for reading (tests, diagnostics)
 
     def __len__(self) -> int:
         return int(self._starts[-1])
@@ -212,7 +216,11 @@ class StreamedTexts(Sequence[str]):
         k = int(np.searchsorted(self._starts, i, side="right")) - 1
         return self._chunk(k)[i - int(self._starts[k])]
 
-    def _chunk(self, k: int) -> list[str]:
+    def _items(self, k: int, chunk: Chunk) -> list[Any]:
+        cells, _ = chunk
+        return [self._reader.item(cells[j]) for j in self._reader.kept(chunk, int(self._offsets[k]))]
+
+    def _chunk(self, k: int) -> list[Any]:
         with self._lock:
             if k in self._cache:
                 return self._cache[k]
@@ -222,9 +230,7 @@ class StreamedTexts(Sequence[str]):
             for chunk in self._chunks:
                 self._next += 1
                 if self._next - 1 >= k - 1:  # the chunk before k too: a shard may straddle the two
-                    texts, _ = chunk
-                    self._cache[self._next - 1] = [as_text(texts[j]) for j in self._reader.kept(
-                        chunk, int(self._offsets[self._next - 1]))]
+                    self._cache[self._next - 1] = self._items(self._next - 1, chunk)
                     while len(self._cache) > 2:
                         self._cache.popitem(last=False)
                 if self._next > k:
@@ -234,7 +240,7 @@ class StreamedTexts(Sequence[str]):
                                 "again")
             return self._cache[k]
 
-    def take(self, indices: Sequence[int] | np.ndarray) -> list[str]:
+    def take(self, indices: Sequence[int] | np.ndarray) -> list[Any]:
         """The items at `indices`, in that order, read in one ordered pass."""
         idx = np.asarray(indices, dtype=np.int64)
         out: list[Any] = [None] * len(idx)
@@ -242,10 +248,9 @@ class StreamedTexts(Sequence[str]):
             out[j] = self[int(idx[j])]
         return out
 
-    def __iter__(self) -> Iterator[str]:
+    def __iter__(self) -> Iterator[Any]:
         for k, chunk in enumerate(self._reader.chunks()):
-            texts, _ = chunk
-            yield from (as_text(texts[j]) for j in self._reader.kept(chunk, int(self._offsets[k])))
+            yield from self._items(k, chunk)
 
     def __getstate__(self) -> dict:
         return {k: v for k, v in self.__dict__.items() if k not in ("_lock", "_cache", "_chunks")}
@@ -255,7 +260,37 @@ class StreamedTexts(Sequence[str]):
         self._lock, self._cache, self._chunks, self._next = threading.Lock(), OrderedDict(), None, 0
 
 
-def _row_ids(n: int, skipped_rows: list[int]) -> Sequence[int]:
+@dataclass
+class Scan:
+    """What one pass over a streamed source found: the content hash of the kept items, where each chunk starts among
+    them and in the source, and the bad items skipped."""
+
+    content: ContentHash
+    starts: list[int]
+    offsets: list[int]
+    skipped: list[dict]
+
+    def items(self, reader: Any) -> StreamedItems:
+        """The kept items, read again from `reader` when asked for."""
+        return StreamedItems(reader, np.asarray(self.starts, np.int64), np.asarray(self.offsets, np.int64))
+
+
+def scan(reader: Any, on_bad_input: OnBadInput, labels: Any = None) -> Scan:
+    """One pass over `reader`'s chunks: the kept items hashed (`reader.content(cell)`), their label cells handed to
+    `labels.add` (a `loaders.LabelCodes` or the like), bad items failing or skipped as `on_bad_input` says."""
+    found = Scan(ContentHash(), [0], [0], [])
+    for chunk in reader.chunks():
+        cells, label_cells = chunk
+        kept = reader.kept(chunk, found.offsets[-1], on_bad_input, found.skipped)
+        found.content.add_items([reader.content(cells[j]) for j in kept])
+        if labels is not None and label_cells is not None:
+            labels.add([label_cells[j] for j in kept])
+        found.starts.append(found.starts[-1] + len(kept))
+        found.offsets.append(found.offsets[-1] + len(cells))
+    return found
+
+
+def row_ids(n: int, skipped_rows: list[int]) -> Sequence[int]:
     """Row number (from 1) of each kept row: a range when none was skipped, else an int64 array."""
     if not skipped_rows:
         return range(1, n + 1)
@@ -274,44 +309,31 @@ def load_table_streamed(p: Path, fmt: str, *, text_column: str, label_column: st
             label_column = reader.label_column = DEFAULT_LABEL_COLUMN if DEFAULT_LABEL_COLUMN in reader.columns \
                 else None
         check_columns(p, reader.columns, text_column, label_column)
-    skipped: list[dict] = []
-
-    content, codes = ContentHash(), LabelCodes()
-    starts, offsets = [0], [0]
-    chunks = reader.chunks()
-    for chunk in chunks:
-        texts, labels = chunk
-        try:
-            kept = reader.kept(chunk, offsets[-1], on_bad_input, skipped)
-        except DataError:
-            if fmt == "json":  # a column no row has is the error to name, as the whole-file reader does
-                for _ in chunks:
-                    pass
-                check_columns(p, reader.columns, text_column, None if label_column == AUTO else label_column)
-            raise
-        content.add_items([as_text(texts[j]) for j in kept])
-        if labels is not None:
-            codes.add([labels[j] for j in kept])
-        starts.append(starts[-1] + len(kept))
-        offsets.append(offsets[-1] + len(texts))
+    codes = LabelCodes()
+    try:
+        found = scan(reader, on_bad_input, codes)
+    except DataError:
+        if fmt == "json":  # a column no row has is the error to name, as the whole-file reader does
+            for _ in reader.chunks():
+                pass
+            check_columns(p, reader.columns, text_column, None if label_column == AUTO else label_column)
+        raise
     if fmt == "json":
         if label_column == AUTO:
             label_column = DEFAULT_LABEL_COLUMN if DEFAULT_LABEL_COLUMN in reader.columns else None
         check_columns(p, reader.columns, text_column, label_column)
-    if offsets[-1] == 0:
+    if found.offsets[-1] == 0:
         raise DataError(f"{p} has no data rows: add rows below the header")
-    if starts[-1] == 0:
-        raise DataError(f"{p}: every row was skipped as bad input (first: {skipped[0]['reason']}): fix the file")
-    ids = _row_ids(starts[-1], [int(s["id"]) for s in skipped])
+    if found.starts[-1] == 0:
+        raise DataError(f"{p}: every row was skipped as bad input (first: {found.skipped[0]['reason']}): fix the "
+                        "file")
+    ids = row_ids(found.starts[-1], [int(s["id"]) for s in found.skipped])
     labels, class_names = None, ()
     if label_column is not None:
         labels, class_names = codes.encode(task=task, from_text=fmt in ("csv", "tsv"),
                                            where=lambda i: f"{p} row {ids[i]}: column {label_column!r}")
     reader.label_column = label_column
     meta = {"source": "table", "path": str(p), "format": fmt, "text_column": text_column, "label_column": label_column,
-            "skipped": skipped, "ids": ids}
-    items = StreamedTexts(reader, np.asarray(starts, np.int64), np.asarray(offsets, np.int64))
-    return Dataset(items, labels, class_names, "text", name or p.name.split(".")[0] or "table",
-                   fingerprint=content.finish(labels, class_names), meta=meta)
-
-
+            "skipped": found.skipped, "ids": ids}
+    return Dataset(found.items(reader), labels, class_names, "text", name or p.name.split(".")[0] or "table",
+                   fingerprint=found.content.finish(labels, class_names), meta=meta)

@@ -12,7 +12,7 @@ from transferkit.model.info import ModelInfo
 def own_test_split(info: ModelInfo) -> tuple[Any, str]:
     """(the test items of the model's training data as a Dataset, a description), or (None, why not)."""
     from transferkit.data import load_data, stratified_sample
-    from transferkit.data.loaders import AUTO, is_table
+    from transferkit.data.loaders import AUTO, has_columns
 
     d = info.data or {}
     src, split = d.get("source"), d.get("split") or {}
@@ -21,7 +21,7 @@ def own_test_split(info: ModelInfo) -> tuple[Any, str]:
     if split.get("test_fraction") in (None, 0) or split.get("seed") is None:
         return None, "nothing: the model was trained without a test split (give --data)"
     kw: dict = {}
-    if is_table(src):
+    if not str(src).startswith("bundled:") and has_columns(src):
         kw = {"text_column": d.get("text_column") or "text", "label_column": d.get("label_column") or AUTO}
     try:
         ds = load_data(src, **kw)

@@ -77,10 +77,10 @@ class Inputs:
 
 
 def _load(s: CompareSettings, data: str, labels: bool) -> Dataset:
-    from transferkit.data.loaders import AUTO, is_table
+    from transferkit.data.loaders import AUTO, has_columns
 
     kw: dict = {"text_column": s.text_column, "label_column": (s.label_column or AUTO) if labels else None} \
-        if is_table(data) else {}
+        if not data.startswith("bundled:") and has_columns(data) else {}
     if not data.startswith("bundled:"):
         kw["on_bad_input"] = s.on_bad_input
     return load_data(data, **kw)
