@@ -53,9 +53,9 @@ def portfolio(modality: str) -> str:
 def run_fit(settings: CompareSettings, out: str | Path, *, budget_s: float | None = DEFAULT_BUDGET_S,
             strategies: str | None = None, finetune_options: dict | None = None, resume: bool = False,
             tolerance: float = 0.01, progress: bool = False, log: Callable[[str], None] = lambda m: None,
-            trust: dict | None = None) -> dict:
+            trust: dict | None = None) -> dict | None:
     """Run fit's portfolio (or `strategies`) into `out`, publish the chosen model to `out/best`; the results
-    document (its "best" entry names the model folder)."""
+    document (its "best" entry names the model folder; None in a process other than 0 under torchrun)."""
     t0 = time.perf_counter()
     options = {**FINETUNE, **(finetune_options or {})}
     given = dict(finetune_options or {})
@@ -73,6 +73,8 @@ def run_fit(settings: CompareSettings, out: str | Path, *, budget_s: float | Non
                       finetune_options=options, strategy_options=_per_strategy(options, given), progress=progress,
                       log=log, trust=trust, deadline=None if budget_s is None else t0 + budget_s, race=True,
                       on_record=leaderboard)
+    if doc is None:  # a process other than 0 under torchrun: it helped extract; process 0 reports
+        return None
     doc["fit"] = {"budget_s": budget_s, "tolerance": tolerance, "wall_s": round(time.perf_counter() - t0, 3)}
     write_json(Path(out) / RESULTS, doc)  # saved even when nothing finished (publish_best then writes nothing)
     publish_best(doc, out, tolerance)

@@ -3,6 +3,7 @@ byte the one a single process writes, and a killed process's shards are computed
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -141,3 +142,28 @@ def test_rank_under_torchrun_splits_the_extraction_and_reports_once(tmp_path):
     # rank has no --optimize: each run times the frozen graph against eager itself (its own cache), and the two may
     # choose differently, which rounds differently (extract's byte-identity is tested above with --optimize none)
     assert rows[2]["logme"] == pytest.approx(rows[1]["logme"], rel=1e-5) and not rows[2]["cached"]
+
+
+def test_compare_under_torchrun_splits_its_extraction_and_reports_once(tmp_path):
+    """`torchrun -m transferkit compare`: both processes compute the frozen features (one feature set, processes=2),
+    process 0 alone runs the strategies (single-process children) and reports; the results are one process's."""
+    args = ["-m", "transferkit", "compare", "--data", "bundled:digits", "--model", "effnet:lite0", "--image-size", "32",
+            "--precision", "fp32", "--strategies", "probe:logreg"]  # 1,797 digits: 2 shards of 1,024
+    cache = {n: tmp_path / f"cache-{n}" for n in (1, 2)}
+    runs = {}
+    for n in (1, 2):
+        if n == 2:  # the same measured decisions (graph capture, precision), not the first run's features
+            cache[2].mkdir()
+            shutil.copy(cache[1] / "runtime.json", cache[2] / "runtime.json")
+        runs[n] = subprocess.run([*_launch(n, 29547), *args, "--out", str(tmp_path / f"cmp-{n}")],
+                                 env=_env(TRANSFERKIT_CACHE=str(cache[n])), capture_output=True, text=True)
+    for r in runs.values():
+        assert r.returncode == 0, r.stderr[-3000:]
+    docs = {n: json.loads((tmp_path / f"cmp-{n}" / "results.json").read_text()) for n in (1, 2)}
+    metas = {n: json.loads((Path(docs[n]["features"]["source"]) / "meta.json").read_text()) for n in (1, 2)}
+    assert metas[1]["processes"] == 1 and metas[2]["processes"] == 2 and metas[2]["shards_computed"] == 2
+    a, b = (_files(Path(docs[n]["features"]["source"])) for n in (1, 2))
+    assert sorted(a) == sorted(b) and [n for n in a if a[n] != b[n]] == []  # byte for byte
+    probe = {n: next(s for s in docs[n]["strategies"] if s["name"] == "probe:logreg") for n in (1, 2)}
+    assert probe[2]["status"] == "ok" and probe[2]["metrics"] == probe[1]["metrics"]
+    assert runs[2].stdout.count("compare on") == 1  # only process 0 prints the table

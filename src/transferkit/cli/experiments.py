@@ -91,6 +91,8 @@ def compare(
     doc = run_compare(settings, strategies, out, budget_s=budget_s, resume=resume, finetune_options=ft,
                       progress=sys.stderr.isatty(), log=log,
                       trust={"trust_pickle": trust_pickle, "trust_remote_code": trust_remote_code})
+    if doc is None:  # under torchrun / accelerate launch: this process helped extract; process 0 reports
+        return
     publish_best(doc, out, tolerance)
     _report(doc, out, tolerance, tsne_points)
 
@@ -199,4 +201,6 @@ def fit(
     doc = run_fit(settings, out, budget_s=budget_s, strategies=strategies, finetune_options=ft, resume=resume,
                   tolerance=tolerance, progress=sys.stderr.isatty(), log=log,
                   trust={"trust_pickle": trust_pickle, "trust_remote_code": trust_remote_code})
+    if doc is None:  # under torchrun / accelerate launch: this process helped extract; process 0 reports
+        return
     _report(doc, out, tolerance, tsne_points)

@@ -113,13 +113,54 @@ def _shift(inputs: Inputs, features: dict, permutations: int, seed: int) -> dict
     return {**rep.as_dict(), "rows": rep.rows()}
 
 
+#: what torchrun / `accelerate launch` tell their processes: a strategy's child is one process of its own
+_LAUNCHER_VARS = ("WORLD_SIZE", "RANK", "LOCAL_RANK", "LOCAL_WORLD_SIZE", "GROUP_RANK", "ROLE_RANK", "ROLE_WORLD_SIZE",
+                  "GROUP_WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT", "TORCHELASTIC_RUN_ID", "TORCHELASTIC_RESTART_COUNT",
+                  "TORCHELASTIC_MAX_RESTARTS", "TORCHELASTIC_USE_AGENT_STORE", "TORCHELASTIC_ERROR_FILE")
+
+
 def _child_env() -> dict:
     import transferkit
 
     root = str(Path(transferkit.__file__).resolve().parents[1])  # the child imports this very package
     path = os.environ.get("PYTHONPATH", "")
-    return {**os.environ, "PYTHONPATH": root + (os.pathsep + path if path else ""),
+    env = {k: v for k, v in os.environ.items() if k not in _LAUNCHER_VARS}
+    return {**env, "PYTHONPATH": root + (os.pathsep + path if path else ""),
             "TRANSFERKIT_COMPARE_PARENT": str(os.getpid()), "TOKENIZERS_PARALLELISM": "false"}
+
+
+def _needs_features(inputs: Inputs, specs: list) -> bool:
+    """Whether the comparison computes frozen features: for a target domain, or a probe or adaptation route."""
+    return inputs.target is not None or any(s.route in ("probe", "adapt") for s in specs)
+
+
+class _Helpers:
+    """The processes other than 0 under torchrun / `accelerate launch`, as process 0 sees them: told once whether to
+    extract with it, or why it stopped before that."""
+
+    def __init__(self, group: tuple[int, int] | None) -> None:
+        self.group, self.told = group, group is None
+
+    def tell(self, message: dict) -> None:
+        if not self.told:
+            import torch.distributed as dist
+
+            dist.broadcast_object_list([message], src=0)
+            self.told = True
+
+
+def _help_extract(settings: CompareSettings, trust: dict | None) -> None:
+    """A process other than 0 under torchrun / `accelerate launch`: compute its part of the frozen features with
+    process 0 (`extract_features` splits the shards), then leave the strategies, the results and the report to it."""
+    import torch.distributed as dist
+
+    message: list = [None]
+    dist.broadcast_object_list(message, src=0)
+    if "error" in message[0]:
+        raise CompareError(f"process 0 stopped before extracting: {message[0]['error']}")
+    if message[0]["extract"]:
+        _extract(load_inputs(settings), settings, lambda m: None, False,
+                 {k: bool(v) for k, v in (trust or {}).items() if v})
 
 
 def _run_child(task_file: Path, log_file: Path) -> int:
@@ -219,8 +260,12 @@ def run_compare(
     progress: bool = False,
     log: Callable[[str], None] = lambda m: None,
     trust: dict | None = None,
-) -> dict:
+) -> dict | None:
     """Run every strategy (see the module docstring) into report folder `out`; returns the results document.
+
+    Launched as several processes (torchrun, `accelerate launch`), every process loads the data and computes its
+    share of the frozen features (`extract_features` splits the shards); process 0 alone then runs the strategies
+    (each child a single process) and writes the results; the others return None.
 
     strategies: comma-separated specs, or a function of the data's modality that gives them; None runs
     `default_strategies` of the data's modality (its baseline first).
@@ -231,6 +276,29 @@ def run_compare(
     race: fine-tuning runs stop early once they trail the leader so far on validation (`race_threshold`).
     on_record: called with the results document after each strategy ends (a live leaderboard).
     trust: {"trust_pickle": bool, "trust_remote_code": bool} for loading the backbone (never recorded)."""
+    from transferkit.features.extract import process_group
+
+    group = process_group()
+    if group is not None and group[0] != 0:
+        _help_extract(settings, trust)
+        return None
+    helpers = _Helpers(group)
+    try:
+        return _run_compare(settings, strategies, out, helpers, budget_s=budget_s, resume=resume,
+                            finetune_options=finetune_options, strategy_options=strategy_options, deadline=deadline,
+                            race=race, on_record=on_record, permutations=permutations, progress=progress, log=log,
+                            trust=trust)
+    except BaseException as e:
+        helpers.tell({"error": f"{type(e).__name__}: {e}"})  # unless they were told to extract: then they know
+        raise
+
+
+def _run_compare(settings: CompareSettings, strategies: str | Callable[[str], str] | None, out: str | Path,
+                 helpers: _Helpers, *,
+                 budget_s: float | None, resume: bool, finetune_options: dict | None,
+                 strategy_options: Callable[[str], dict] | None, deadline: float | None, race: bool,
+                 on_record: Callable[[dict], None] | None, permutations: int, progress: bool,
+                 log: Callable[[str], None], trust: dict | None) -> dict:
     from filelock import FileLock, Timeout
 
     from transferkit.finetune import FinetuneConfig
@@ -273,7 +341,8 @@ def run_compare(
             doc.update(started_at=_now(), strategies=[], shift=None)
         cmp = Comparison(out, doc)
         trust = {k: bool(v) for k, v in (trust or {}).items() if v}
-        if inputs.target is not None or any(s.route in ("probe", "adapt") for s in specs):
+        helpers.tell({"extract": _needs_features(inputs, specs)})
+        if _needs_features(inputs, specs):  # with several processes, each computes its share of the shards
             features = _extract(inputs, settings, log, progress, trust)
         else:  # baselines and fine-tuning read the raw items: no frozen features to compute
             features = {"backbone_record": None, "seconds": 0.0, "source_s": 0.0}
