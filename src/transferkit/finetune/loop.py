@@ -452,6 +452,8 @@ def finetune(
     ddp_terms = [accelerator.prepare_model(t) if any(True for _ in t.parameters()) else t for t in terms]
     synced = [(t, d) for t, d in zip(terms, ddp_terms) if d is not t]
     device = accelerator.device
+    if device.type == "cuda":  # this run's peak (the model already on the GPU), not an earlier run's in this process
+        torch.cuda.reset_peak_memory_stats(device)
 
     # the last resume point, and whether a best epoch since then is not yet in one: epoch ends write a resume point
     # only once checkpoint_every steps have passed (a few-shot epoch is one step; writing weights + optimizer state
