@@ -118,3 +118,15 @@ def test_parameter_counts_follow_requires_grad():
     for p in last:
         p.requires_grad_(True)
     assert b.trainable_parameters() == sum(p.numel() for p in last) > 0
+
+
+def test_a_timm_transformer_is_built_for_the_image_size_asked_for():
+    import numpy as np
+
+    from transferkit.backbones import load_backbone
+
+    vit = load_backbone("timm:vit_tiny_patch16_224", pretrained=False, image_size=64)  # was an AssertionError
+    assert vit.model.patch_embed.img_size == (64, 64)
+    assert vit.embed([np.zeros((40, 50, 3), np.uint8)] * 2).shape == (2, 192)
+    cnn = load_backbone("timm:resnet18", pretrained=False, image_size=64)  # no fixed size: built as it is
+    assert cnn.embed([np.zeros((64, 64, 3), np.uint8)]).shape == (1, 512)

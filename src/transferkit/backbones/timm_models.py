@@ -62,7 +62,14 @@ def load(name: str, *, pretrained: bool = True, pooling: str = "default", image_
         state = read_state_dict(weights, trust_pickle=trust_pickle)
         kwargs["pretrained_cfg_overlay"] = {"state_dict": state, "source": "state_dict"}
     try:
-        model = timm.create_model(name, pretrained=pretrained or bool(weights), **kwargs)
+        model = None
+        if image_size:  # a transformer is built for its input size (its position embeddings resampled to it)
+            try:
+                model = timm.create_model(name, pretrained=pretrained or bool(weights), img_size=image_size, **kwargs)
+            except TypeError:  # no fixed input size (a CNN): it takes any size as it is
+                model = None
+        if model is None:
+            model = timm.create_model(name, pretrained=pretrained or bool(weights), **kwargs)
     except (OSError, RuntimeError, ValueError) as e:
         first = str(e).strip().splitlines()[0][:200] if str(e).strip() else type(e).__name__
         if weights:
