@@ -56,20 +56,26 @@ def test_streamed_ridge_equals_the_in_memory_ridge_on_digits(tmp_path, task, no_
     assert scores == pytest.approx(expected, abs=1e-9)
 
 
-def test_streamed_ridge_reads_one_shard_at_a_time(tmp_path, no_full_load, monkeypatch):
-    digits = load_digits()
-    fs = _store(tmp_path, digits.data.astype(np.float32), digits.target, "classification", shard_size=200)
-    largest = []
+@pytest.fixture
+def shard_reads(monkeypatch):
+    """Every shard read from a feature store, as (index, rows)."""
+    reads = []
     real = FeatureSet.read_shard
 
     def read(self, i, dtype=np.float32):
         arr = real(self, i, dtype)
-        largest.append(arr.shape[0])
+        reads.append((i, arr.shape[0]))
         return arr
     monkeypatch.setattr(FeatureSet, "read_shard", read)
+    return reads
+
+
+def test_streamed_ridge_reads_one_shard_at_a_time(tmp_path, no_full_load, shard_reads):
+    digits = load_digits()
+    fs = _store(tmp_path, digits.data.astype(np.float32), digits.target, "classification", shard_size=200)
     split = stratified_split(digits.target, seed=1)
     result = fit_ridge_streamed(fs, split.train, split.val, "classification")
-    assert max(largest) <= 200 and result.val_score > 0.9
+    assert max(rows for _, rows in shard_reads) <= 200 and result.val_score > 0.9
 
 
 def test_streamed_ridge_refuses_unusable_rows(tmp_path):
@@ -100,29 +106,31 @@ def test_streamed_logreg_equals_the_in_memory_probe_on_digits(tmp_path, no_full_
     assert scores["accuracy"] == pytest.approx(expected["accuracy"], abs=0.005) and scores["accuracy"] > 0.9
 
 
-def test_streamed_logreg_keeps_what_its_cache_allows_and_fits_the_same(tmp_path, no_full_load, monkeypatch):
+def test_streamed_logreg_keeps_what_its_cache_allows_and_fits_the_same(tmp_path, no_full_load, shard_reads,
+                                                                       monkeypatch):
+    from transferkit.heads.streamed import PreparedRows
+
     digits = load_digits()
     fs = _store(tmp_path, digits.data.astype(np.float32), digits.target, "classification", shard_size=200)
-    reads = []
-    real = FeatureSet.read_shard
-
-    def read(self, i, dtype=np.float32):
-        reads.append(i)
-        return real(self, i, dtype)
-    monkeypatch.setattr(FeatureSet, "read_shard", read)
+    kept = []
+    close = PreparedRows.close
+    monkeypatch.setattr(PreparedRows, "close", lambda self: (kept.append((len(self._cached), len(self._spilled))),
+                                                            close(self)))
     split = stratified_split(digits.target, seed=1)
     fits = {}
     for cache in (0, 10**9):
-        reads.clear()
+        shard_reads.clear()
         fits[cache] = (fit_logreg_streamed(fs, split.train, split.val, seed=1, Cs=[0.1, 1.0], refine_steps=0,
-                                           cache_bytes=cache), len(reads))
+                                           cache_bytes=cache), len(shard_reads))
     (plain, plain_reads), (cached, cached_reads) = fits[0], fits[10**9]
-    # the same rows, from memory or read back from the spill file (in larger blocks: sums in another order)
+    assert kept[0][0] == 0 and kept[0][1] >= 1  # no cache: every block in the temporary file (grouped)
+    assert kept[1] == (fs.meta["n_shards"], 0)  # room for all: every block in memory
+    # the same rows, from memory or read back from the file (in larger blocks: sums in another order)
     assert plain.params == cached.params
     np.testing.assert_allclose(plain.predictor.coef_, cached.predictor.coef_, rtol=1e-3, atol=1e-3)  # L-BFGS tol
     per_pass = fs.meta["n_shards"]
     assert plain_reads < 30 * per_pass  # standardiser (2), first pass (1), validation per C: never per evaluation
-    assert cached_reads == plain_reads  # training rows are read once (then from memory or the spill file)
+    assert cached_reads == plain_reads  # training rows are read once (then from memory or the file)
 
 
 def test_streamed_logreg_refuses_one_class_and_unlabelled_stores(tmp_path):
