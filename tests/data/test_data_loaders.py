@@ -49,6 +49,29 @@ def test_image_folder_classes_sorted_items_sorted_hidden_ignored(tmp_path: Path)
     assert ds.task == "classification"
 
 
+def test_an_image_folder_is_read_once_and_keeps_the_fingerprint_of_its_files(tmp_path: Path, monkeypatch) -> None:
+    from transferkit.data import loaders
+    from transferkit.data.dataset import fingerprint
+
+    root = _folder(tmp_path / "pets")
+    reads: list[Path] = []
+    read_bytes = Path.read_bytes
+    monkeypatch.setattr(Path, "read_bytes", lambda self: (reads.append(self), read_bytes(self))[1])
+    ds = load_image_folder(root)
+    assert sorted(reads) == sorted(ds.items)  # each image read once: checked and hashed from the same bytes
+    reads.clear()
+    assert ds.fingerprint == fingerprint(list(ds.items), ds.labels, ds.class_names)  # what reading them again gives
+    monkeypatch.setattr(loaders, "FILE_LIST_ABOVE", 3)  # many files: the paths in one buffer
+    many = load_image_folder(root)
+    assert isinstance(many.items, loaders.FileList) and not isinstance(ds.items, loaders.FileList)
+    assert list(many.items) == list(ds.items) and many.items[-1] == ds.items[-1] and many.items[1:3] == ds.items[1:3]
+    assert many.fingerprint == ds.fingerprint and many.subset([4, 0]).items == [ds.items[4], ds.items[0]]
+    with pytest.raises(IndexError):
+        many.items[5]
+    unlabelled = load_image_folder(root / "cat")
+    assert unlabelled.fingerprint == fingerprint(list(unlabelled.items), None)
+
+
 def test_image_folder_without_class_folders_is_unlabelled(tmp_path: Path) -> None:
     _png(tmp_path / "b.png")
     _png(tmp_path / "a.png")

@@ -109,6 +109,12 @@ class ContentHash:
             self._h.update(len(b).to_bytes(8, "little"))
             self._h.update(b)
 
+    def add_file(self, data: bytes) -> None:
+        """Hash the next item, a file, from the bytes already read (what `add_items([path])` reads and hashes)."""
+        self._h.update((len(data) + 1).to_bytes(8, "little"))
+        self._h.update(b"f")
+        self._h.update(data)
+
     def finish(self, labels: np.ndarray | None, class_names: Sequence[str] = ()) -> str:
         """The fingerprint of every item added, with these labels and class names."""
         if labels is not None:

@@ -15,7 +15,7 @@ from typing import Any, Literal
 
 import numpy as np
 
-from transferkit.data.dataset import Dataset, Modality
+from transferkit.data.dataset import ContentHash, Dataset, Modality
 from transferkit.errors import DataError
 
 IMAGE_EXTENSIONS: tuple[str, ...] = (
@@ -64,47 +64,81 @@ def check_on_bad_input(on_bad_input: str) -> None:
         raise DataError(f"on_bad_input={on_bad_input!r} (--on-bad-input) is not supported: use fail or skip")
 
 
-def _check_image(path: Path, extensions: tuple[str, ...], on_bad_input: OnBadInput, skipped: list[dict]) -> bool:
-    """True when `path` is a readable image file; otherwise hands it to `_bad_input`.
+def _image_problem(data: bytes, decode: bool) -> str | None:
+    """None when `data` (a file's bytes) is an image, else why not: its header is parsed, and with `decode` its pixels
+    too (so extraction never meets a bad one)."""
+    import io
 
-    In fail mode only the header is read (fast; a file truncated later in its data fails at extraction,
-    naming the file). In skip mode every image is decoded once, so extraction never meets a bad one.
-    """
-    if path.suffix.lower() not in extensions:
-        _bad_input(
-            path,
-            f"not an image file (extension {path.suffix or '(none)'!r} is not one of {', '.join(extensions)}): "
-            "remove it from the folder or pass extensions=",
-            on_bad_input,
-            skipped,
-        )
-        return False
     from PIL import Image, UnidentifiedImageError
 
     try:
-        with Image.open(path) as img:
-            if on_bad_input == "skip":
-                img.load()
-            else:
-                img.size  # noqa: B018
+        with Image.open(io.BytesIO(data)) as img:
+            img.load() if decode else img.size  # noqa: B018
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
-        _bad_input(
-            path, f"cannot be read as an image ({e.__class__.__name__}): replace or remove the file", on_bad_input,
-            skipped,
-        )
-        return False
-    return True
+        return f"cannot be read as an image ({e.__class__.__name__}): replace or remove the file"
+    return None
 
 
-def _image_files(
-    folder: Path, root: Path, extensions: tuple[str, ...], on_bad_input: OnBadInput, skipped: list[dict]
-) -> list[Path]:
-    """Every non-hidden file under `folder` (recursively), sorted by relative path, checked to be an image."""
+class FileList(Sequence[Path]):
+    """Paths under one root, held as one UTF-8 buffer of relative paths and their offsets: about 8 bytes and the
+    relative path's length per file, against some 200 bytes for a Path object (an image folder of many millions)."""
+
+    def __init__(self, root: Path, relative: Sequence[str]) -> None:
+        self.root = root
+        encoded = [r.encode("utf-8", "surrogateescape") for r in relative]
+        self._offsets = np.zeros(len(encoded) + 1, np.int64)
+        np.cumsum([len(e) for e in encoded], out=self._offsets[1:])
+        self._buffer = b"".join(encoded)
+
+    def __len__(self) -> int:
+        return len(self._offsets) - 1
+
+    def __getitem__(self, i: Any) -> Any:
+        if isinstance(i, slice):
+            return [self[k] for k in range(*i.indices(len(self)))]
+        n = len(self)
+        if not -n <= i < n:
+            raise IndexError(f"index {i} is out of range for {n} files")
+        i = int(i) % n
+        return self.root / self._buffer[self._offsets[i]: self._offsets[i + 1]].decode("utf-8", "surrogateescape")
+
+    def take(self, indices: Sequence[int] | np.ndarray) -> list[Path]:
+        """The paths at `indices`, in that order."""
+        return [self[int(i)] for i in np.asarray(indices, dtype=np.int64)]
+
+
+#: `load_image_folder` keeps the paths of a folder with more files than this in a `FileList`
+FILE_LIST_ABOVE = 100_000
+
+
+def _image_files(folder: Path, root: Path, extensions: tuple[str, ...], on_bad_input: OnBadInput,
+                 skipped: list[dict], content: ContentHash) -> list[Path]:
+    """Every non-hidden file under `folder` (recursively), sorted by relative path, read once: checked to be an
+    image (its header; its pixels too when skipping bad ones) and hashed into `content`, so the data set's
+    fingerprint needs no second read of the files."""
     files = sorted(
         (p for p in folder.rglob("*") if p.is_file() and not _is_hidden(p, root)),
         key=lambda p: p.relative_to(folder).as_posix(),
     )
-    return [p for p in files if _check_image(p, extensions, on_bad_input, skipped)]
+    kept = []
+    for path in files:
+        if path.suffix.lower() not in extensions:
+            _bad_input(path, f"not an image file (extension {path.suffix or '(none)'!r} is not one of "
+                       f"{', '.join(extensions)}): remove it from the folder or pass extensions=", on_bad_input,
+                       skipped)
+            continue
+        try:
+            data = path.read_bytes()
+        except OSError as e:
+            why: str | None = f"cannot be read ({e.__class__.__name__}): check its permissions"
+        else:
+            why = _image_problem(data, decode=on_bad_input == "skip")
+        if why is not None:
+            _bad_input(path, why, on_bad_input, skipped)
+            continue
+        content.add_file(data)
+        kept.append(path)
+    return kept
 
 
 def load_image_folder(
@@ -134,13 +168,15 @@ def load_image_folder(
     ds_name = name or root.resolve().name or "images"
     meta: dict[str, Any] = {"source": "image_folder", "root": str(root), "skipped": skipped}
 
+    content = ContentHash()
     if not class_dirs:
         if not top_files:
             raise DataError(f"image folder {root} is empty: put images in it, one subfolder per class")
-        files = _image_files(root, root, exts, on_bad_input, skipped)
+        files = _image_files(root, root, exts, on_bad_input, skipped, content)
         if not files:
             raise DataError(f"image folder {root} holds no images: put images in it, one subfolder per class")
-        return Dataset(files, None, (), "image", ds_name, meta=meta)
+        return Dataset(_compact(root, files), None, (), "image", ds_name, fingerprint=content.finish(None),
+                       meta=meta)
 
     stray = [p for p in top_files if p.suffix.lower() in exts]
     if stray:
@@ -152,12 +188,21 @@ def load_image_folder(
     labels: list[int] = []
     class_names = tuple(d.name for d in class_dirs)
     for cid, d in enumerate(class_dirs):
-        files = _image_files(d, root, exts, on_bad_input, skipped)
+        files = _image_files(d, root, exts, on_bad_input, skipped, content)
         if not files:
             raise DataError(f"class folder {d} holds no images: add images to it or remove the folder")
         items.extend(files)
         labels.extend([cid] * len(files))
-    return Dataset(items, np.asarray(labels, dtype=np.int64), class_names, "image", ds_name, meta=meta)
+    y = np.asarray(labels, dtype=np.int64)
+    return Dataset(_compact(root, items), y, class_names, "image", ds_name,
+                   fingerprint=content.finish(y, class_names), meta=meta)
+
+
+def _compact(root: Path, files: list[Path]) -> Sequence[Path]:
+    """The paths as they are, or, above FILE_LIST_ABOVE of them, a `FileList`."""
+    if len(files) <= FILE_LIST_ABOVE:
+        return files
+    return FileList(root, [f.relative_to(root).as_posix() for f in files])
 
 
 # ------------------------------------------------------------------------------------------------------ labels
