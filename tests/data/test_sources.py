@@ -74,15 +74,17 @@ def test_a_hf_folder_with_plain_labels_and_bad_rows(sms, tmp_path):
         load_data(str(tmp_path / "d"))
 
 
-def test_a_hf_dataset_dict_names_its_splits_and_bad_class_ids_are_refused(sms, tmp_path):
+def test_a_hf_dataset_dict_names_its_splits_and_a_missing_class_label_is_bad_input(sms, tmp_path):
     texts, labels, names = sms
     features = hf.Features({"text": hf.Value("string"), "label": hf.ClassLabel(names=list(names))})
     data = hf.Dataset.from_dict({"text": texts[:20], "label": [*labels[:19].tolist(), -1]}, features=features)
     hf.DatasetDict({"train": data, "test": data}).save_to_disk(tmp_path / "dd")
     with pytest.raises(DataError, match=r"holds several splits \(train, test\): give one of them, e\.g\. .*dd/train"):
         load_data(str(tmp_path / "dd"))
-    with pytest.raises(DataError, match=r"train row 20 has label id -1, not one of the 2 declared classes"):
+    with pytest.raises(DataError, match=r"train row 20: has no label"):  # -1 is the datasets library's "no label"
         load_data(str(tmp_path / "dd" / "train"))
+    kept = load_data(str(tmp_path / "dd" / "train"), on_bad_input="skip")
+    assert len(kept) == 19 and kept.meta["skipped"][0]["id"] == 20 and kept.class_names == names
 
 
 def _extract(data, backbone, out):
@@ -99,6 +101,7 @@ def test_a_hf_image_folder_gives_the_image_folders_features(digit_pngs, lite0_sm
                          features=features).save_to_disk(tmp_path / "digits", num_shards=2)
     ds = load_data(str(tmp_path / "digits"))
     assert ds.modality == "image" and ds.class_names == tuple(str(c) for c in range(10))
+    assert ds.items[3] == pngs[3]  # an item is its encoded image, decoded when used: no pixels are held
     np.testing.assert_array_equal(ds.labels, labels)
     reference = load_data(str(folder))
     np.testing.assert_array_equal(ds.labels, reference.labels)
@@ -120,7 +123,8 @@ def test_webdataset_image_shards_give_the_image_folders_features(digit_pngs, lit
                                         for k, (b, y) in enumerate(zip(pngs, labels))))
     assert len(list((tmp_path / "shards").glob("*.tar"))) == 3
     ds = load_data(str(tmp_path / "shards"))
-    assert ds.modality == "image" and ds.meta["label_member"] == "cls" and len(ds) == 200
+    assert ds.modality == "image" and len(ds) == 200
+    assert ds.meta["label_column"] == "cls" and ds.meta["text_column"] == "png"
     assert ds.class_names == tuple(str(c) for c in range(10))
     np.testing.assert_array_equal(ds.labels, labels)
     np.testing.assert_array_equal(_extract(ds, lite0_small, tmp_path / "a"),

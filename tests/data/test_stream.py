@@ -161,3 +161,58 @@ def test_extracting_a_streamed_table_equals_the_whole_file_and_reads_it_once(sms
     for i in range(a.meta["n_shards"]):
         assert (tmp_path / "a" / f"shard-{i:05d}.safetensors").read_bytes() == \
             (tmp_path / "b" / f"shard-{i:05d}.safetensors").read_bytes()
+
+
+def test_awkward_files_read_as_the_whole_file_reader_reads_them(tmp_path):
+    (tmp_path / "ragged.csv").write_text("text,label\na,1\nb,2,extra\n")
+    messages = []
+    for s in (False, True):
+        with pytest.raises(DataError) as e:
+            load_table(tmp_path / "ragged.csv", label_column="label", stream=s)
+        messages.append(str(e.value))
+    assert messages[0] == messages[1] and "not a valid CSV" in messages[0]
+    # ints with a null (in a row skipped for its empty text): pandas reads the column as floats, and so do we
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    texts, ints = ["", *[f"t{i}" for i in range(59)]], [None, *range(59)]
+    pq.write_table(pa.table({"text": texts, "label": pa.array(ints, pa.int64())}), tmp_path / "n.parquet")
+    df = pd.DataFrame({"text": texts, "label": pd.array(ints, dtype="Int64")}, index=pd.Index(range(60), name="idx"))
+    df.to_parquet(tmp_path / "i.parquet")  # pandas' nullable ints, and its index stored as a column
+    for name, task in (("n.parquet", "regression"), ("i.parquet", "classification")):
+        whole, streamed = (load_table(tmp_path / name, label_column="label", on_bad_input="skip", stream=s)
+                           for s in (False, True))
+        _same(whole, streamed)
+        assert whole.task == task
+        with pytest.raises(DataError) as a:
+            load_table(tmp_path / name, label_column="nope", stream=False)
+        with pytest.raises(DataError) as b:
+            load_table(tmp_path / name, label_column="nope", stream=True)
+        assert str(a.value) == str(b.value)  # the stored index is no column in either
+    # a raw U+2028 or U+0085 inside a JSON string is text, not the end of a line
+    lines = ['{"text": "one\u2028two", "label": "a"}', '{"text": "x\u0085y", "label": "b"}', '[1]']
+    (tmp_path / "odd.jsonl").write_text("\n".join(lines[:2]) + "\n", encoding="utf-8")
+    whole, streamed = (load_table(tmp_path / "odd.jsonl", label_column="auto", stream=s) for s in (False, True))
+    _same(whole, streamed)
+    assert list(streamed.items) == ["one\u2028two", "x\u0085y"]
+    (tmp_path / "list.jsonl").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    with pytest.raises(DataError, match="row 3 is a list"):
+        load_table(tmp_path / "list.jsonl", stream=True)
+    with pytest.raises(DataError, match="row 3 is a list"):
+        load_table(tmp_path / "list.jsonl", stream=False)
+
+
+def test_a_forked_worker_reads_with_its_own_reader_and_a_changed_file_is_refused(sms_frame, tmp_path):
+    import multiprocessing
+
+    path = _write(sms_frame, tmp_path / "t.csv")
+    items = load_table(path, stream=True, on_bad_input="skip").items
+    first = items[0]  # the parent's reader is open, part way through the file
+    with multiprocessing.get_context("fork").Pool(2) as pool:
+        got = pool.map(items.__getitem__, [900, 0, 450, 3])
+    assert got == [items[900], first, items[450], items[3]]
+    _write(sms_frame.iloc[::2], path)  # rewritten under it: its chunks no longer hold their rows
+    items._cache.clear()
+    items._chunks = None
+    with pytest.raises(DataError, match="changed since it was loaded"):
+        items[5]

@@ -153,6 +153,8 @@ def adapt_end_to_end(method: str, backbone: Backbone, source: Dataset, target: D
     from transferkit.model import write_model
     from transferkit.model.migrate import finetune_info
 
+    source, target = source.in_memory(), target.in_memory()  # read in shuffled order, epoch after epoch
+
     if method not in END_TO_END:
         raise AdaptError(f"unknown end-to-end method {method!r}: use one of {', '.join(END_TO_END)}")
     config = config or FinetuneConfig()

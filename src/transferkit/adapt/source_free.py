@@ -221,6 +221,7 @@ def adapt_run(method: str, source_run: str | Path, target: Dataset, out: str | P
 
     if method not in SOURCE_FREE:
         raise AdaptError(f"unknown source-free method {method!r}: use one of {', '.join(SOURCE_FREE)}")
+    target = target.in_memory()  # read in shuffled order, epoch after epoch
     dest = RunFolder(out)
     if dest.exists():
         raise AdaptError(f"{dest.path} already holds a run: choose another --out")

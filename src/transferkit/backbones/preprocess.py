@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import io
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -27,6 +28,13 @@ def to_pil(item: Any) -> Image.Image:
                 img = im
         except (OSError, ValueError) as e:
             raise DataError(f"cannot read image {item}: {e}; remove or replace the file") from e
+    elif isinstance(item, (bytes, bytearray, memoryview)):  # an encoded image (a streamed source's item)
+        try:
+            with Image.open(io.BytesIO(item)) as im:
+                im.load()
+                img = im
+        except (OSError, ValueError, SyntaxError) as e:
+            raise DataError(f"cannot decode an encoded image: {e}; fix or drop it") from e
     elif isinstance(item, Image.Image):
         img = item
     elif isinstance(item, np.ndarray):

@@ -54,6 +54,15 @@ class Dataset:
             return "unlabelled"
         return "classification" if self.class_names else "regression"
 
+    def in_memory(self) -> Dataset:
+        """This data set with its items in a list, read once in order, when they are read lazily (a streamed table,
+        `datasets` folder or WebDataset shards): for work that reads them in shuffled order many times, such as
+        training. The same fingerprint, labels and meta; `self` when the items are already in memory."""
+        if not hasattr(self.items, "take") or isinstance(self.items, list):
+            return self
+        return Dataset(list(self.items), self.labels, self.class_names, self.modality, self.name,
+                       fingerprint=self.fingerprint, meta=self.meta)
+
     def subset(self, indices: Sequence[int] | np.ndarray, name: str | None = None) -> Dataset:
         """The items at `indices`, as a new Dataset with its own fingerprint (per-item meta arrays follow)."""
         idx = np.asarray(indices, dtype=np.int64)

@@ -423,7 +423,8 @@ def _read_rows(path: Path, fmt: str) -> tuple[list[str], Callable[[str], list[An
             raise DataError(f"{path} is not valid JSON (line {e.lineno}: {e.msg}): fix the file") from None
     else:
         records = []
-        for lineno, line in enumerate(text.splitlines(), 1):
+        for lineno, line in enumerate(text.split("\n"), 1):  # JSON lines end at "\n"; splitlines() would also cut
+            # at U+2028, U+0085 and other characters a JSON string may hold raw
             if not line.strip():
                 continue
             try:

@@ -2,9 +2,11 @@
 
 Both are read chunk by chunk like a large table (`data.stream`): one pass checks every item (an image's header is
 read, not its pixels), encodes the labels and fingerprints the content (text, or an image's encoded bytes), and the
-items are read again in order when they are used. Neither needs its own library: a `save_to_disk` folder is Arrow
-IPC stream files described by JSON (`state.json`, `dataset_info.json`), read with pyarrow; WebDataset shards are tar
-files whose members `KEY.EXT` make up one sample per key, read with the standard library.
+items are read again in order when they are used. An image item is its encoded bytes, decoded by the model's
+preprocessing each time it is used, so no decoded pixels are held; image chunks are `IMAGE_CHUNK_ROWS` items.
+Neither format needs its own library: a `save_to_disk` folder is Arrow IPC stream files described by JSON
+(`state.json`, `dataset_info.json`), read with pyarrow; WebDataset shards are tar files whose members `KEY.EXT` make
+up one sample per key, read with the standard library.
 """
 
 from __future__ import annotations
@@ -19,9 +21,10 @@ from typing import Any
 
 import numpy as np
 
+from transferkit.data import stream
 from transferkit.data.dataset import Dataset
-from transferkit.data.loaders import AUTO, IMAGE_EXTENSIONS, LabelCodes, OnBadInput, Task, _bad_input
-from transferkit.data.stream import CHUNK_ROWS, Chunk, row_ids, scan
+from transferkit.data.loaders import AUTO, IMAGE_EXTENSIONS, LabelCodes, OnBadInput, Task, _bad_input, _is_missing
+from transferkit.data.stream import Chunk, row_ids, scan
 from transferkit.errors import DataError
 
 # ------------------------------------------------------------------------------------------------- shared
@@ -39,10 +42,8 @@ def _image_header(data: bytes) -> str | None:
     return None
 
 
-def _open_image(data: bytes) -> Any:
-    from PIL import Image
-
-    return Image.open(io.BytesIO(data))
+#: items per chunk of an image source (encoded images: about 25 MB at 100 KB each)
+IMAGE_CHUNK_ROWS = 256
 
 
 class _Source:
@@ -55,6 +56,10 @@ class _Source:
 
     def chunks(self) -> Iterator[Chunk]:  # pragma: no cover - each source has its own
         raise NotImplementedError
+
+    def chunk_rows(self) -> int:
+        """Items per chunk: the stream's for text, fewer for images."""
+        return min(stream.CHUNK_ROWS, IMAGE_CHUNK_ROWS) if self.modality == "image" else stream.CHUNK_ROWS
 
     def problem(self, cell: Any) -> str | None:
         """Why this cell is bad input (None when it is fine)."""
@@ -70,7 +75,7 @@ class _Source:
         keep = []
         for j, cell in enumerate(cells):
             why = self.problem(cell)
-            if why is None and labels is not None and labels[j] is None:
+            if why is None and labels is not None and _is_missing(labels[j]):
                 why = "has no label"
             if why is None:
                 keep.append(j)
@@ -80,7 +85,7 @@ class _Source:
         return keep
 
     def item(self, cell: Any) -> Any:
-        return _open_image(cell) if self.modality == "image" else str(cell)
+        return bytes(cell) if self.modality == "image" else str(cell)
 
     def content(self, cell: Any) -> Any:
         return bytes(cell) if self.modality == "image" else str(cell)
@@ -112,7 +117,7 @@ def is_hf_folder(path: Path) -> bool:
 
 
 class ClassLabelCodes:
-    """Labels of a `ClassLabel` column: the ids as stored, the names as declared (-1 means no label)."""
+    """Labels of a `ClassLabel` column: the ids as stored, the names as declared (-1, "no label", is bad input)."""
 
     def __init__(self, names: Sequence[str]) -> None:
         self.names = tuple(str(n) for n in names)
@@ -122,6 +127,7 @@ class ClassLabelCodes:
         self._ids.append(np.asarray(cells, dtype=np.int64))
 
     def encode(self, *, where: Any, **_: Any) -> tuple[np.ndarray, tuple[str, ...]]:
+        """(ids, names); `task` does not apply: a ClassLabel column is classes."""
         ids = np.concatenate(self._ids) if self._ids else np.empty(0, np.int64)
         bad = np.flatnonzero((ids < 0) | (ids >= len(self.names)))
         if bad.size:
@@ -133,8 +139,10 @@ class ClassLabelCodes:
 class _HFFolder(_Source):
     what = "row"
 
-    def __init__(self, path: Path, item_column: str, label_column: str | None, modality: str) -> None:
+    def __init__(self, path: Path, item_column: str, label_column: str | None, modality: str,
+                 class_label: bool) -> None:
         self.path, self.item_column, self.label_column, self.modality = path, item_column, label_column, modality
+        self.class_label = class_label
         state = json.loads((path / "state.json").read_text())
         self.files = [path / f["filename"] for f in state.get("_data_files", [])]
         for f in self.files:
@@ -149,13 +157,16 @@ class _HFFolder(_Source):
             try:
                 with pa.memory_map(str(file)) as source, pa.ipc.open_stream(source) as batches:
                     for batch in batches:
-                        for lo in range(0, batch.num_rows, CHUNK_ROWS):
-                            part = batch.slice(lo, CHUNK_ROWS)
+                        for lo in range(0, batch.num_rows, self.chunk_rows()):
+                            part = batch.slice(lo, self.chunk_rows())
                             cells = part.column(self.item_column).to_pylist()
                             if self.modality == "image":
                                 cells = [self._image_bytes(c) for c in cells]
-                            yield cells, (part.column(self.label_column).to_pylist()
-                                          if self.label_column is not None else None)
+                            labels = (part.column(self.label_column).to_pylist() if self.label_column is not None
+                                      else None)
+                            if labels is not None and self.class_label:  # -1: the datasets library's "no label"
+                                labels = [None if v is None or v < 0 else v for v in labels]
+                            yield cells, labels
             except (OSError, pa.ArrowException) as e:
                 raise DataError(f"{file} is not a readable Arrow file ({e.__class__.__name__}): save the data set "
                                 "again") from None
@@ -186,7 +197,9 @@ def load_hf_folder(path: str | Path, *, text_column: str = "text", label_column:
     except (OSError, ValueError, KeyError, TypeError):
         raise DataError(f"{p} has no readable dataset_info.json with features: save the data set again") from None
     images = [c for c, f in features.items() if isinstance(f, dict) and f.get("_type") == "Image"]
-    if text_column in features or not images:
+    if text_column in images:  # an Image column named as the item column
+        item_column, modality = text_column, "image"
+    elif text_column in features or not images:
         item_column, modality = text_column, "text"
         if text_column not in features:
             raise DataError(f"{p} has no column {text_column!r} (text_column) and no Image column; its columns "
@@ -199,11 +212,11 @@ def load_hf_folder(path: str | Path, *, text_column: str = "text", label_column:
         raise DataError(f"{p} has no column {label_column!r} (label_column); its columns are: "
                         f"{', '.join(map(repr, features))}")
     feature = features.get(label_column) if label_column else None
-    labels = (None if label_column is None else ClassLabelCodes(feature["names"])
-              if isinstance(feature, dict) and feature.get("_type") == "ClassLabel" else LabelCodes())
-    source = _HFFolder(p, item_column, label_column, modality)
+    class_label = isinstance(feature, dict) and feature.get("_type") == "ClassLabel"
+    labels = None if label_column is None else ClassLabelCodes(feature["names"]) if class_label else LabelCodes()
+    source = _HFFolder(p, item_column, label_column, modality, class_label)
     return _dataset(source, labels, task=task, name=name or p.name, on_bad_input=on_bad_input,
-                    meta={"source": "hf_folder", "item_column": item_column, "label_column": label_column})
+                    meta={"source": "hf_folder", "text_column": item_column, "label_column": label_column})
 
 
 # ---------------------------------------------------------------------------------------------- WebDataset
@@ -281,8 +294,8 @@ class _Shards(_Source):
             cells.append(raw if self.modality == "image" or raw is None else raw.decode("utf-8", "replace"))
             if self.label_ext is not None:
                 lab = sample.get(self.label_ext)
-                labels.append(None if lab is None or not lab.strip() else lab.decode("utf-8", "replace").strip())
-            if len(cells) == CHUNK_ROWS:
+                labels.append(None if lab is None else lab.decode("utf-8", "replace").strip())
+            if len(cells) == self.chunk_rows():
                 yield cells, (labels if self.label_ext is not None else None)
                 cells, labels = [], []
         if cells:
@@ -302,7 +315,7 @@ def load_webdataset(path: str | Path, *, text_column: str = "text", label_column
     member (.jpg, .png, …) or text member (.txt; or the extension `text_column` names), and its label member
     (`label_column`, by extension; "auto": .cls, .label, .class or .target when the first sample has one)."""
     p = Path(path).expanduser()
-    source = _Shards(p, None if text_column in ("text", "txt") else text_column, label_column)
+    source = _Shards(p, None if text_column == "text" else text_column, label_column)
     labels = None if source.label_ext is None else _TextLabelCodes()
     return _dataset(source, labels, task=task, name=name or p.name.split(".")[0], on_bad_input=on_bad_input,
-                    meta={"source": "webdataset", "item_member": source.item_ext, "label_member": source.label_ext})
+                    meta={"source": "webdataset", "text_column": source.item_ext, "label_column": source.label_ext})

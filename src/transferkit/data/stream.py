@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import gzip
 import json
+import os
 import threading
 from collections import OrderedDict
 from collections.abc import Iterator, Sequence
@@ -58,8 +59,9 @@ def streams(path: Path, fmt: str, stream: bool | str) -> bool:
 
 
 def _open_text(path: Path):  # noqa: ANN202 — a text file object
-    return (gzip.open(path, "rt", encoding="utf-8-sig") if path.suffix.lower() == ".gz"
-            else open(path, encoding="utf-8-sig"))
+    # lines end at "\n" alone (JSON lines), as the whole-file reader splits them
+    return (gzip.open(path, "rt", encoding="utf-8-sig", newline="\n") if path.suffix.lower() == ".gz"
+            else open(path, encoding="utf-8-sig", newline="\n"))
 
 
 def _json_array(path: Path) -> bool:
@@ -85,7 +87,9 @@ class _Reader:
             import pyarrow.parquet as pq
 
             try:
-                return [str(c) for c in pq.ParquetFile(self.path).schema_arrow.names]
+                schema = pq.ParquetFile(self.path).schema_arrow
+                index = {c for c in (schema.pandas_metadata or {}).get("index_columns", []) if isinstance(c, str)}
+                return [str(c) for c in schema.names if c not in index]  # pandas' stored index is not a column
             except (OSError, ValueError, pa.ArrowException) as e:
                 raise DataError(f"{self.path} is not a readable Parquet file ({e.__class__.__name__}): fix the "
                                 "file") from None
@@ -127,15 +131,14 @@ class _Reader:
     def _csv(self) -> Iterator[Chunk]:
         import pandas as pd
 
-        names = [self.text_column] + ([self.label_column] if self.label_column is not None else [])
-        positions = sorted({self.columns.index(c) for c in names})
-        try:
-            reader = pd.read_csv(self.path, usecols=positions, chunksize=CHUNK_ROWS, **self._csv_options())
+        text_at = self.columns.index(self.text_column)
+        label_at = self.columns.index(self.label_column) if self.label_column is not None else None
+        try:  # every column is parsed (not usecols), so a ragged row fails here as it does read whole
+            reader = pd.read_csv(self.path, chunksize=CHUNK_ROWS, **self._csv_options())
             with reader:
                 for df in reader:
-                    df.columns = [self.columns[i] for i in positions]
-                    yield (df[self.text_column].tolist(),
-                           df[self.label_column].tolist() if self.label_column is not None else None)
+                    yield (df.iloc[:, text_at].tolist(), df.iloc[:, label_at].tolist() if label_at is not None
+                           else None)
         except UnicodeDecodeError as e:
             raise _not_utf8(self.path, e) from None
         except (pd.errors.ParserError, ValueError) as e:
@@ -148,18 +151,55 @@ class _Reader:
 
         names = list(dict.fromkeys([self.text_column] + ([self.label_column] if self.label_column else [])))
         try:
-            for batch in pq.ParquetFile(self.path).iter_batches(batch_size=CHUNK_ROWS, columns=names):
-                yield (batch.column(self.text_column).to_pylist(),
-                       batch.column(self.label_column).to_pylist() if self.label_column is not None else None)
+            file = pq.ParquetFile(self.path)
+            as_float = self._nullable_ints(file, names)
+
+            def cells(batch: Any, name: str) -> list[Any]:
+                if name not in as_float:
+                    return batch.column(name).to_pylist()
+                # pandas reads a column of ints with nulls as floats, nulls as NaN: so does the whole-file reader
+                return [float("nan") if v is None else v for v in batch.column(name).cast(pa.float64()).to_pylist()]
+
+            for batch in file.iter_batches(batch_size=CHUNK_ROWS, columns=names):
+                yield (cells(batch, self.text_column),
+                       cells(batch, self.label_column) if self.label_column is not None else None)
         except (OSError, ValueError, pa.ArrowException) as e:
             raise DataError(f"{self.path} is not a readable Parquet file ({e.__class__.__name__}): fix the "
                             "file") from None
 
+    @staticmethod
+    def _nullable_ints(file: Any, names: list[str]) -> set[str]:
+        """The integer columns among `names` that pandas reads as floats: those holding a null anywhere in the file
+        (from the row groups' statistics, or, where a file has none, by reading that one column), unless pandas wrote
+        them as its nullable integers."""
+        import pyarrow as pa
+
+        out = set()
+        schema = file.schema_arrow
+        kept_ints = {c.get("name") for c in (schema.pandas_metadata or {}).get("columns", [])
+                     if str(c.get("numpy_type", "")).startswith(("Int", "UInt"))}  # pandas' nullable Int64 & co.
+        for name in names:
+            if not pa.types.is_integer(schema.field(name).type) or name in kept_ints:
+                continue
+            j = file.schema_arrow.get_field_index(name)
+            nulls = 0
+            for g in range(file.metadata.num_row_groups):
+                stats = file.metadata.row_group(g).column(j).statistics
+                if stats is None or not stats.has_null_count:
+                    nulls = file.read(columns=[name]).column(name).null_count
+                    break
+                nulls += stats.null_count
+            if nulls:
+                out.add(name)
+        return out
+
     def _json_lines(self) -> Iterator[Chunk]:
         texts: list[Any] = []
         labels: list[Any] = []
+        seen = set(self.columns)
         try:
             with _open_text(self.path) as f:
+                records = 0
                 for lineno, line in enumerate(f, 1):
                     if not line.strip():
                         continue
@@ -168,11 +208,14 @@ class _Reader:
                     except json.JSONDecodeError as e:
                         raise DataError(f"{self.path} line {lineno} is not valid JSON ({e.msg}): fix that "
                                         "line") from None
+                    records += 1
                     if not isinstance(r, dict):
-                        raise DataError(f"{self.path} line {lineno} is a {type(r).__name__}, not an object: write "
+                        raise DataError(f"{self.path} row {records} is a {type(r).__name__}, not an object: write "
                                         "one JSON object per row")
-                    if len(self.columns) < 1000:  # the columns seen (for messages and label_column="auto")
-                        self.columns.extend(k for k in r if k not in self.columns)
+                    for k in r:  # the columns seen (for messages and label_column="auto"), in order of appearance
+                        if k not in seen:
+                            seen.add(k)
+                            self.columns.append(k)
                     texts.append(r.get(self.text_column))
                     labels.append(r.get(self.label_column) if self.label_column is not None else None)
                     if len(texts) == CHUNK_ROWS:
@@ -198,29 +241,37 @@ class StreamedItems(Sequence[Any]):
         self._starts = starts  # kept index of each chunk's first item; the last entry is the number of items
         self._offsets = offsets  # rows of the source before each chunk
         self._lock = threading.Lock()
-        self._cache: OrderedDict[int, list[Any]] = OrderedDict()
+        self._cache: OrderedDict[int, list[Any]] = OrderedDict()  # kept cells (an image's encoded bytes, not pixels)
         self._chunks: Iterator[Chunk] | None = None
         self._next = 0  # the chunk the open reader yields next
         self.passes = 0  # times the source was opened for reading (tests, diagnostics)
+        self._pid = os.getpid()
 
     def __len__(self) -> int:
         return int(self._starts[-1])
 
     def __getitem__(self, i: Any) -> Any:
         if isinstance(i, slice):
-            return self.take(np.arange(len(self))[i])
+            return self.take(range(len(self))[i])
         n = len(self)
         if not -n <= i < n:
             raise IndexError(f"index {i} is out of range for {n} items")
         i = int(i) % n
         k = int(np.searchsorted(self._starts, i, side="right")) - 1
-        return self._chunk(k)[i - int(self._starts[k])]
+        return self._reader.item(self._chunk(k)[i - int(self._starts[k])])
 
-    def _items(self, k: int, chunk: Chunk) -> list[Any]:
+    def _cells(self, k: int, chunk: Chunk) -> list[Any]:
+        """The kept cells of chunk `k`; a source that no longer has the rows it had when scanned is refused."""
         cells, _ = chunk
-        return [self._reader.item(cells[j]) for j in self._reader.kept(chunk, int(self._offsets[k]))]
+        kept = [cells[j] for j in self._reader.kept(chunk, int(self._offsets[k]))]
+        if k + 1 >= len(self._starts) or len(kept) != self._starts[k + 1] - self._starts[k]:
+            raise DataError(f"{self._reader.path} changed since it was loaded (chunk {k} no longer holds the rows "
+                            "it held): load it again")
+        return kept
 
     def _chunk(self, k: int) -> list[Any]:
+        if self._pid != os.getpid():  # a forked process (a DataLoader worker): its own reader, not the parent's
+            self.__setstate__(self.__getstate__())
         with self._lock:
             if k in self._cache:
                 return self._cache[k]
@@ -230,7 +281,7 @@ class StreamedItems(Sequence[Any]):
             for chunk in self._chunks:
                 self._next += 1
                 if self._next - 1 >= k - 1:  # the chunk before k too: a shard may straddle the two
-                    self._cache[self._next - 1] = self._items(self._next - 1, chunk)
+                    self._cache[self._next - 1] = self._cells(self._next - 1, chunk)
                     while len(self._cache) > 2:
                         self._cache.popitem(last=False)
                 if self._next > k:
@@ -250,14 +301,15 @@ class StreamedItems(Sequence[Any]):
 
     def __iter__(self) -> Iterator[Any]:
         for k, chunk in enumerate(self._reader.chunks()):
-            yield from self._items(k, chunk)
+            yield from (self._reader.item(c) for c in self._cells(k, chunk))
 
     def __getstate__(self) -> dict:
-        return {k: v for k, v in self.__dict__.items() if k not in ("_lock", "_cache", "_chunks")}
+        return {k: v for k, v in self.__dict__.items() if k not in ("_lock", "_cache", "_chunks", "_pid")}
 
     def __setstate__(self, state: dict) -> None:
         self.__dict__.update(state)
         self._lock, self._cache, self._chunks, self._next = threading.Lock(), OrderedDict(), None, 0
+        self._pid = os.getpid()
 
 
 @dataclass

@@ -280,6 +280,7 @@ def finetune(
     predicted and no model file or card is written.
     """
     config = config or FinetuneConfig()
+    data = data.in_memory()  # training reads items in shuffled order, epoch after epoch
     terms = list(terms)
     check_terms(terms)
     user_terms = list(terms)  # what a learning-rate trial gets a copy of (the pair term it adds itself)

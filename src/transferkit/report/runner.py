@@ -124,7 +124,9 @@ def _child_env() -> dict:
 
     root = str(Path(transferkit.__file__).resolve().parents[1])  # the child imports this very package
     path = os.environ.get("PYTHONPATH", "")
-    env = {k: v for k, v in os.environ.items() if k not in _LAUNCHER_VARS}
+    env = {k: v for k, v in os.environ.items() if k not in _LAUNCHER_VARS and not k.startswith("ACCELERATE_")}
+    if "TORCHELASTIC_RUN_ID" in os.environ and env.get("OMP_NUM_THREADS") == "1":
+        env.pop("OMP_NUM_THREADS")  # torchrun's one thread per process: a child alone has the machine's cores
     return {**env, "PYTHONPATH": root + (os.pathsep + path if path else ""),
             "TRANSFERKIT_COMPARE_PARENT": str(os.getpid()), "TOKENIZERS_PARALLELISM": "false"}
 
@@ -154,13 +156,13 @@ def _help_extract(settings: CompareSettings, trust: dict | None) -> None:
     process 0 (`extract_features` splits the shards), then leave the strategies, the results and the report to it."""
     import torch.distributed as dist
 
+    inputs = load_inputs(settings)  # while process 0 loads them too: a large source is scanned by both at once
     message: list = [None]
     dist.broadcast_object_list(message, src=0)
     if "error" in message[0]:
         raise CompareError(f"process 0 stopped before extracting: {message[0]['error']}")
     if message[0]["extract"]:
-        _extract(load_inputs(settings), settings, lambda m: None, False,
-                 {k: bool(v) for k, v in (trust or {}).items() if v})
+        _extract(inputs, settings, lambda m: None, False, {k: bool(v) for k, v in (trust or {}).items() if v})
 
 
 def _run_child(task_file: Path, log_file: Path) -> int:
