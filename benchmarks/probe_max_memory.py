@@ -7,7 +7,7 @@ Fitting the heads in memory takes about 6x that (1.25 GB: `heads.probe.IN_MEMORY
 the whole process: interpreter and libraries included) is that probe's alone; both use the same 70/15/15 split
 (seed 0), hyperparameters chosen on validation, accuracy on test.
 
-    python benchmarks/probe_max_memory.py [--heads ridge,logreg] [--max-memory 600MB]
+    python benchmarks/probe_max_memory.py [--heads ridge,logreg,svm] [--max-memory 600MB]
                                           [--out benchmarks/results/probe_max_memory.json]
 """
 
@@ -61,7 +61,7 @@ def build_store(folder: Path) -> Path:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--heads", default="ridge,logreg")
+    ap.add_argument("--heads", default="ridge,logreg,svm")
     ap.add_argument("--max-memory", default="600MB")
     ap.add_argument("--out", type=Path, default=None)
     args = ap.parse_args()

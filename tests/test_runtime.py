@@ -203,7 +203,7 @@ def test_cuda_under_torchrun_is_this_process_gpu_not_gpu_0(monkeypatch):
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
     monkeypatch.setenv("WORLD_SIZE", "4")
-    monkeypatch.setenv("LOCAL_RANK", "3")  # the second machine's second process
+    monkeypatch.setenv("LOCAL_RANK", "3")  # a local rank beyond the GPUs seen: GPU 3 mod 2
     assert resolve_device("auto") == torch.device("cuda", 1)
     assert resolve_device("cuda") == torch.device("cuda", 1)
     assert resolve_device("cuda:0") == torch.device("cuda", 0)  # asked for by number: kept
@@ -221,3 +221,14 @@ def test_memory_sizes_read_like_people_write_them():
     for bad in ("lots", "-1GB", "2XB", "", "0"):
         with pytest.raises(RuntimeConfigError, match="not a memory size"):
             memory_budget(bad)
+
+
+def test_a_containers_memory_limit_caps_auto(monkeypatch):
+    from pathlib import Path
+
+    from transferkit import runtime
+
+    read = Path.read_text
+    monkeypatch.setattr(Path, "read_text", lambda self, *a, **k: "1073741824\n" if str(self) ==
+                        "/sys/fs/cgroup/memory.max" else read(self, *a, **k))
+    assert runtime.physical_memory() == 1 << 30 and runtime.memory_budget("auto") == 1 << 29

@@ -352,11 +352,20 @@ _UNITS = {"": 1, "b": 1, "k": 1 << 10, "kb": 1 << 10, "kib": 1 << 10, "m": 1 << 
 
 
 def physical_memory() -> int:
-    """This machine's memory in bytes (0 where the OS does not say)."""
+    """The memory this process may use, in bytes: the machine's, or a container's limit (cgroup v2 or v1) when that
+    is lower; 0 where the OS does not say."""
     try:
-        return int(os.sysconf("SC_PAGE_SIZE")) * int(os.sysconf("SC_PHYS_PAGES"))
+        total = int(os.sysconf("SC_PAGE_SIZE")) * int(os.sysconf("SC_PHYS_PAGES"))
     except (ValueError, OSError, AttributeError):
-        return 0
+        total = 0
+    for limit_file in ("/sys/fs/cgroup/memory.max", "/sys/fs/cgroup/memory/memory.limit_in_bytes"):
+        try:
+            limit = int(Path(limit_file).read_text().strip())  # "max" (no limit) is not a number
+        except (OSError, ValueError):
+            continue
+        if 0 < limit < (total or limit + 1):
+            total = limit
+    return total
 
 
 def memory_budget(value: int | str | None, flag: str = "--max-memory") -> int:

@@ -133,12 +133,19 @@ def test_streamed_logreg_keeps_what_its_cache_allows_and_fits_the_same(tmp_path,
     assert cached_reads == plain_reads  # training rows are read once (then from memory or the file)
 
 
-def test_streamed_logreg_refuses_one_class_and_unlabelled_stores(tmp_path):
+def test_streamed_logreg_and_svm_refuse_one_class_and_unlabelled_stores(tmp_path):
+    from transferkit.errors import DataError
+
     digits = load_digits()
-    fs = _store(tmp_path, digits.data.astype(np.float32), digits.target, "classification")
+    fs = _store(tmp_path / "a", digits.data.astype(np.float32), digits.target, "classification")
     ones = np.flatnonzero(digits.target == 1)
-    with pytest.raises(Exception, match="class"):
-        fit_logreg_streamed(fs, ones[:20], ones[20:30])
+    for fit in (fit_logreg_streamed, fit_linear_svm_streamed):
+        with pytest.raises(DataError, match="single class"):
+            fit(fs, ones[:20], ones[20:30])
+    unlabelled = _store(tmp_path / "b", digits.data.astype(np.float32), None, "unlabelled")
+    for fit in (fit_logreg_streamed, fit_linear_svm_streamed):
+        with pytest.raises(HeadError, match="unlabelled features"):
+            fit(unlabelled, [0, 1, 2], [3])
 
 
 @pytest.mark.parametrize("classes", [(3, 8), tuple(range(10))])

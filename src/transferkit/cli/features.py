@@ -108,8 +108,8 @@ def probe(
                                              "reference + the best-by-validation head (predict, export, serve "
                                              "read it).")] = None,
     max_memory: Annotated[str, typer.Option(
-        "--max-memory", help="Memory the heads may take, e.g. 4GB (auto: half this machine's). Above it they are "
-        "fitted shard by shard (ridge, logreg), never holding every feature.")] = "auto",
+        "--max-memory", help="Memory the heads may take, e.g. 4GB (auto: half this machine's). Above it ridge, "
+        "logreg and svm are fitted shard by shard, never holding every feature.")] = "auto",
     as_json: JsonOpt = False,
 ) -> None:
     """Fit a head on cached features, choosing its hyperparameters on a validation split; report test metrics."""

@@ -175,8 +175,8 @@ def load_image_folder(
         files = _image_files(root, root, exts, on_bad_input, skipped, content)
         if not files:
             raise DataError(f"image folder {root} holds no images: put images in it, one subfolder per class")
-        return Dataset(_compact(root, files), None, (), "image", ds_name, fingerprint=content.finish(None),
-                       meta=meta)
+        return Dataset(_compact(root, [f.relative_to(root).as_posix() for f in files]), None, (), "image", ds_name,
+                       fingerprint=content.finish(None), meta=meta)
 
     stray = [p for p in top_files if p.suffix.lower() in exts]
     if stray:
@@ -184,25 +184,25 @@ def load_image_folder(
             f"{stray[0]} lies next to the class folders of {root}, so it has no class: "
             "move it into a class subfolder (or into a separate unlabelled folder)"
         )
-    items: list[Path] = []
+    relative: list[str] = []  # kept as text, not Path objects, while the folder is listed
     labels: list[int] = []
     class_names = tuple(d.name for d in class_dirs)
     for cid, d in enumerate(class_dirs):
         files = _image_files(d, root, exts, on_bad_input, skipped, content)
         if not files:
             raise DataError(f"class folder {d} holds no images: add images to it or remove the folder")
-        items.extend(files)
+        relative.extend(f.relative_to(root).as_posix() for f in files)
         labels.extend([cid] * len(files))
     y = np.asarray(labels, dtype=np.int64)
-    return Dataset(_compact(root, items), y, class_names, "image", ds_name,
+    return Dataset(_compact(root, relative), y, class_names, "image", ds_name,
                    fingerprint=content.finish(y, class_names), meta=meta)
 
 
-def _compact(root: Path, files: list[Path]) -> Sequence[Path]:
-    """The paths as they are, or, above FILE_LIST_ABOVE of them, a `FileList`."""
-    if len(files) <= FILE_LIST_ABOVE:
-        return files
-    return FileList(root, [f.relative_to(root).as_posix() for f in files])
+def _compact(root: Path, relative: list[str]) -> Sequence[Path]:
+    """The files (paths relative to `root`) as Path objects, or, above FILE_LIST_ABOVE of them, a `FileList`."""
+    if len(relative) <= FILE_LIST_ABOVE:
+        return [root / r for r in relative]
+    return FileList(root, relative)
 
 
 # ------------------------------------------------------------------------------------------------------ labels
@@ -272,7 +272,8 @@ class LabelCodes:
         codes = np.empty(len(cells), np.int64)
         for j, v in enumerate(cells):
             v = v.item() if isinstance(v, np.generic) else v
-            key = (type(v), v)  # 1, 1.0 and True stay apart here, as their types matter below
+            # 1, 1.0 and True stay apart here, as their types matter below; so do 0.0 and -0.0 (regression targets)
+            key = (float, v.hex()) if isinstance(v, float) else (type(v), v)
             code = self._index.get(key)
             if code is None:
                 code = self._index[key] = len(self.values)

@@ -95,8 +95,8 @@ def probe_features(
     With `save`, the best-by-validation head is written there as a model folder (the backbone the features
     came from, by reference, + the head): `transferkit predict`, `export`, `serve` and `transferkit.load` read it.
     max_memory: when fitting in memory would take more than this (`runtime.memory_budget`: e.g. "2GB"; "auto" is
-    half this machine's memory), the heads are fitted shard by shard instead (`fit_and_score_streamed`: ridge and
-    logreg), using at most a quarter of it to keep training rows.
+    half this machine's memory), the heads are fitted shard by shard instead (`fit_and_score_streamed`: ridge,
+    logreg and svm), keeping prepared training rows in at most a quarter of it.
     """
     fs = features if isinstance(features, FeatureSet) else FeatureSet.open(features)
     y = fs.labels()
@@ -148,11 +148,13 @@ def save_probe_of(fs: FeatureSet, best: FittedHead, rows: list[dict], split: Any
     where = {**(data.get("meta") or {}), **({"spec": source["source"]} if source else {}), **(source or {})}
     training = dict(training or {})
     if best.task == "classification" and not best.has_proba and len(split.val):
-        # probabilities for a margin head: its temperature, on the validation rows (read shard by shard)
-        val_rows = ShardRows(fs, split.val)
-        scores = np.concatenate([best.class_scores(X) for _, X in val_rows.chunks()])
-        ids = np.searchsorted(np.asarray(best.classes_), fs.labels()[val_rows.rows])
-        training["temperature"] = fit_temperature(scores, ids)
+        # probabilities for a margin head: its temperature, on the validation rows, read shard by shard (as stored,
+        # in the split's order: the numbers an in-memory fit gets)
+        val = np.asarray(split.val)
+        rows = ShardRows(fs, val)
+        X = np.concatenate([X for _, X in rows.chunks()]).astype(np.float32)[np.searchsorted(rows.rows, val)]
+        ids = np.searchsorted(np.asarray(best.classes_), fs.labels()[val])
+        training["temperature"] = fit_temperature(best.class_scores(X), ids)
     return save_probe(
         folder, best, backbone=record_from_features(fs.meta), precision=fs.meta.get("precision", "fp32"),
         class_names=fs.class_names,

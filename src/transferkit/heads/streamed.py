@@ -3,9 +3,10 @@
 Ridge needs only the d x d Gram matrix and X^T Y of the standardised training rows, so it is solved exactly
 (the solution of `linear.fit_ridge` in memory, up to rounding) from two passes over the shards: the column
 means, then the centred products. Logistic regression runs the in-memory probe's L-BFGS path (`softmax.SoftmaxPath`,
-the same objective, warm starts and C search) with its loss and gradient summed shard by shard: one pass over the
-training shards per evaluation, fewer when `cache_bytes` lets it keep the first shards' prepared rows. Validation and
-test rows are scored the same way, shard by shard. Nothing here calls `FeatureSet.features()`.
+the same objective, warm starts and C search) and the linear SVM LinearSVC's squared-hinge objective in the primal,
+both with the loss and gradient summed block by block over `PreparedRows`: the training rows prepared once (the
+first blocks kept in memory up to `cache_bytes`, the rest in a temporary file read back for every evaluation).
+Validation and test rows are scored shard by shard. Nothing here calls `FeatureSet.features()`.
 """
 
 from __future__ import annotations
@@ -37,16 +38,12 @@ class ShardRows:
     def __len__(self) -> int:
         return int(self.rows.size)
 
-    def chunks(self, skip: int = 0) -> Iterator[tuple[slice, np.ndarray]]:
-        """(positions in `self.rows`, their features) per shard that holds any of the rows; the first `skip` such
-        shards are not read."""
+    def chunks(self) -> Iterator[tuple[slice, np.ndarray]]:
+        """(positions in `self.rows`, their features) per shard that holds any of the rows."""
         for i in range(self.fs.meta["n_shards"]):
             lo, hi = self.fs.shard_bounds(i)
             a, b = np.searchsorted(self.rows, [lo, hi])
             if a == b:
-                continue
-            if skip:
-                skip -= 1
                 continue
             yield slice(int(a), int(b)), self.fs.read_shard(i)[self.rows[a:b] - lo].astype(np.float64)
 
@@ -71,7 +68,7 @@ class PreparedRows:
     the first pass reads the shards and prepares each block (standardised, active columns, in `precision`); the first
     blocks are kept in memory while they fit in `cache_bytes`, the rest are written to a temporary file that later
     passes read back as they are (no decoding, no conversions: the page cache serves them, outside this process's
-    memory). Each block comes with its rows of `targets` (class indices, or ±1 codes)."""
+    memory). Each block comes with its rows of `targets` (class indices)."""
 
     #: rows read back from the temporary file at once (up to this many bytes): fewer, larger products
     SPILL_READ_BYTES = 32 << 20
@@ -228,11 +225,14 @@ def fit_logreg_streamed(fs: FeatureSet, train: Sequence[int] | np.ndarray, val: 
 
 def _squared_hinge(theta: np.ndarray, prepared: PreparedRows, lam: float, k: int) -> tuple[float, np.ndarray]:
     """Mean squared hinge of one-vs-rest margins + lam/2 ||(W, b)||² (the intercept is penalised, as liblinear's
-    intercept feature is), and its gradient, summed over the prepared blocks."""
+    intercept feature is), and its gradient, summed over the prepared blocks (whose targets are class indices: the
+    ±1 codes are made per block)."""
     r, n = prepared.active.size, len(prepared.rows)
     W, b = theta[: r * k].reshape(r, k), theta[r * k:]
     total, gW, gb = 0.0, np.zeros((r, k)), np.zeros(k)
-    for Z, T in prepared.blocks():
+    columns = np.arange(k) + (1 if k == 1 else 0)  # two classes: one column, +1 for the second class
+    for Z, y_index in prepared.blocks():
+        T = np.where(y_index[:, None] == columns[None, :], 1.0, -1.0)
         slack = np.maximum(0.0, 1.0 - T * ((Z @ W.astype(Z.dtype)).astype(np.float64) + b))
         total += float(np.sum(slack * slack))
         G = (-2.0 / n) * T * slack
@@ -255,10 +255,10 @@ def fit_linear_svm_streamed(fs: FeatureSet, train: Sequence[int] | np.ndarray, v
     y, tr, va = _train_val(fs, train, val, "svm")
     y_tr = y[tr.rows]
     check_two_classes(y_tr, "the training labels")
-    T, classes = _targets(y_tr, "classification")
+    classes = np.unique(y_tr)
     mean, scale, active = tr.standardizer()
-    prepared = PreparedRows(tr, T, mean, scale, active, cache_bytes=cache_bytes)
-    k, r, n = T.shape[1], active.size, len(tr)
+    prepared = PreparedRows(tr, np.searchsorted(classes, y_tr), mean, scale, active, cache_bytes=cache_bytes)
+    k, r, n = (1 if classes.size == 2 else classes.size), active.size, len(tr)
     theta = np.zeros(r * k + k)
     best: LinearPredictor | None = None
     best_score, best_C, val_scores = -np.inf, 0.0, []
@@ -272,9 +272,7 @@ def fit_linear_svm_streamed(fs: FeatureSet, train: Sequence[int] | np.ndarray, v
             coef = np.zeros((k, fs.feature_dim))
             coef[:, active] = theta[: r * k].reshape(r, k).T
             pred = LinearPredictor(mean, scale, coef, theta[r * k:].copy(), classes)
-            margins = _val_scores(va, mean, scale, pred.coef, pred.intercept)
-            labels = classes[(margins[:, 0] > 0).astype(int)] if k == 1 else classes[np.argmax(margins, axis=1)]
-            score = primary_score("classification", y_val, labels)
+            score = primary_score("classification", y_val, predict_rows(pred, va))
             val_scores.append({"params": {"C": float(C)}, "score": score})
             if score > best_score:
                 best, best_score, best_C = pred, score, float(C)
