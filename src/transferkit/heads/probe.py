@@ -150,10 +150,10 @@ def save_probe_of(fs: FeatureSet, best: FittedHead, rows: list[dict], split: Any
     if best.task == "classification" and not best.has_proba and len(split.val):
         # probabilities for a margin head: its temperature, on the validation rows, read shard by shard (as stored,
         # in the split's order: the numbers an in-memory fit gets)
-        val = np.asarray(split.val)
-        rows = ShardRows(fs, val)
-        X = np.concatenate([X for _, X in rows.chunks()]).astype(np.float32)[np.searchsorted(rows.rows, val)]
-        ids = np.searchsorted(np.asarray(best.classes_), fs.labels()[val])
+        val_rows = np.asarray(split.val)
+        rows = ShardRows(fs, val_rows)
+        X = np.concatenate([X for _, X in rows.chunks()]).astype(np.float32)[np.searchsorted(rows.rows, val_rows)]
+        ids = np.searchsorted(np.asarray(best.classes_), fs.labels()[val_rows])
         training["temperature"] = fit_temperature(best.class_scores(X), ids)
     return save_probe(
         folder, best, backbone=record_from_features(fs.meta), precision=fs.meta.get("precision", "fp32"),
