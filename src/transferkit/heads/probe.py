@@ -151,8 +151,8 @@ def save_probe_of(fs: FeatureSet, best: FittedHead, rows: list[dict], split: Any
         # probabilities for a margin head: its temperature, on the validation rows, read shard by shard (as stored,
         # in the split's order: the numbers an in-memory fit gets)
         val_rows = np.asarray(split.val)
-        rows = ShardRows(fs, val_rows)
-        X = np.concatenate([X for _, X in rows.chunks()]).astype(np.float32)[np.searchsorted(rows.rows, val_rows)]
+        stored = ShardRows(fs, val_rows)
+        X = np.concatenate([X for _, X in stored.chunks()]).astype(np.float32)[np.searchsorted(stored.rows, val_rows)]
         ids = np.searchsorted(np.asarray(best.classes_), fs.labels()[val_rows])
         training["temperature"] = fit_temperature(best.class_scores(X), ids)
     return save_probe(
