@@ -396,3 +396,74 @@ def test_attention_takes_the_explicit_path_where_the_fused_bf16_kernel_fails(mon
     monkeypatch.setattr(F, "scaled_dot_product_attention", broken)
     assert inference.attention_speedup() == 1e9
     assert inference.explicit_attention_pays(torch.device("cpu"), "bf16")
+
+
+@pytest.fixture(scope="module")
+def effnet_b0_small():
+    """timm's efficientnet_b0 (random weights, seeded) at 64 px: its SiLU and squeeze-excite products round
+    differently in bf16 when oneDNN Graph fuses them, so the fused and unfused graphs give different bytes."""
+    from transferkit.backbones import load_backbone
+
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        return load_backbone("timm:efficientnet_b0", pretrained=False, image_size=64)
+
+
+@pytest.mark.skipif(not torch.backends.mkldnn.is_available(), reason="oneDNN is not in this torch build")
+def test_a_fused_graph_gives_a_batch_the_same_features_whatever_ran_before(effnet_b0_small):
+    from transferkit.features.inference import InferenceRunner, _Encoder, _frozen_graph
+
+    eager = InferenceRunner(effnet_b0_small, "bf16", "none")
+    pixels = eager.prepare({"pixel_values": torch.randn(20, 3, 64, 64, generator=torch.Generator().manual_seed(0))})
+    pixels = pixels["pixel_values"]
+    encoder = _Encoder(effnet_b0_small, eager._model).eval()
+
+    shapes = []
+
+    def run(order: list[int]) -> dict[int, np.ndarray]:
+        graph = _frozen_graph(encoder, pixels, fuse=True)  # a new graph: nothing profiled or fused yet
+        with torch.inference_mode():
+            out = {n: graph(pixels[:n]).float().numpy() for n in order}
+        shapes.append(len(graph._ready))
+        return out
+
+    first, other = run([16, 5, 3, 16, 20]), run([3, 20, 5, 16])
+    for n in (16, 5, 3, 20):  # the first call of a shape (TorchScript's profiling run) is not what is returned
+        np.testing.assert_array_equal(first[n], other[n], err_msg=f"batch of {n}")
+    up, down = run(list(range(1, 21))), run(list(range(20, 0, -1)))  # twenty batch sizes, in two orders
+    for n in range(1, 21):
+        np.testing.assert_array_equal(up[n], down[n], err_msg=f"batch of {n}")
+    assert shapes[-2:] == [6, 6]  # padded to 1, 2, 4, 8, 16 and 32 rows: six profiling runs, not twenty
+    np.testing.assert_array_equal(first[5], first[16][:5])  # 5 rows run padded to 8, and rows do not interact
+    np.testing.assert_array_equal(first[3], first[16][:3])
+    reference = eager({"pixel_values": pixels})
+    cos = (first[20] * reference).sum(1) / np.linalg.norm(first[20], axis=1) / np.linalg.norm(reference, axis=1)
+    assert cos.min() > 0.99  # the same features as eager, to bf16's rounding
+
+
+def test_the_fusion_decision_is_measured_once_per_machine_and_architecture(lite0_small, monkeypatch, tmp_path):
+    from transferkit.features import inference
+
+    monkeypatch.setenv("TRANSFERKIT_CACHE", str(tmp_path / "cache"))
+    timed = []
+    monkeypatch.setattr(inference, "fusion_speedup", lambda bb, precision: timed.append(precision) or 1.25)
+    assert inference.onednn_fusion_pays(lite0_small, "bf16") is inference._llga_available()
+    assert inference.onednn_fusion_pays(lite0_small, "bf16") is inference._llga_available()
+    assert timed == (["bf16"] if inference._llga_available() else [])  # the second answer came from runtime.json
+    assert not inference.onednn_fusion_pays(lite0_small, "int8")
+    monkeypatch.setattr(inference, "fusion_speedup", lambda bb, precision: 1.02)  # within noise: the plain graph
+    assert not inference.onednn_fusion_pays(lite0_small, "fp32")
+
+
+def test_the_runner_builds_the_graph_the_fusion_decision_names(lite0_small, monkeypatch):
+    from transferkit.features import inference
+
+    x = {"pixel_values": torch.randn(4, 3, 64, 64, generator=torch.Generator().manual_seed(0))}
+    out = {}
+    for fuse in (True, False):
+        monkeypatch.setattr(inference, "onednn_fusion_pays", lambda bb, precision, fuse=fuse: fuse)
+        runner = inference.InferenceRunner(lite0_small, "fp32", "jit")
+        out[fuse] = runner(x)
+        assert isinstance(runner._graph, inference._FusedGraph) is fuse
+    np.testing.assert_allclose(out[True], out[False], atol=1e-4)
+    assert inference.fusion_speedup(lite0_small, "fp32", batch=2, reps=1) > 0
