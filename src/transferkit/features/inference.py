@@ -76,11 +76,9 @@ def graph_speedup(backbone: Backbone, precision: str) -> float:
     architecture, input size, pooling and precision)."""
     from transferkit.runtime import measured
 
-    size = (backbone.preprocessing or {}).get("size")
-    path = "bf16-weights" if native_bf16(backbone.device, precision) else precision
     # "frozen-graph", not the "graph" of earlier versions: their entries timed the graph before it could run fused
     # (`onednn_fusion_pays`): on a 2-core EPYC efficientnet_b0's fp32 graph went from 0.82x eager to 1.53x
-    return measured("frozen-graph", f"{backbone.spec}|{size}px|{backbone.pooling}|{path}",
+    return measured("frozen-graph", _graph_what(backbone, precision),
                     lambda: _time_graph(backbone, precision))
 
 
@@ -90,18 +88,23 @@ def onednn_fusion_pays(backbone: Backbone, precision: str) -> bool:
     `torch.jit.optimize_for_inference` (prepacked oneDNN convolutions, no such fusion).
 
     It depends on the architecture and the CPU: measured in one run on a 2-core AMD EPYC (AVX512-BF16, no AMX), bf16,
-    32 images at 224 px, best of 4 interleaved rounds: timm efficientnet_b0 1.23× (its SiLU and squeeze-excite
-    multiplications run as separate passes otherwise), EfficientNet-Lite0 1.01×, ResNet-50 1.01×. A comparison of
-    the two graphs on a synthetic batch (`fusion_speedup`, about a second, cached per machine, architecture and
-    precision) decides, with the same `MIN_GAIN` as the graph itself; only on the CPU."""
+    16 images at 224 px (`runtime.json`): timm efficientnet_b0 1.22× (its SiLU and squeeze-excite multiplications
+    run as separate passes otherwise), EfficientNet-Lite0 1.29×, ResNet-50 1.13×; in fp32 1.60×, 1.65×, 1.05×.
+    A comparison of the two graphs on a synthetic batch (`fusion_speedup`, about a second, cached per machine,
+    architecture and precision) decides, with the same `MIN_GAIN` as the graph itself; only on the CPU."""
     if backbone.device.type != "cpu" or precision not in ("fp32", "bf16") or not _llga_available():
         return False
     from transferkit.runtime import measured
 
+    return measured("graph-fusion", _graph_what(backbone, precision),
+                    lambda: fusion_speedup(backbone, precision)) >= MIN_GAIN
+
+
+def _graph_what(backbone: Backbone, precision: str) -> str:
+    """What a graph decision is cached under: the architecture, input size, pooling and the precision path."""
     size = (backbone.preprocessing or {}).get("size")
     path = "bf16-weights" if native_bf16(backbone.device, precision) else precision
-    return measured("graph-fusion", f"{backbone.spec}|{size}px|{backbone.pooling}|{path}",
-                    lambda: fusion_speedup(backbone, precision)) >= MIN_GAIN
+    return f"{backbone.spec}|{size}px|{backbone.pooling}|{path}"
 
 
 def _llga_available() -> bool:
